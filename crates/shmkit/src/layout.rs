@@ -1,0 +1,389 @@
+//! The header at offset 0 of every shmkit segment, and the endpoint records after it.
+//!
+//! ```text
+//! offset 0    Header (128 bytes): magic, version, sizes, object kind, creator, state, params
+//! offset 128  Endpoint[endpoint_count] (64 bytes each): pid, start time, state, wake word
+//! header_size the object's own area (ring, slots, ...), described by the params
+//! ```
+//!
+//! Every field is a fixed-width little-endian atomic, so any language can read the
+//! format, and every read of a field another process may write is an atomic load. The
+//! creator writes every field, then stores [`state::READY`] with `Release`; an opener
+//! loads `state` with `Acquire` before trusting anything else, and then still validates
+//! each field, since the other process may be buggy or hostile.
+//!
+//! All layout constants live in this file and in the channel file that owns an object's
+//! area; bump [`VERSION`] on any change.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::segment::Segment;
+use crate::sync::peer;
+
+/// `b"SHMKIT\0\x01"` read as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\0\x01");
+/// Layout version; bumped on any change of this file or a channel's shared structs.
+pub const VERSION: u32 = 1;
+/// Size of [`Header`].
+pub const HEADER_SIZE: usize = 128;
+/// Size of one [`Endpoint`].
+pub const ENDPOINT_SIZE: usize = 64;
+/// Most endpoints a segment may record (bounds what an opener will trust).
+pub const MAX_ENDPOINTS: u32 = 4096;
+/// Cache-line size the layout aligns hot words to.
+pub const CACHE_LINE: usize = 64;
+
+/// Values of [`Header::state`].
+pub mod state {
+    /// Zero-filled: nobody has started initialising (or this is not a shmkit segment).
+    pub const EMPTY: u32 = 0;
+    /// The creator is writing the header.
+    pub const INITIALISING: u32 = 1;
+    /// Every field is written and may be read (after an `Acquire` load of `state`).
+    pub const READY: u32 = 2;
+    /// The creator has shut the object down.
+    pub const CLOSED: u32 = 3;
+
+    /// Name of a state value for display.
+    pub fn name(state: u32) -> &'static str {
+        match state {
+            EMPTY => "empty",
+            INITIALISING => "initialising",
+            READY => "ready",
+            CLOSED => "closed",
+            _ => "invalid",
+        }
+    }
+}
+
+/// What a shmkit segment holds ([`Header::object`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+#[repr(u32)]
+pub enum ObjectKind {
+    /// A plain segment made by `shmkit create`: the header, then raw bytes.
+    Raw = 1,
+    /// A single-producer single-consumer message channel.
+    Spsc = 2,
+}
+
+impl ObjectKind {
+    /// Decodes a tag read from a segment.
+    pub fn from_tag(tag: u32) -> Option<ObjectKind> {
+        match tag {
+            1 => Some(ObjectKind::Raw),
+            2 => Some(ObjectKind::Spsc),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name for display.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Raw => "raw",
+            ObjectKind::Spsc => "spsc",
+        }
+    }
+}
+
+/// The header at offset 0. Written once by the creator before `state` becomes READY;
+/// afterwards only `state` changes.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Header {
+    /// [`MAGIC`]. Creator writes; everyone reads to recognise a shmkit segment.
+    pub magic: AtomicU64,
+    /// [`VERSION`] of the layout the creator wrote.
+    pub version: AtomicU32,
+    /// Bytes from offset 0 to the object's area: [`HEADER_SIZE`] + the endpoint table.
+    pub header_size: AtomicU32,
+    /// [`ObjectKind`] tag.
+    pub object: AtomicU32,
+    /// Number of [`Endpoint`] records after the header.
+    pub endpoint_count: AtomicU32,
+    /// Size of the whole segment as created; must equal the mapped size.
+    pub total_size: AtomicU64,
+    /// Pid of the creating process.
+    pub creator_pid: AtomicU64,
+    /// Start time of the creating process ([`peer::start_time`]).
+    pub creator_start: AtomicU64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: AtomicU64,
+    /// [`state`]: creator stores READY (Release) last; openers load with Acquire.
+    pub state: AtomicU32,
+    /// Zero.
+    pub reserved: AtomicU32,
+    /// Object-specific parameters (capacity, max message size ...), named by the
+    /// object's module.
+    pub params: [AtomicU64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+
+/// Values of [`Endpoint::state`].
+pub mod endpoint_state {
+    /// Never attached.
+    pub const FREE: u32 = 0;
+    /// Held by the process recorded in `pid`/`start_time`.
+    pub const ATTACHED: u32 = 1;
+    /// Its holder detached cleanly.
+    pub const CLOSED: u32 = 2;
+
+    /// Name of a state value for display.
+    pub fn name(state: u32) -> &'static str {
+        match state {
+            FREE => "free",
+            ATTACHED => "attached",
+            CLOSED => "closed",
+            _ => "invalid",
+        }
+    }
+}
+
+/// One process's attachment to an object: who it is, and the word it sleeps on.
+/// One cache line, so that a peer waking this endpoint touches nothing else.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Holder's pid (0 = never attached). Holder writes on attach; anyone reads.
+    pub pid: AtomicU32,
+    /// [`endpoint_state`]. Holder writes; peers read (Acquire) to detect a clean close.
+    pub state: AtomicU32,
+    /// Holder's process start time, so a reused pid is not taken for the holder.
+    pub start_time: AtomicU64,
+    /// Futex word the holder sleeps on; a peer increments it, then `FUTEX_WAKE`s.
+    pub futex: AtomicU32,
+    /// 1 while the holder is about to sleep or sleeping on `futex`. Holder writes;
+    /// peers read after publishing, to decide whether a wake-up syscall is needed.
+    pub waiting: AtomicU32,
+    /// CPU the holder last ran on (`u32::MAX` unknown); peers stop spinning when it is
+    /// their own CPU.
+    pub cpu: AtomicU32,
+    /// Number of times this endpoint has been attached.
+    pub attaches: AtomicU32,
+    /// Zero; room for later fields (e.g. an eventfd registration).
+    pub reserved: [AtomicU64; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<Endpoint>() == ENDPOINT_SIZE);
+
+impl Endpoint {
+    /// Liveness of the recorded holder; a cleanly closed endpoint is `Dead`.
+    pub fn liveness(&self) -> peer::Liveness {
+        let state = self.state.load(Ordering::Acquire);
+        match state {
+            endpoint_state::ATTACHED => peer::liveness(
+                self.pid.load(Ordering::Relaxed),
+                self.start_time.load(Ordering::Relaxed),
+            ),
+            endpoint_state::CLOSED => peer::Liveness::Dead,
+            _ => peer::Liveness::Unknown,
+        }
+    }
+}
+
+/// A validated copy of a header's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct HeaderInfo {
+    pub version: u32,
+    pub header_size: u32,
+    pub object: ObjectKind,
+    pub endpoint_count: u32,
+    pub total_size: u64,
+    pub creator_pid: u32,
+    pub creator_start: u64,
+    pub created_ns: u64,
+    pub state: u32,
+    pub params: [u64; 8],
+}
+
+impl HeaderInfo {
+    /// Creation time as a `SystemTime`.
+    pub fn created(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.created_ns)
+    }
+
+    /// Whether the creating process is still alive.
+    pub fn creator_liveness(&self) -> peer::Liveness {
+        peer::liveness(self.creator_pid, self.creator_start)
+    }
+}
+
+/// The header of `seg`, or `Corrupt` if the segment is too small to hold one.
+pub fn header(seg: &Segment) -> Result<&Header> {
+    if seg.len() < HEADER_SIZE {
+        return Err(Error::incompatible(
+            "segment size",
+            seg.len(),
+            format!("at least {HEADER_SIZE} bytes"),
+        ));
+    }
+    // SAFETY: the mapping is page-aligned and at least HEADER_SIZE bytes long, and lives
+    // as long as `seg`; Header consists of atomics only, so shared references to it are
+    // sound even while other processes write it.
+    Ok(unsafe { &*seg.as_ptr().cast::<Header>() })
+}
+
+/// Endpoint `index` of a segment whose header was validated into `info`.
+pub fn endpoint<'a>(seg: &'a Segment, info: &HeaderInfo, index: u32) -> Result<&'a Endpoint> {
+    if index >= info.endpoint_count {
+        return Err(Error::InvalidArgument(format!("endpoint {index} of {}", info.endpoint_count)));
+    }
+    let offset = HEADER_SIZE + index as usize * ENDPOINT_SIZE;
+    // validate() checked that header_size (which covers every endpoint) is within the
+    // segment; check again here since `info` is caller-supplied.
+    if offset + ENDPOINT_SIZE > seg.len() {
+        return Err(Error::corrupt("endpoint table past the end of the segment"));
+    }
+    // SAFETY: in bounds (checked above), 64-byte aligned (page-aligned base + multiples
+    // of 64), atomics only.
+    Ok(unsafe { &*seg.as_ptr().add(offset).cast::<Endpoint>() })
+}
+
+/// Size of the header plus `endpoints` endpoint records.
+pub const fn header_size(endpoints: u32) -> usize {
+    HEADER_SIZE + endpoints as usize * ENDPOINT_SIZE
+}
+
+/// Writes a fresh header into a newly created (zero-filled) segment, leaving `state` at
+/// INITIALISING. The caller initialises the object's area, then calls [`publish`].
+pub fn init<'a>(
+    seg: &'a Segment,
+    object: ObjectKind,
+    endpoints: u32,
+    params: &[u64],
+) -> Result<&'a Header> {
+    let h = header(seg)?;
+    let size = header_size(endpoints);
+    if endpoints > MAX_ENDPOINTS || size > seg.len() || params.len() > 8 {
+        return Err(Error::InvalidArgument(format!(
+            "a header with {endpoints} endpoints does not fit a {}-byte segment",
+            seg.len()
+        )));
+    }
+    if h.state
+        .compare_exchange(state::EMPTY, state::INITIALISING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+        || h.magic.load(Ordering::Relaxed) != 0
+    {
+        return Err(Error::AlreadyExists { what: "a header in this segment".into() });
+    }
+    let (pid, start) = peer::current();
+    let now =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    h.magic.store(MAGIC, Ordering::Relaxed);
+    h.version.store(VERSION, Ordering::Relaxed);
+    h.header_size.store(size as u32, Ordering::Relaxed);
+    h.object.store(object as u32, Ordering::Relaxed);
+    h.endpoint_count.store(endpoints, Ordering::Relaxed);
+    h.total_size.store(seg.len() as u64, Ordering::Relaxed);
+    h.creator_pid.store(u64::from(pid), Ordering::Relaxed);
+    h.creator_start.store(start, Ordering::Relaxed);
+    h.created_ns.store(now, Ordering::Relaxed);
+    for (slot, value) in h.params.iter().zip(params.iter().chain(std::iter::repeat(&0))) {
+        slot.store(*value, Ordering::Relaxed);
+    }
+    Ok(h)
+}
+
+/// Makes an initialised header visible to openers (`state = READY`, Release).
+pub fn publish(h: &Header) {
+    h.state.store(state::READY, Ordering::Release);
+}
+
+/// Reads and validates the header of `seg`.
+///
+/// Fails with `Incompatible { field: "magic" }` for a segment shmkit did not make,
+/// `NotReady` while the creator is still initialising, and `Incompatible`/`Corrupt`
+/// naming the field for anything out of range.
+pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
+    let h = header(seg)?;
+    let state = h.state.load(Ordering::Acquire);
+    let magic = h.magic.load(Ordering::Relaxed);
+    if magic != MAGIC {
+        if magic == 0 && state <= state::INITIALISING {
+            return Err(Error::NotReady { what: "segment".into() });
+        }
+        return Err(Error::incompatible(
+            "magic",
+            format!("0x{magic:016x}"),
+            format!("0x{MAGIC:016x} (a shmkit segment)"),
+        ));
+    }
+    let version = h.version.load(Ordering::Relaxed);
+    if state == state::INITIALISING {
+        return Err(Error::NotReady { what: "segment".into() });
+    }
+    if version != VERSION {
+        return Err(Error::incompatible("layout version", version, VERSION));
+    }
+    if state != state::READY && state != state::CLOSED {
+        return Err(Error::corrupt(format!("state word is {state}")));
+    }
+    let tag = h.object.load(Ordering::Relaxed);
+    let object = ObjectKind::from_tag(tag)
+        .ok_or_else(|| Error::incompatible("object kind", tag, "1 (raw) or 2 (spsc)"))?;
+    let endpoint_count = h.endpoint_count.load(Ordering::Relaxed);
+    if endpoint_count > MAX_ENDPOINTS {
+        return Err(Error::corrupt(format!(
+            "endpoint count {endpoint_count} exceeds {MAX_ENDPOINTS}"
+        )));
+    }
+    let header_size = h.header_size.load(Ordering::Relaxed);
+    if header_size as usize != self::header_size(endpoint_count) {
+        return Err(Error::incompatible(
+            "header size",
+            header_size,
+            self::header_size(endpoint_count),
+        ));
+    }
+    let total_size = h.total_size.load(Ordering::Relaxed);
+    if total_size != seg.len() as u64 {
+        return Err(Error::incompatible("total size", total_size, seg.len()));
+    }
+    if header_size as u64 > total_size {
+        return Err(Error::corrupt(format!(
+            "header size {header_size} exceeds segment size {total_size}"
+        )));
+    }
+    let creator_pid = h.creator_pid.load(Ordering::Relaxed);
+    let creator_pid = u32::try_from(creator_pid)
+        .map_err(|_| Error::corrupt(format!("creator pid {creator_pid}")))?;
+    let mut params = [0u64; 8];
+    for (p, slot) in params.iter_mut().zip(h.params.iter()) {
+        *p = slot.load(Ordering::Relaxed);
+    }
+    Ok(HeaderInfo {
+        version,
+        header_size,
+        object,
+        endpoint_count,
+        total_size,
+        creator_pid,
+        creator_start: h.creator_start.load(Ordering::Relaxed),
+        created_ns: h.created_ns.load(Ordering::Relaxed),
+        state,
+        params,
+    })
+}
+
+/// [`validate`], waiting up to `timeout` while the creator is still initialising.
+pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match validate(seg) {
+            Err(Error::NotReady { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `seg` starts with the shmkit magic (without validating anything else).
+pub fn has_magic(seg: &Segment) -> bool {
+    header(seg).is_ok_and(|h| h.magic.load(Ordering::Relaxed) == MAGIC)
+}

@@ -1,0 +1,5 @@
+//! Waiting and liveness across processes: shared futexes, the spin → yield → park
+//! strategy, and the pid + start-time identity of peers.
+
+pub mod futex;
+pub mod peer;
