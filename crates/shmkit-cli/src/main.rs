@@ -1,1 +1,63 @@
-fn main() {}
+//! `shmkit`: inter-process communication through shared memory, from the shell.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod channel_view;
+mod create;
+mod demo;
+mod dump;
+mod info;
+mod inspect;
+mod ls;
+mod rm;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// Inter-process communication through shared memory on Linux.
+///
+/// Targets name a segment: sysv:0xKEY, sysv-id:ID, posix:/NAME, file:PATH, ftok:PATH:PROJ.
+#[derive(Parser, Debug)]
+#[command(name = "shmkit", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List SysV and POSIX shared-memory segments (like lsipc -m / ipcs -m).
+    Ls(ls::Args),
+    /// Create a named segment (SysV, POSIX or file-backed) and leave it in place.
+    Create(create::Args),
+    /// Show everything about one segment, including its shmkit header.
+    Info(info::Args),
+    /// Remove segments (shmkit's only, unless --force).
+    Rm(rm::Args),
+    /// Hex-dump a segment's bytes, like xxd.
+    Dump(dump::DumpArgs),
+    /// Write bytes into a segment at an offset.
+    Write(dump::WriteArgs),
+    /// Show one segment mapped by two processes at two virtual addresses.
+    Demo(demo::Args),
+    #[command(name = "__demo-child", hide = true)]
+    DemoChild(demo::ChildArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Ls(a) => ls::run(a),
+        Command::Create(a) => create::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Rm(a) => rm::run(a),
+        Command::Dump(a) => dump::run_dump(a),
+        Command::Write(a) => dump::run_write(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DemoChild(a) => demo::run_child(a),
+    };
+    if let Err(e) = result {
+        eprintln!("shmkit: {e}");
+        std::process::exit(1);
+    }
+}

@@ -304,7 +304,7 @@ pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
     let state = h.state.load(Ordering::Acquire);
     let magic = h.magic.load(Ordering::Relaxed);
     if magic != MAGIC {
-        if magic == 0 && state <= state::INITIALISING {
+        if magic == 0 && state == state::INITIALISING {
             return Err(Error::NotReady { what: "segment".into() });
         }
         return Err(Error::incompatible(
@@ -370,17 +370,30 @@ pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
     })
 }
 
-/// [`validate`], waiting up to `timeout` while the creator is still initialising.
+/// [`validate`], waiting up to `timeout` while the creator is still initialising
+/// (state INITIALISING, or a header still all zero because creation has only just
+/// begun).
 pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
     let deadline = Instant::now() + timeout;
     loop {
-        match validate(seg) {
-            Err(Error::NotReady { .. }) if Instant::now() < deadline => {
+        let result = validate(seg);
+        let blank = header(seg).is_ok_and(|h| {
+            h.magic.load(Ordering::Relaxed) == 0 && h.state.load(Ordering::Acquire) == state::EMPTY
+        });
+        match result {
+            Err(Error::NotReady { .. }) | Err(Error::Incompatible { field: "magic", .. }) if blank || result_not_ready(&result) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::NotReady { what: "segment".into() });
+                }
                 std::thread::sleep(Duration::from_micros(200));
             }
             other => return other,
         }
     }
+}
+
+fn result_not_ready(r: &Result<HeaderInfo>) -> bool {
+    matches!(r, Err(Error::NotReady { .. }))
 }
 
 /// Whether `seg` starts with the shmkit magic (without validating anything else).

@@ -30,12 +30,13 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 
 /// The kinds of shared-memory object shmkit can map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Kind {
     /// System V shared memory (`shmget`).
     SysV,
     /// POSIX named shared memory (`shm_open`), a file in `/dev/shm`.
+    #[default]
     Posix,
     /// An anonymous `memfd`, shared by passing its descriptor.
     Memfd,
@@ -420,12 +421,6 @@ pub struct Description {
     pub removed: bool,
     /// Last modification (POSIX, file) or change (SysV) time, Unix seconds.
     pub changed: i64,
-}
-
-impl Default for Kind {
-    fn default() -> Self {
-        Kind::Posix
-    }
 }
 
 fn describe_fd(fd: &OwnedFd, what: &str) -> Result<Description> {

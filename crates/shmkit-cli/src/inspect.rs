@@ -1,0 +1,63 @@
+//! What shmkit can tell about a segment's contents: the validated header, or why it
+//! does not validate. Shared by `ls` and `info`.
+
+use serde::Serialize;
+use shmkit::layout::{self, HeaderInfo};
+use shmkit::sync::peer::Liveness;
+use shmkit::{Error, Name, Options, Segment};
+
+/// The shmkit view of one segment.
+#[derive(Debug, Serialize)]
+pub struct View {
+    /// True when the header validated.
+    pub shmkit: bool,
+    /// Why the header did not validate (absent when it did, or when the segment could
+    /// not be mapped for reading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_alive: Option<bool>,
+}
+
+impl View {
+    /// A one-cell summary for `ls`: `spsc v1 pid 123 alive`, `-` for foreign segments.
+    pub fn summary(&self) -> String {
+        match (&self.header, &self.invalid) {
+            (Some(h), _) => format!(
+                "{} v{} pid {} {}",
+                h.object.name(),
+                h.version,
+                h.creator_pid,
+                if self.creator_alive == Some(true) { "alive" } else { "dead" }
+            ),
+            (None, Some(why)) if why.starts_with("shmkit") => why.clone(),
+            _ => "-".into(),
+        }
+    }
+}
+
+/// Opens `name` read-only and inspects its header.
+pub fn open_and_inspect(name: &Name) -> Result<View, Error> {
+    let seg = Segment::open(name, &Options { read_only: true, ..Options::default() })?;
+    Ok(inspect(&seg))
+}
+
+/// Inspects the header of a mapped segment.
+pub fn inspect(seg: &Segment) -> View {
+    match layout::validate(seg) {
+        Ok(h) => View {
+            shmkit: true,
+            invalid: None,
+            creator_alive: Some(h.creator_liveness() == Liveness::Alive),
+            header: Some(h),
+        },
+        Err(e) => {
+            // A segment with the magic but a bad field is a damaged shmkit segment;
+            // anything else is simply not ours.
+            let why = if layout::has_magic(seg) { format!("shmkit, invalid: {e}") } else { e.to_string() };
+            View { shmkit: false, invalid: Some(why), header: None, creator_alive: None }
+        }
+    }
+}

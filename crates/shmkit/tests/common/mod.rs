@@ -1,0 +1,99 @@
+//! Cross-process test support: the test binary re-executes itself as the peer.
+//!
+//! A test calls [`spawn_peer`] with a role; the child runs the ignored test
+//! `peer_entry` of the same binary, which calls the test file's `peer(role, args)`.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const ROLE_VAR: &str = "SHMKIT_TEST_ROLE";
+pub const ARGS_VAR: &str = "SHMKIT_TEST_ARGS";
+
+/// A process-unique name for test objects: `shmkit.test.<pid>.<tag>.<n>`.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("shmkit.test.{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The command that runs this test binary as a peer with `role` and `args`.
+pub fn peer_command(role: &str, args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "peer_entry", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_VAR, role)
+        .env(ARGS_VAR, args.join("\u{1f}"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the peer to completion and returns its output; panics with its stderr if it
+/// failed.
+pub fn run_peer(role: &str, args: &[String]) -> Output {
+    let out = peer_command(role, args).output().expect("spawn peer");
+    assert!(
+        out.status.success(),
+        "peer {role} {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Lines the peer printed with the `peer:` prefix (the harness adds its own noise).
+pub fn peer_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("peer:").map(str::to_string))
+        .collect()
+}
+
+/// In the peer process: the role and arguments, or `None` in a normal test run.
+pub fn peer_role() -> Option<(String, Vec<String>)> {
+    let role = std::env::var(ROLE_VAR).ok()?;
+    let args = std::env::var(ARGS_VAR).unwrap_or_default();
+    let args = if args.is_empty() { Vec::new() } else { args.split('\u{1f}').map(str::to_string).collect() };
+    Some((role, args))
+}
+
+/// A byte pattern that depends on `seed` and the position.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// Copies bytes out of shared memory.
+pub fn read_at(seg: &shmkit::Segment, offset: usize, len: usize) -> Vec<u8> {
+    assert!(offset + len <= seg.len());
+    let mut v = vec![0u8; len];
+    // SAFETY: in bounds (asserted); raw copy from shared memory.
+    unsafe { std::ptr::copy_nonoverlapping(seg.as_ptr().add(offset), v.as_mut_ptr(), len) };
+    v
+}
+
+/// Copies bytes into shared memory.
+pub fn write_at(seg: &shmkit::Segment, offset: usize, data: &[u8]) {
+    assert!(offset + data.len() <= seg.len());
+    // SAFETY: in bounds (asserted); the mapping is writable in these tests.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.as_ptr().add(offset), data.len()) };
+}
+
+/// Whether a POSIX shm name exists.
+pub fn posix_exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name.trim_start_matches('/')).exists()
+}
+
+/// Whether a SysV key is in use.
+pub fn sysv_key_exists(key: i32) -> bool {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().next().and_then(|k| k.parse::<i32>().ok()) == Some(key))
+}
+
+/// A SysV key unlikely to collide with anything else on the machine.
+pub fn test_key() -> i32 {
+    static N: AtomicU32 = AtomicU32::new(1);
+    (0x5300_0000u32 | ((std::process::id() & 0xffff) << 8) | (N.fetch_add(1, Ordering::Relaxed) & 0xff)) as i32
+}
