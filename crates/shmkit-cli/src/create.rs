@@ -65,7 +65,8 @@ pub fn run(args: &Args) -> CliResult {
     let name = if let Some(key) = args.key {
         Name::SysVKey(key)
     } else if let Some(spec) = &args.ftok {
-        let parsed: Name = format!("ftok:{spec}").parse().map_err(|e| crate::util::Failure(format!("{e}")))?;
+        let parsed: Name =
+            format!("ftok:{spec}").parse().map_err(|e| crate::util::Failure(format!("{e}")))?;
         parsed.resolve().context(format!("ftok {spec}"))?
     } else if let Some(p) = &args.posix {
         Name::Posix(p.clone())
@@ -77,9 +78,13 @@ pub fn run(args: &Args) -> CliResult {
     if args.sysv != matches!(name, Name::SysVKey(_)) {
         return fail("--sysv goes with --key or --ftok");
     }
-    let size = usize::try_from(args.size).map_err(|_| crate::util::Failure("size too large".into()))?;
+    let size =
+        usize::try_from(args.size).map_err(|_| crate::util::Failure("size too large".into()))?;
     if !args.no_header && size < layout::HEADER_SIZE {
-        return fail(format!("a shmkit segment needs at least {} bytes (or use --no-header)", layout::HEADER_SIZE));
+        return fail(format!(
+            "a shmkit segment needs at least {} bytes (or use --no-header)",
+            layout::HEADER_SIZE
+        ));
     }
     let opts = Options { mode: args.mode, open_existing: args.open_existing, ..Options::default() };
     let mut seg = Segment::create(&name, size, &opts).context(format!("cannot create {name}"))?;

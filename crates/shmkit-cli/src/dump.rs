@@ -60,7 +60,10 @@ pub fn run_dump(args: &DumpArgs) -> CliResult {
         .context(format!("cannot open {}", args.target))?;
     let size = seg.len() as u64;
     if args.offset > size {
-        return fail(format!("{}: offset {} is past the end ({size} bytes)", args.target, args.offset));
+        return fail(format!(
+            "{}: offset {} is past the end ({size} bytes)",
+            args.target, args.offset
+        ));
     }
     let len = args.len.unwrap_or(size - args.offset);
     let (offset, len) = check_range(&seg, &args.target, args.offset, len)?;
@@ -96,7 +99,8 @@ pub fn xxd_line(offset: usize, bytes: &[u8]) -> String {
             hex.push(' ');
         }
     }
-    let text: String = bytes.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+    let text: String =
+        bytes.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
     format!("{offset:08x}: {hex} {text}")
 }
 
@@ -118,7 +122,8 @@ pub fn run_write(args: &WriteArgs) -> CliResult {
         (None, Some(t)) => t.as_bytes().to_vec(),
         (None, None) => return fail("give --hex or --text"),
     };
-    let seg = Segment::open(&args.target, &Options::default()).context(format!("cannot open {}", args.target))?;
+    let seg = Segment::open(&args.target, &Options::default())
+        .context(format!("cannot open {}", args.target))?;
     let (offset, len) = check_range(&seg, &args.target, args.offset, data.len() as u64)?;
     // SAFETY: offset + len <= seg.len() (checked); the mapping is writable; raw copy,
     // since other processes may access the bytes concurrently.

@@ -77,7 +77,8 @@ pub fn run(args: &Args) -> CliResult {
                 out.push((k, v));
             }
         }
-        None => out.push(("shmkit", format!("no: {}", info.view.invalid.as_deref().unwrap_or("unknown")))),
+        None => out
+            .push(("shmkit", format!("no: {}", info.view.invalid.as_deref().unwrap_or("unknown")))),
     }
     let width = out.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (k, v) in out {

@@ -56,7 +56,11 @@ pub fn inspect(seg: &Segment) -> View {
         Err(e) => {
             // A segment with the magic but a bad field is a damaged shmkit segment;
             // anything else is simply not ours.
-            let why = if layout::has_magic(seg) { format!("shmkit, invalid: {e}") } else { e.to_string() };
+            let why = if layout::has_magic(seg) {
+                format!("shmkit, invalid: {e}")
+            } else {
+                e.to_string()
+            };
             View { shmkit: false, invalid: Some(why), header: None, creator_alive: None }
         }
     }

@@ -90,7 +90,10 @@ pub fn run(args: &Args) -> CliResult {
             ]
         })
         .collect();
-    print_table(&["KEY", "ID", "OWNER", "PERMS", "SIZE", "NATTCH", "CPID", "LPID", "STATUS", "SHMKIT"], &rows);
+    print_table(
+        &["KEY", "ID", "OWNER", "PERMS", "SIZE", "NATTCH", "CPID", "LPID", "STATUS", "SHMKIT"],
+        &rows,
+    );
     println!();
     println!("POSIX shared memory (/dev/shm)");
     let rows: Vec<Vec<String>> = listing

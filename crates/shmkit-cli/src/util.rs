@@ -45,7 +45,8 @@ pub fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
 /// Parses a byte count: `4096`, `0x1000`, `4K`, `4KiB`, `1M`, `2G` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic() && !t.starts_with("0x")).unwrap_or(t.len());
+    let split =
+        t.find(|c: char| c.is_ascii_alphabetic() && !t.starts_with("0x")).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n = shmkit::segment::parse_u64(num).ok_or_else(|| format!("{s:?} is not a size"))?;
     let shift = match unit.to_ascii_lowercase().as_str() {

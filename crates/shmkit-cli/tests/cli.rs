@@ -11,7 +11,12 @@ fn shmkit(args: &[&str]) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let out = shmkit(args);
-    assert!(out.status.success(), "shmkit {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "shmkit {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -50,7 +55,9 @@ fn ls_json_lists_a_created_posix_segment_and_rm_removes_exactly_it() {
 #[test]
 fn sysv_segment_is_listed_with_key_and_removed_by_key() {
     let key = format!("0x5c{:06x}", std::process::id() & 0xffffff);
-    let made: Value = serde_json::from_str(&ok(&["create", "--sysv", "--key", &key, "--size", "4096", "--json"])).unwrap();
+    let made: Value =
+        serde_json::from_str(&ok(&["create", "--sysv", "--key", &key, "--size", "4096", "--json"]))
+            .unwrap();
     let target = format!("sysv:{key}");
     assert_eq!(made["target"], target);
     let ls: Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();

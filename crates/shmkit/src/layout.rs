@@ -381,7 +381,9 @@ pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
             h.magic.load(Ordering::Relaxed) == 0 && h.state.load(Ordering::Acquire) == state::EMPTY
         });
         match result {
-            Err(Error::NotReady { .. }) | Err(Error::Incompatible { field: "magic", .. }) if blank || result_not_ready(&result) => {
+            Err(Error::NotReady { .. }) | Err(Error::Incompatible { field: "magic", .. })
+                if blank || result_not_ready(&result) =>
+            {
                 if Instant::now() >= deadline {
                     return Err(Error::NotReady { what: "segment".into() });
                 }

@@ -124,7 +124,11 @@ fn memfd_arrives_sealed_over_a_unix_socket_and_cannot_be_shrunk() {
     assert!(seals.contains(memfd::SEALS), "{seals:?}");
     assert_eq!(read_at(&seg, 0, SIZE), pattern(7, SIZE), "bytes written by the exited creator");
     let fd = memfd::fd(&seg).unwrap();
-    assert_eq!(rustix::fs::ftruncate(fd, 4096), Err(rustix::io::Errno::PERM), "shrink must be sealed");
+    assert_eq!(
+        rustix::fs::ftruncate(fd, 4096),
+        Err(rustix::io::Errno::PERM),
+        "shrink must be sealed"
+    );
 }
 
 #[test]
@@ -148,7 +152,8 @@ fn send_raw_fd(sock: &UnixStream, fd: &std::os::fd::OwnedFd, size: u64) {
     let mut control = SendAncillaryBuffer::new(&mut space);
     assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
     let bytes = size.to_ne_bytes();
-    rustix::net::sendmsg(sock, &[std::io::IoSlice::new(&bytes)], &mut control, SendFlags::empty()).unwrap();
+    rustix::net::sendmsg(sock, &[std::io::IoSlice::new(&bytes)], &mut control, SendFlags::empty())
+        .unwrap();
 }
 
 #[test]
@@ -159,7 +164,9 @@ fn creating_an_existing_name_is_already_exists_unless_open_existing() {
         Err(Error::AlreadyExists { what }) => assert!(what.contains("shm_open"), "{what}"),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    let second = Segment::create(&name, 4096, &Options { open_existing: true, ..Options::default() }).unwrap();
+    let second =
+        Segment::create(&name, 4096, &Options { open_existing: true, ..Options::default() })
+            .unwrap();
     assert!(!second.is_owned(), "opening an existing segment must not take ownership");
     drop(second);
     drop(first);
@@ -214,8 +221,12 @@ fn a_symlink_planted_at_a_file_path_is_refused() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let err = Segment::open(&Name::File(link.clone()), &Options::default()).unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err}");
-    let err = Segment::create(&Name::File(link.clone()), 4096, &Options { open_existing: true, ..Options::default() })
-        .unwrap_err();
+    let err = Segment::create(
+        &Name::File(link.clone()),
+        4096,
+        &Options { open_existing: true, ..Options::default() },
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err}");
     std::fs::remove_file(&link).unwrap();
     std::fs::remove_file(&target).unwrap();

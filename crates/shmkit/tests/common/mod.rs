@@ -53,7 +53,11 @@ pub fn peer_lines(out: &Output) -> Vec<String> {
 pub fn peer_role() -> Option<(String, Vec<String>)> {
     let role = std::env::var(ROLE_VAR).ok()?;
     let args = std::env::var(ARGS_VAR).unwrap_or_default();
-    let args = if args.is_empty() { Vec::new() } else { args.split('\u{1f}').map(str::to_string).collect() };
+    let args = if args.is_empty() {
+        Vec::new()
+    } else {
+        args.split('\u{1f}').map(str::to_string).collect()
+    };
     Some((role, args))
 }
 
@@ -95,5 +99,7 @@ pub fn sysv_key_exists(key: i32) -> bool {
 /// A SysV key unlikely to collide with anything else on the machine.
 pub fn test_key() -> i32 {
     static N: AtomicU32 = AtomicU32::new(1);
-    (0x5300_0000u32 | ((std::process::id() & 0xffff) << 8) | (N.fetch_add(1, Ordering::Relaxed) & 0xff)) as i32
+    (0x5300_0000u32
+        | ((std::process::id() & 0xffff) << 8)
+        | (N.fetch_add(1, Ordering::Relaxed) & 0xff)) as i32
 }
