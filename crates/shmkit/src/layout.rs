@@ -130,6 +130,8 @@ pub mod endpoint_state {
     pub const ATTACHED: u32 = 1;
     /// Its holder detached cleanly.
     pub const CLOSED: u32 = 2;
+    /// A process is taking the endpoint (transient).
+    pub const CLAIMING: u32 = 3;
 
     /// Name of a state value for display.
     pub fn name(state: u32) -> &'static str {
@@ -137,6 +139,7 @@ pub mod endpoint_state {
             FREE => "free",
             ATTACHED => "attached",
             CLOSED => "closed",
+            CLAIMING => "claiming",
             _ => "invalid",
         }
     }
@@ -170,6 +173,49 @@ pub struct Endpoint {
 const _: () = assert!(std::mem::size_of::<Endpoint>() == ENDPOINT_SIZE);
 
 impl Endpoint {
+    /// Takes this endpoint for the calling process.
+    ///
+    /// A free or cleanly closed endpoint is taken at once; one recorded as held by a
+    /// process that has died is taken over; one held by a live process is
+    /// [`Error::Busy`]. `what` names the endpoint in errors ("sender").
+    pub fn claim(&self, what: &str) -> Result<()> {
+        let (pid, start) = peer::current();
+        loop {
+            let seen = self.state.load(Ordering::Acquire);
+            let takeable = match seen {
+                endpoint_state::FREE | endpoint_state::CLOSED => true,
+                endpoint_state::ATTACHED => self.liveness() == peer::Liveness::Dead,
+                endpoint_state::CLAIMING => {
+                    return Err(Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) })
+                }
+                other => return Err(Error::corrupt(format!("{what} endpoint state {other}"))),
+            };
+            if !takeable {
+                return Err(Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) });
+            }
+            if self
+                .state
+                .compare_exchange(seen, endpoint_state::CLAIMING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.pid.store(pid, Ordering::Relaxed);
+        self.start_time.store(start, Ordering::Relaxed);
+        self.waiting.store(0, Ordering::Relaxed);
+        self.cpu.store(u32::MAX, Ordering::Relaxed);
+        self.attaches.fetch_add(1, Ordering::Relaxed);
+        self.state.store(endpoint_state::ATTACHED, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks the endpoint cleanly closed (Release: everything this side published
+    /// before is visible to a peer that sees CLOSED).
+    pub fn close(&self) {
+        self.state.store(endpoint_state::CLOSED, Ordering::Release);
+    }
+
     /// Liveness of the recorded holder; a cleanly closed endpoint is `Dead`.
     pub fn liveness(&self) -> peer::Liveness {
         let state = self.state.load(Ordering::Acquire);

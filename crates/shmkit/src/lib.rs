@@ -13,6 +13,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
 
+pub mod channel;
 pub mod error;
 pub mod layout;
 pub mod segment;

@@ -3,3 +3,4 @@
 
 pub mod futex;
 pub mod peer;
+pub mod wait;

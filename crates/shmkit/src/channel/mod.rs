@@ -1,0 +1,195 @@
+//! Channels over shared segments.
+//!
+//! - [`spsc`]: one sender, one receiver, variable-length messages, zero-copy loans.
+//!
+//! Errors follow crossbeam's vocabulary (`Full`, `Empty`, `Timeout`, `Disconnected`)
+//! plus what shared memory adds: `PeerDead` (the other process died without closing),
+//! `TooLarge`, and `Corrupt` (the segment holds impossible values; never a panic).
+//! Send errors hand the message back.
+
+pub mod ring;
+pub mod spsc;
+
+pub use crate::sync::wait::WaitStrategy;
+pub use spsc::{Config, ReadGrant, Receiver, Sender, WriteGrant};
+
+use std::fmt;
+
+/// Why a channel operation cannot complete, without the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Full,
+    Empty,
+    Timeout,
+    Disconnected,
+    PeerDead(u32),
+    TooLarge(usize, usize),
+    Corrupt(String),
+}
+
+macro_rules! send_error {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),* }) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub enum $name<T> {
+            $($(#[$vdoc])* $variant(T),)*
+            /// The receiver closed its end.
+            Disconnected(T),
+            /// The receiver's process died without closing.
+            PeerDead { msg: T, pid: u32 },
+            /// The message is longer than the channel's maximum.
+            TooLarge { msg: T, max: usize },
+            /// The segment holds values no correct peer writes.
+            Corrupt { msg: T, what: String },
+        }
+
+        impl<T> $name<T> {
+            /// The message that was not sent.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $($name::$variant(m) |)* $name::Disconnected(m)
+                    | $name::PeerDead { msg: m, .. }
+                    | $name::TooLarge { msg: m, .. }
+                    | $name::Corrupt { msg: m, .. } => m,
+                }
+            }
+
+            /// True when the receiver is gone (closed or dead): no send can succeed.
+            pub fn is_disconnected(&self) -> bool {
+                matches!(self, $name::Disconnected(_) | $name::PeerDead { .. })
+            }
+
+            #[allow(unreachable_patterns)]
+            pub(crate) fn from_fault(fault: Fault, msg: T) -> Self {
+                match fault {
+                    $(Fault::$variant => $name::$variant(msg),)*
+                    Fault::Disconnected => $name::Disconnected(msg),
+                    Fault::PeerDead(pid) => $name::PeerDead { msg, pid },
+                    Fault::TooLarge(_, max) => $name::TooLarge { msg, max },
+                    Fault::Corrupt(what) => $name::Corrupt { msg, what },
+                    other => unreachable!("{other:?} is not a send outcome"),
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_) => f.write_str(send_text(stringify!($variant))),)*
+                    $name::Disconnected(_) => f.write_str("sending on a channel whose receiver closed"),
+                    $name::PeerDead { pid, .. } => write!(f, "the receiver (pid {pid}) died"),
+                    $name::TooLarge { max, .. } => write!(f, "message larger than the channel's maximum of {max} bytes"),
+                    $name::Corrupt { what, .. } => write!(f, "corrupt channel: {what}"),
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
+fn send_text(variant: &str) -> &'static str {
+    match variant {
+        "Full" => "sending on a full channel",
+        _ => "timed out sending on a full channel",
+    }
+}
+
+send_error!(
+    /// Error of [`Sender::send`].
+    SendError {}
+);
+send_error!(
+    /// Error of [`Sender::try_send`].
+    TrySendError {
+        /// No room now.
+        Full
+    }
+);
+send_error!(
+    /// Error of [`Sender::send_timeout`].
+    SendTimeoutError {
+        /// No room before the deadline.
+        Timeout
+    }
+);
+
+macro_rules! recv_error {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+            /// The sender closed its end and every message it sent has been received.
+            Disconnected,
+            /// The sender's process died and every message it committed has been
+            /// received.
+            PeerDead { pid: u32 },
+            /// The segment holds values no correct peer writes.
+            Corrupt { what: String },
+        }
+
+        impl $name {
+            /// True when the sender is gone (closed or dead) and the channel is drained.
+            pub fn is_disconnected(&self) -> bool {
+                matches!(self, $name::Disconnected | $name::PeerDead { .. })
+            }
+
+            #[allow(unreachable_patterns)]
+            pub(crate) fn from_fault(fault: Fault) -> Self {
+                match fault {
+                    $(Fault::$variant => $name::$variant,)*
+                    Fault::Disconnected => $name::Disconnected,
+                    Fault::PeerDead(pid) => $name::PeerDead { pid },
+                    Fault::Corrupt(what) => $name::Corrupt { what },
+                    other => unreachable!("{other:?} is not a receive outcome"),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant => f.write_str(recv_text(stringify!($variant))),)*
+                    $name::Disconnected => f.write_str("the sender closed the channel"),
+                    $name::PeerDead { pid } => write!(f, "the sender (pid {pid}) died"),
+                    $name::Corrupt { what } => write!(f, "corrupt channel: {what}"),
+                }
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+fn recv_text(variant: &str) -> &'static str {
+    match variant {
+        "Empty" => "receiving on an empty channel",
+        _ => "timed out receiving on an empty channel",
+    }
+}
+
+recv_error!(
+    /// Error of [`Receiver::recv`].
+    RecvError {}
+);
+recv_error!(
+    /// Error of [`Receiver::try_recv`].
+    TryRecvError {
+        /// No message now.
+        Empty
+    }
+);
+recv_error!(
+    /// Error of [`Receiver::recv_timeout`].
+    RecvTimeoutError {
+        /// No message before the deadline.
+        Timeout
+    }
+);

@@ -1,0 +1,575 @@
+//! The SPSC byte ring's frame protocol, free of system calls so that Miri and loom can
+//! check it. [`super::spsc`] adds segments, endpoints and waiting on top.
+//!
+//! # Positions and frames
+//! The ring is `capacity` bytes (a power of two). The producer and consumer positions
+//! are u64 byte counts that only grow; the offset of position `p` is
+//! `p & (capacity - 1)`. A message is a **frame**: an 8-byte frame word, then the
+//! payload, padded to a multiple of 8. A frame never wraps: when it does not fit before
+//! the end, the producer writes a *padding* frame to the end and puts the message at
+//! offset 0, so every payload is one contiguous slice that can be lent out.
+//!
+//! # The frame word
+//! ```text
+//! bits  0..32  payload length (message) or bytes after the word (padding)
+//! bits 32..62  stamp: (position >> 3) mod 2^30
+//! bits 62..64  kind: 0 empty, 1 message, 2 padding
+//! ```
+//! The consumer learns that a message is there from the frame word alone (one cache
+//! line in ping-pong), loaded with Acquire; the producer stores it with Release after
+//! the payload. Stale bytes of an earlier lap must never look like a frame word, so
+//! **before publishing a frame the producer zeroes the word where the next frame will
+//! go** (the space check reserves those 8 bytes). The word at the consumer's position
+//! is therefore always either 0 or a frame published for exactly that position; a
+//! stamp that does not match, or a length out of range, can only come from corruption
+//! and is reported as such.
+//!
+//! # Capacity rule
+//! A frame plus the next zero word must fit in the ring even after padding, which holds
+//! when `8 + round8(max_message) + 8 <= capacity / 2`: hence
+//! [`max_message_limit`]`(capacity) = capacity / 2 - 16`.
+
+use std::sync::atomic::Ordering;
+
+/// Size of the frame word.
+pub const FRAME_HEADER: u64 = 8;
+/// Smallest ring capacity.
+pub const MIN_CAPACITY: u64 = 256;
+/// Largest ring capacity (payload lengths are u32).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+
+const KIND_SHIFT: u32 = 62;
+const KIND_MESSAGE: u64 = 1;
+const KIND_PADDING: u64 = 2;
+const STAMP_MASK: u64 = (1 << 30) - 1;
+
+/// Largest message a ring of `capacity` bytes accepts.
+pub const fn max_message_limit(capacity: u64) -> u64 {
+    let limit = capacity / 2 - 16;
+    if limit > u32::MAX as u64 {
+        u32::MAX as u64 & !7
+    } else {
+        limit
+    }
+}
+
+/// Bytes a frame with `len` bytes of payload occupies.
+#[inline]
+pub const fn frame_size(len: u64) -> u64 {
+    FRAME_HEADER + ((len + 7) & !7)
+}
+
+#[inline]
+fn stamp(pos: u64) -> u64 {
+    (pos >> 3) & STAMP_MASK
+}
+
+#[inline]
+fn encode(kind: u64, pos: u64, len: u64) -> u64 {
+    (kind << KIND_SHIFT) | (stamp(pos) << 32) | len
+}
+
+/// A 64-bit atomic: `std`'s in shared memory, loom's in a model.
+pub trait Atomic64 {
+    fn load(&self, order: Ordering) -> u64;
+    fn store(&self, value: u64, order: Ordering);
+}
+
+impl Atomic64 for std::sync::atomic::AtomicU64 {
+    #[inline]
+    fn load(&self, order: Ordering) -> u64 {
+        self.load(order)
+    }
+    #[inline]
+    fn store(&self, value: u64, order: Ordering) {
+        self.store(value, order)
+    }
+}
+
+/// The memory a ring lives in.
+///
+/// # Safety
+/// `word(off)` must be valid for every 8-aligned `off < capacity`; `copy_in`/`copy_out`
+/// must be valid for every range inside `[0, capacity)`; all of it must stay valid for
+/// the lifetime of the value.
+pub unsafe trait RingMemory {
+    type Atomic: Atomic64;
+    /// The frame word at byte offset `off` (8-aligned, `< capacity`).
+    fn word(&self, off: u64) -> &Self::Atomic;
+    /// Copies `src` to byte offset `off`.
+    ///
+    /// # Safety
+    /// `off + src.len() <= capacity`, and the range is owned by the producer.
+    unsafe fn copy_in(&self, off: u64, src: &[u8]);
+    /// Copies bytes at `off` into `dst`.
+    ///
+    /// # Safety
+    /// `off + dst.len() <= capacity`, and the range holds a published frame not yet
+    /// released by the consumer.
+    unsafe fn copy_out(&self, off: u64, dst: &mut [u8]);
+    /// The producer's published position (written by the producer only).
+    fn write_pos(&self) -> &Self::Atomic;
+    /// The consumer's published position (written by the consumer only).
+    fn read_pos(&self) -> &Self::Atomic;
+}
+
+/// Geometry shared by both sides, validated once at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub capacity: u64,
+    pub max_message: u64,
+}
+
+impl Geometry {
+    /// Validates a capacity and maximum message size (from a caller or a segment).
+    pub fn new(capacity: u64, max_message: u64) -> Result<Geometry, String> {
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(format!(
+                "capacity {capacity} must be a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}"
+            ));
+        }
+        let limit = max_message_limit(capacity);
+        if max_message > limit {
+            return Err(format!(
+                "max message {max_message} exceeds {limit}, the limit for capacity {capacity} (capacity/2 - 16)"
+            ));
+        }
+        Ok(Geometry { capacity, max_message })
+    }
+
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.capacity - 1
+    }
+}
+
+/// Why the producer could not reserve room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveError {
+    /// Not enough free space now.
+    Full,
+    /// The consumer's position is impossible (behind its last value or past ours).
+    Corrupt(String),
+}
+
+/// Room reserved for one frame; nothing is written until [`Producer::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// Position of the frame (after any padding).
+    pub frame_pos: u64,
+    /// Largest payload this reservation can commit.
+    pub max_len: u64,
+}
+
+/// The producer's private state.
+#[derive(Debug)]
+pub struct Producer {
+    geo: Geometry,
+    /// Next free position (== published write_pos, except during a commit).
+    head: u64,
+    /// Last consumer position seen; refreshed only when the ring looks full, so the
+    /// producer rarely touches the consumer's cache line.
+    cached_tail: u64,
+}
+
+impl Producer {
+    /// A producer continuing from `head`, with the consumer at `tail`.
+    pub fn new(geo: Geometry, head: u64, tail: u64) -> Producer {
+        Producer { geo, head, cached_tail: tail }
+    }
+
+    /// Position of the next frame.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Recovers the true head after a previous producer died: follows frames published
+    /// at or after the recorded `write_pos` (a producer can die between publishing a
+    /// frame and publishing its position).
+    pub fn recover<M: RingMemory>(mem: &M, geo: Geometry, write_pos: u64, read_pos: u64) -> Producer {
+        let mut head = write_pos;
+        for _ in 0..geo.capacity / FRAME_HEADER {
+            let off = head & geo.mask();
+            let word = mem.word(off).load(Ordering::Acquire);
+            let kind = word >> KIND_SHIFT;
+            let len = word & 0xffff_ffff;
+            if word == 0 || (word >> 32) & STAMP_MASK != stamp(head) {
+                break;
+            }
+            match kind {
+                KIND_MESSAGE if len <= geo.max_message => head += frame_size(len),
+                KIND_PADDING if off + FRAME_HEADER + len == geo.capacity => head += FRAME_HEADER + len,
+                _ => break,
+            }
+        }
+        Producer::new(geo, head, read_pos)
+    }
+
+    /// Reserves room for a payload of up to `len` bytes (`len <= max_message`, checked
+    /// by the caller).
+    #[inline]
+    pub fn try_reserve<M: RingMemory>(&mut self, mem: &M, len: u64) -> Result<Reservation, ReserveError> {
+        debug_assert!(len <= self.geo.max_message);
+        let fs = frame_size(len);
+        let off = self.head & self.geo.mask();
+        let pad = if off + fs > self.geo.capacity { self.geo.capacity - off } else { 0 };
+        // The frame, any padding before it, and the zero word after it.
+        let end = self.head + pad + fs + FRAME_HEADER;
+        if end - self.cached_tail > self.geo.capacity {
+            let tail = mem.read_pos().load(Ordering::Acquire);
+            if tail < self.cached_tail || tail > self.head {
+                return Err(ReserveError::Corrupt(format!(
+                    "consumer position {tail} outside [{}, {}]",
+                    self.cached_tail, self.head
+                )));
+            }
+            self.cached_tail = tail;
+            if end - tail > self.geo.capacity {
+                return Err(ReserveError::Full);
+            }
+        }
+        Ok(Reservation { frame_pos: self.head + pad, max_len: len })
+    }
+
+    /// Byte offset of the reserved payload inside the ring.
+    #[inline]
+    pub fn payload_offset(&self, r: &Reservation) -> u64 {
+        (r.frame_pos & self.geo.mask()) + FRAME_HEADER
+    }
+
+    /// Publishes a reserved frame holding `len <= r.max_len` bytes already written at
+    /// [`Producer::payload_offset`].
+    #[inline]
+    pub fn commit<M: RingMemory>(&mut self, mem: &M, r: Reservation, len: u64) {
+        assert!(len <= r.max_len, "commit of {len} bytes exceeds the {} reserved", r.max_len);
+        let mask = self.geo.mask();
+        let next = r.frame_pos + frame_size(len);
+        // Zero the next frame word first: the consumer will look there next.
+        mem.word(next & mask).store(0, Ordering::Relaxed);
+        mem.word(r.frame_pos & mask).store(encode(KIND_MESSAGE, r.frame_pos, len), Ordering::Release);
+        if r.frame_pos != self.head {
+            // Padding is published last: the consumer skips it straight into the frame.
+            let pad_len = r.frame_pos - self.head - FRAME_HEADER;
+            mem.word(self.head & mask).store(encode(KIND_PADDING, self.head, pad_len), Ordering::Release);
+        }
+        self.head = next;
+        mem.write_pos().store(next, Ordering::Release);
+    }
+
+    /// Reserves, copies and commits `msg` in one step.
+    #[inline]
+    pub fn try_push<M: RingMemory>(&mut self, mem: &M, msg: &[u8]) -> Result<(), ReserveError> {
+        let r = self.try_reserve(mem, msg.len() as u64)?;
+        // SAFETY: the reservation covers payload_offset .. + msg.len() inside the ring,
+        // and it is free space owned by the producer until commit.
+        unsafe { mem.copy_in(self.payload_offset(&r), msg) };
+        self.commit(mem, r, msg.len() as u64);
+        Ok(())
+    }
+}
+
+/// A published message, readable until [`Consumer::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Position of the frame word.
+    pub pos: u64,
+    /// Byte offset of the payload inside the ring.
+    pub offset: u64,
+    /// Payload length.
+    pub len: u64,
+}
+
+/// The consumer's private state.
+#[derive(Debug)]
+pub struct Consumer {
+    geo: Geometry,
+    /// Position of the next frame word to read.
+    tail: u64,
+}
+
+impl Consumer {
+    /// A consumer continuing from `tail`.
+    pub fn new(geo: Geometry, tail: u64) -> Consumer {
+        Consumer { geo, tail }
+    }
+
+    /// Position of the next frame.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// The next published message, skipping padding; `Ok(None)` when there is none.
+    #[inline]
+    pub fn try_peek<M: RingMemory>(&mut self, mem: &M) -> Result<Option<Frame>, String> {
+        loop {
+            let off = self.tail & self.geo.mask();
+            let word = mem.word(off).load(Ordering::Acquire);
+            if word == 0 {
+                return Ok(None);
+            }
+            let kind = word >> KIND_SHIFT;
+            let len = word & 0xffff_ffff;
+            if (word >> 32) & STAMP_MASK != stamp(self.tail) {
+                return Err(format!("frame word {word:#018x} at position {} has a wrong stamp", self.tail));
+            }
+            match kind {
+                KIND_MESSAGE if len <= self.geo.max_message && off + frame_size(len) <= self.geo.capacity => {
+                    return Ok(Some(Frame { pos: self.tail, offset: off + FRAME_HEADER, len }));
+                }
+                KIND_PADDING if off + FRAME_HEADER + len == self.geo.capacity => {
+                    // Padding always runs to the end of the ring; the frame is at offset 0.
+                    self.tail += FRAME_HEADER + len;
+                }
+                _ => {
+                    return Err(format!(
+                        "frame word {word:#018x} at position {} is invalid (kind {kind}, length {len})",
+                        self.tail
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Frees a frame obtained from [`Consumer::try_peek`] for the producer to reuse.
+    #[inline]
+    pub fn release<M: RingMemory>(&mut self, mem: &M, frame: Frame) {
+        debug_assert_eq!(frame.pos, self.tail);
+        self.tail = frame.pos + frame_size(frame.len);
+        mem.read_pos().store(self.tail, Ordering::Release);
+    }
+
+    /// Copies the next message into `out` (cleared first); `Ok(None)` when empty.
+    pub fn try_pop_into<M: RingMemory>(&mut self, mem: &M, out: &mut Vec<u8>) -> Result<Option<usize>, String> {
+        let Some(frame) = self.try_peek(mem)? else { return Ok(None) };
+        let len = frame.len as usize;
+        out.clear();
+        out.reserve(len);
+        // SAFETY: `out` has capacity for len bytes; copy_out initialises all of them
+        // before set_len makes them visible.
+        unsafe {
+            mem.copy_out(frame.offset, std::slice::from_raw_parts_mut(out.as_mut_ptr(), len));
+            out.set_len(len);
+        }
+        self.release(mem, frame);
+        Ok(Some(len))
+    }
+}
+
+/// A ring in ordinary process memory, for unit tests, Miri and benchmarks of the
+/// protocol alone.
+#[derive(Debug)]
+pub struct HeapRing {
+    words: Box<[std::sync::atomic::AtomicU64]>,
+    write_pos: std::sync::atomic::AtomicU64,
+    read_pos: std::sync::atomic::AtomicU64,
+}
+
+impl HeapRing {
+    /// A zeroed ring of `capacity` bytes (a multiple of 8).
+    pub fn new(capacity: u64) -> HeapRing {
+        let words = (0..capacity / 8).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        HeapRing { words, write_pos: 0.into(), read_pos: 0.into() }
+    }
+
+    fn bytes(&self) -> *mut u8 {
+        self.words.as_ptr() as *mut u8
+    }
+}
+
+// SAFETY: `words` spans capacity bytes for the life of the HeapRing.
+unsafe impl RingMemory for HeapRing {
+    type Atomic = std::sync::atomic::AtomicU64;
+
+    fn word(&self, off: u64) -> &Self::Atomic {
+        &self.words[(off / 8) as usize]
+    }
+
+    unsafe fn copy_in(&self, off: u64, src: &[u8]) {
+        // SAFETY: the caller guarantees the range is in bounds and producer-owned.
+        // Payload bytes go through raw pointers into the atomics' storage, as they do
+        // in shared memory; frame words are never in the payload range.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.bytes().add(off as usize), src.len()) }
+    }
+
+    unsafe fn copy_out(&self, off: u64, dst: &mut [u8]) {
+        // SAFETY: in bounds and published (caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(self.bytes().add(off as usize), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    fn write_pos(&self) -> &Self::Atomic {
+        &self.write_pos
+    }
+
+    fn read_pos(&self) -> &Self::Atomic {
+        &self.read_pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(capacity: u64) -> (HeapRing, Producer, Consumer, Geometry) {
+        let geo = Geometry::new(capacity, max_message_limit(capacity)).unwrap();
+        (HeapRing::new(capacity), Producer::new(geo, 0, 0), Consumer::new(geo, 0), geo)
+    }
+
+    fn msg(i: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+    }
+
+    #[test]
+    fn geometry_rejects_bad_capacities_and_oversized_messages() {
+        assert!(Geometry::new(1000, 10).is_err());
+        assert!(Geometry::new(128, 10).is_err());
+        assert!(Geometry::new(4096, 2048).is_err());
+        assert!(Geometry::new(4096, 2032).is_ok());
+        assert_eq!(max_message_limit(4096), 2032);
+    }
+
+    #[test]
+    fn messages_come_out_in_order_across_many_wraps_with_padding() {
+        let (mem, mut p, mut c, geo) = ring(256);
+        let mut out = Vec::new();
+        let mut sent = 0u64;
+        let mut received = 0u64;
+        let mut paddings = 0;
+        // Lengths chosen so frames rarely fit exactly and padding is exercised.
+        let lens = [0usize, 1, 7, 8, 9, 63, 100, 112, 5, 31];
+        while received < 2000 {
+            let len = lens[(sent % lens.len() as u64) as usize].min(geo.max_message as usize);
+            let before = p.head();
+            match p.try_push(&mem, &msg(sent, len)) {
+                Ok(()) => {
+                    if p.head() - before > frame_size(len as u64) {
+                        paddings += 1;
+                    }
+                    sent += 1;
+                    continue;
+                }
+                Err(ReserveError::Full) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            while let Some(n) = c.try_pop_into(&mem, &mut out).unwrap() {
+                let expect_len = lens[(received % lens.len() as u64) as usize];
+                assert_eq!(n, expect_len);
+                assert_eq!(out, msg(received, expect_len));
+                received += 1;
+            }
+        }
+        assert!(paddings > 50, "padding frames exercised: {paddings}");
+        assert!(p.head() > 20 * 256, "wrapped many times");
+    }
+
+    #[test]
+    fn full_ring_refuses_until_the_consumer_releases() {
+        let (mem, mut p, mut c, _) = ring(256);
+        let m = [1u8; 40]; // frame 48 bytes
+        let mut n = 0;
+        while p.try_push(&mem, &m).is_ok() {
+            n += 1;
+        }
+        // 256 bytes hold 5 frames of 48 with 8 spare for the zero word.
+        assert_eq!(n, 5);
+        assert_eq!(p.try_push(&mem, &m), Err(ReserveError::Full));
+        let mut out = Vec::new();
+        c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+        // The next frame must wrap: 16 bytes of padding + 48 + the zero word do not fit
+        // in the 48 bytes one release freed, but do in two.
+        assert_eq!(p.try_push(&mem, &m), Err(ReserveError::Full));
+        c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+        assert!(p.try_push(&mem, &m).is_ok());
+        assert_eq!(p.head(), 5 * 48 + 16 + 48);
+    }
+
+    #[test]
+    fn largest_message_always_fits_into_an_empty_ring_at_any_offset() {
+        for start in (0..256).step_by(8) {
+            let (mem, _, _, geo) = ring(256);
+            let mut p = Producer::new(geo, start, start);
+            let mut c = Consumer::new(geo, start);
+            let big = vec![9u8; geo.max_message as usize];
+            p.try_push(&mem, &big).unwrap_or_else(|e| panic!("start {start}: {e:?}"));
+            let mut out = Vec::new();
+            assert_eq!(c.try_pop_into(&mem, &mut out).unwrap(), Some(big.len()));
+            assert_eq!(out, big);
+        }
+    }
+
+    #[test]
+    fn zero_word_ahead_hides_stale_frames_of_the_previous_lap() {
+        let (mem, mut p, mut c, _) = ring(256);
+        let mut out = Vec::new();
+        // Fill and drain a lap of small frames, then publish one big frame that
+        // covers several old frame words: the consumer must see exactly one message.
+        for i in 0..4 {
+            p.try_push(&mem, &msg(i, 16)).unwrap();
+            c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+        }
+        p.try_push(&mem, &msg(9, 100)).unwrap();
+        assert_eq!(c.try_pop_into(&mem, &mut out).unwrap(), Some(100));
+        assert_eq!(c.try_pop_into(&mem, &mut out).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_frame_words_and_positions_are_errors() {
+        let (mem, mut p, mut c, _) = ring(256);
+        p.try_push(&mem, b"hello").unwrap();
+        let good = mem.word(0).load(Ordering::Relaxed);
+        for bad in [good ^ (1 << 40), (1 << 62) | 200, (3 << 62) | (good & !(3 << 62)), (2 << 62) | 8] {
+            mem.word(0).store(bad, Ordering::Relaxed);
+            assert!(c.try_peek(&mem).is_err(), "{bad:#x} accepted");
+        }
+        mem.read_pos().store(1 << 40, Ordering::Relaxed);
+        let mut p2 = Producer::new(p.geo, p.head(), 0);
+        // Make the ring look full so the producer reads the consumer position.
+        p2.cached_tail = 0;
+        p2.head = 250;
+        assert!(matches!(p2.try_reserve(&mem, 100), Err(ReserveError::Corrupt(_))));
+    }
+
+    #[test]
+    fn recovery_skips_frames_a_dead_producer_published_but_did_not_count() {
+        let (mem, mut p, mut c, geo) = ring(256);
+        p.try_push(&mem, b"one").unwrap();
+        p.try_push(&mem, b"two").unwrap();
+        // As if the producer died right after publishing "two" but before write_pos.
+        let recovered = Producer::recover(&mem, geo, 16, 0);
+        assert_eq!(recovered.head(), p.head());
+        let mut out = Vec::new();
+        c.try_pop_into(&mem, &mut out).unwrap();
+        assert_eq!(out, b"one");
+    }
+
+    #[test]
+    fn producer_and_consumer_threads_agree_on_every_byte() {
+        let (mem, mut p, mut c, geo) = ring(1024);
+        let n: u64 = if cfg!(miri) { 300 } else { 100_000 };
+        std::thread::scope(|s| {
+            let mem = &mem;
+            s.spawn(move || {
+                for i in 0..n {
+                    let m = msg(i, (i % (geo.max_message / 3)) as usize);
+                    loop {
+                        match p.try_push(mem, &m) {
+                            Ok(()) => break,
+                            Err(ReserveError::Full) => std::thread::yield_now(),
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                }
+            });
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < n {
+                match c.try_pop_into(mem, &mut out).unwrap() {
+                    Some(_) => {
+                        assert_eq!(out, msg(i, (i % (geo.max_message / 3)) as usize));
+                        i += 1;
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+        });
+    }
+}

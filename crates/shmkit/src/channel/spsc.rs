@@ -1,0 +1,839 @@
+//! The single-producer single-consumer message channel.
+//!
+//! ```text
+//! offset 0     Header            params: capacity, max message, ring/line offsets
+//! offset 128   Endpoint[0]       the sender: pid, start time, state, futex, waiting
+//! offset 192   Endpoint[1]       the receiver
+//! offset 256   ProducerLine      write position (producer writes)
+//! offset 384   ConsumerLine      read position (consumer writes)
+//! offset 512   ring              `capacity` bytes of frames (see `ring`)
+//! ```
+//! The producer and consumer lines are 128 bytes apart so that the adjacent-line
+//! prefetcher does not make them share traffic.
+//!
+//! Either side may create the channel; the other opens it by name (or receives a
+//! memfd) and validates the header. Each side claims its endpoint: a second live
+//! process trying to take the same end gets [`Error::Busy`]; an end whose holder died
+//! can be taken over by a new process.
+//!
+//! # Trust
+//! Frame words and positions read from the segment are validated before use; a
+//! corrupt or hostile peer causes `Corrupt` errors, never an out-of-bounds access. Lent
+//! slices ([`ReadGrant`], [`WriteGrant`]) rely on the peer respecting the protocol: it
+//! must not write into a region it has handed over. A hostile peer can change the bytes
+//! under a grant, but cannot make it point outside the segment.
+
+use std::mem::size_of;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ring::{self, Consumer, Frame, Geometry, Producer, Reservation, ReserveError, RingMemory};
+use super::{Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::error::{Error, Result};
+use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
+use crate::segment::{Name, Options, Segment};
+use crate::sync::wait::{self, Stop, WaitStrategy};
+
+/// Endpoint index of the sender.
+pub const SENDER: u32 = 0;
+/// Endpoint index of the receiver.
+pub const RECEIVER: u32 = 1;
+/// Offset of [`ProducerLine`].
+pub const PRODUCER_LINE: usize = 256;
+/// Offset of [`ConsumerLine`].
+pub const CONSUMER_LINE: usize = 384;
+/// Offset of the ring.
+pub const RING: usize = 512;
+/// How long an opener waits for a creator that is still initialising.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Indices into [`layout::Header::params`].
+pub mod param {
+    pub const CAPACITY: usize = 0;
+    pub const MAX_MESSAGE: usize = 1;
+    pub const RING_OFFSET: usize = 2;
+    pub const PRODUCER_LINE: usize = 3;
+    pub const CONSUMER_LINE: usize = 4;
+}
+
+/// The producer's cache line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct ProducerLine {
+    /// Position after the last published frame. Producer writes (Release) after each
+    /// frame; the consumer never needs it (frames announce themselves) — it is for
+    /// space accounting by tools and for recovery after a producer crash.
+    pub write_pos: AtomicU64,
+    pub reserved: [AtomicU64; 15],
+}
+
+/// The consumer's cache line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct ConsumerLine {
+    /// Position after the last released frame. Consumer writes (Release); the producer
+    /// reads it (Acquire) only when its cached copy says the ring is full.
+    pub read_pos: AtomicU64,
+    pub reserved: [AtomicU64; 15],
+}
+
+const _: () = assert!(size_of::<ProducerLine>() == 128);
+const _: () = assert!(size_of::<ConsumerLine>() == 128);
+const _: () = assert!(layout::header_size(2) == PRODUCER_LINE);
+const _: () = assert!(PRODUCER_LINE + 128 == CONSUMER_LINE && CONSUMER_LINE + 128 == RING);
+
+/// Parameters of a new channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Ring size in bytes: a power of two, 256 B to 4 GiB (default 256 KiB).
+    pub capacity: usize,
+    /// Largest message; at most `capacity / 2 - 16`, the default.
+    pub max_message: Option<usize>,
+    /// Permission bits of a named segment (default 0600).
+    pub mode: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { capacity: 256 * 1024, max_message: None, mode: 0o600 }
+    }
+}
+
+impl Config {
+    fn geometry(&self) -> Result<Geometry> {
+        let cap = self.capacity as u64;
+        let max = self.max_message.map_or_else(
+            || if cap >= ring::MIN_CAPACITY { ring::max_message_limit(cap) } else { 0 },
+            |m| m as u64,
+        );
+        Geometry::new(cap, max).map_err(Error::InvalidArgument)
+    }
+}
+
+/// Bytes a segment needs for a channel with a ring of `capacity` bytes.
+pub fn required_size(capacity: usize) -> usize {
+    RING + capacity
+}
+
+/// Writes a fresh channel into a newly created, zero-filled segment of
+/// [`required_size`] bytes or more.
+pub fn init(seg: &Segment, config: &Config) -> Result<()> {
+    let geo = config.geometry()?;
+    if seg.len() != required_size(config.capacity) {
+        return Err(Error::InvalidArgument(format!(
+            "a channel with capacity {} needs a segment of exactly {} bytes, not {}",
+            config.capacity,
+            required_size(config.capacity),
+            seg.len()
+        )));
+    }
+    let params = [geo.capacity, geo.max_message, RING as u64, PRODUCER_LINE as u64, CONSUMER_LINE as u64];
+    let h = layout::init(seg, ObjectKind::Spsc, 2, &params)?;
+    layout::publish(h);
+    Ok(())
+}
+
+/// Creates a named segment holding a fresh channel. The segment is owned: dropping it
+/// removes the name (call [`Segment::persist`] to keep it).
+pub fn create(name: &Name, config: &Config) -> Result<Segment> {
+    config.geometry()?;
+    let opts = Options { mode: config.mode, ..Options::default() };
+    let seg = Segment::create(name, required_size(config.capacity), &opts)?;
+    init(&seg, config)?;
+    Ok(seg)
+}
+
+/// Creates a channel in a sealed memfd (share it with [`Segment::send_fd`]).
+pub fn create_memfd(config: &Config) -> Result<Segment> {
+    config.geometry()?;
+    let seg = Segment::create_memfd("shmkit-spsc", required_size(config.capacity))?;
+    init(&seg, config)?;
+    Ok(seg)
+}
+
+/// The mapped channel, shared by the handles of one process.
+#[derive(Debug)]
+struct Shared {
+    seg: Segment,
+    geo: Geometry,
+    data: *mut u8,
+}
+
+// SAFETY: Shared only holds the mapping and raw pointers into it; every access goes
+// through atomics or raw copies under the ring protocol.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn open(seg: Segment) -> Result<Shared> {
+        let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
+        let geo = geometry_of(&seg, &info)?;
+        let data = seg.as_ptr().wrapping_add(RING);
+        Ok(Shared { seg, geo, data })
+    }
+
+    fn endpoint(&self, index: u32) -> &Endpoint {
+        let offset = layout::HEADER_SIZE + index as usize * layout::ENDPOINT_SIZE;
+        // SAFETY: geometry_of checked the segment holds 2 endpoints and the ring, so
+        // the record is in bounds; 64-byte aligned; atomics only.
+        unsafe { &*self.seg.as_ptr().add(offset).cast::<Endpoint>() }
+    }
+
+    fn producer_line(&self) -> &ProducerLine {
+        // SAFETY: in bounds (segment >= RING + capacity), 128-aligned, atomics only.
+        unsafe { &*self.seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>() }
+    }
+
+    fn consumer_line(&self) -> &ConsumerLine {
+        // SAFETY: as for producer_line.
+        unsafe { &*self.seg.as_ptr().add(CONSUMER_LINE).cast::<ConsumerLine>() }
+    }
+}
+
+/// Validates an SPSC header's parameters against the segment.
+fn geometry_of(seg: &Segment, info: &HeaderInfo) -> Result<Geometry> {
+    if info.object != ObjectKind::Spsc {
+        return Err(Error::incompatible("object kind", info.object.name(), "spsc"));
+    }
+    if info.endpoint_count != 2 {
+        return Err(Error::incompatible("endpoint count", info.endpoint_count, 2));
+    }
+    let p = &info.params;
+    if p[param::RING_OFFSET] != RING as u64
+        || p[param::PRODUCER_LINE] != PRODUCER_LINE as u64
+        || p[param::CONSUMER_LINE] != CONSUMER_LINE as u64
+    {
+        return Err(Error::incompatible(
+            "channel layout offsets",
+            format!("{}/{}/{}", p[param::RING_OFFSET], p[param::PRODUCER_LINE], p[param::CONSUMER_LINE]),
+            format!("{RING}/{PRODUCER_LINE}/{CONSUMER_LINE}"),
+        ));
+    }
+    let geo = Geometry::new(p[param::CAPACITY], p[param::MAX_MESSAGE]).map_err(Error::corrupt)?;
+    let needed = RING as u64 + geo.capacity;
+    if seg.len() as u64 != needed {
+        return Err(Error::incompatible("segment size", seg.len(), needed));
+    }
+    Ok(geo)
+}
+
+// SAFETY: `data` points at `capacity` bytes of the mapping owned by `seg` (checked by
+// geometry_of); the lines are in bounds; all of it lives as long as Shared.
+unsafe impl RingMemory for Shared {
+    type Atomic = AtomicU64;
+
+    #[inline]
+    fn word(&self, off: u64) -> &AtomicU64 {
+        // Masking keeps even a corrupt offset inside the ring and 8-aligned.
+        let off = off & (self.geo.capacity - 1) & !7;
+        // SAFETY: off < capacity, 8-aligned, inside the mapping; atomic access.
+        unsafe { &*self.data.add(off as usize).cast::<AtomicU64>() }
+    }
+
+    #[inline]
+    unsafe fn copy_in(&self, off: u64, src: &[u8]) {
+        // SAFETY: the caller guarantees off + len <= capacity and producer ownership.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off as usize), src.len()) }
+    }
+
+    #[inline]
+    unsafe fn copy_out(&self, off: u64, dst: &mut [u8]) {
+        // SAFETY: the caller guarantees off + len <= capacity and a published frame.
+        unsafe { std::ptr::copy_nonoverlapping(self.data.add(off as usize), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    #[inline]
+    fn write_pos(&self) -> &AtomicU64 {
+        &self.producer_line().write_pos
+    }
+
+    #[inline]
+    fn read_pos(&self) -> &AtomicU64 {
+        &self.consumer_line().read_pos
+    }
+}
+
+/// Positions read at open: validated so a corrupt segment cannot start us anywhere odd.
+fn positions(shared: &Shared) -> Result<(u64, u64)> {
+    let w = shared.write_pos().load(Ordering::Acquire);
+    let r = shared.read_pos().load(Ordering::Acquire);
+    if w % 8 != 0 || r % 8 != 0 || r > w || w - r > shared.geo.capacity {
+        return Err(Error::corrupt(format!("positions: write {w}, read {r}, capacity {}", shared.geo.capacity)));
+    }
+    Ok((w, r))
+}
+
+/// When a blocking call gives up.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// Do not wait.
+    Now,
+    /// Wait until this instant (`None`: forever).
+    At(Option<Instant>),
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline::At(Instant::now().checked_add(timeout))
+    }
+}
+
+fn stop_fault(stop: Stop) -> Fault {
+    match stop {
+        Stop::Timeout => Fault::Timeout,
+        Stop::Closed => Fault::Disconnected,
+        Stop::Dead(pid) => Fault::PeerDead(pid),
+    }
+}
+
+/// The sending end. Dropping it closes the channel for the receiver, which still gets
+/// every message sent before.
+#[derive(Debug)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    producer: Producer,
+    wait: WaitStrategy,
+}
+
+impl Sender {
+    /// Creates a named channel and attaches as its sender. The segment is removed when
+    /// this sender is dropped (the receiver keeps its mapping).
+    pub fn create(name: &Name, config: &Config) -> Result<Sender> {
+        Sender::from_segment(create(name, config)?)
+    }
+
+    /// Opens a named channel as its sender.
+    pub fn open(name: &Name) -> Result<Sender> {
+        Sender::from_segment(Segment::open(name, &Options::default())?)
+    }
+
+    /// Attaches as the sender of the channel in `seg`.
+    pub fn from_segment(seg: Segment) -> Result<Sender> {
+        Sender::attach(Arc::new(Shared::open(seg)?))
+    }
+
+    fn attach(shared: Arc<Shared>) -> Result<Sender> {
+        shared.endpoint(SENDER).claim("sender")?;
+        let (w, r) = match positions(&shared) {
+            Ok(p) => p,
+            Err(e) => {
+                shared.endpoint(SENDER).close();
+                return Err(e);
+            }
+        };
+        let producer = Producer::recover(&*shared, shared.geo, w, r);
+        Ok(Sender { shared, producer, wait: WaitStrategy::default() })
+    }
+
+    /// Sets how blocking sends wait for room.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Largest message this channel accepts.
+    pub fn max_message(&self) -> usize {
+        self.shared.geo.max_message as usize
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.geo.capacity as usize
+    }
+
+    /// The segment the channel lives in.
+    pub fn segment(&self) -> &Segment {
+        &self.shared.seg
+    }
+
+    /// Sends `msg`, waiting for room as long as it takes.
+    pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
+        self.push(msg, Deadline::At(None)).map_err(|f| SendError::from_fault(f, msg))
+    }
+
+    /// Sends `msg` if there is room now.
+    pub fn try_send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+        self.push(msg, Deadline::Now).map_err(|f| TrySendError::from_fault(f, msg))
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room.
+    pub fn send_timeout<'a>(
+        &mut self,
+        msg: &'a [u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
+        self.push(msg, Deadline::after(timeout)).map_err(|f| SendTimeoutError::from_fault(f, msg))
+    }
+
+    /// Lends a writable slice of `len` bytes inside the ring, waiting for room;
+    /// [`WriteGrant::commit`] publishes it, dropping the grant abandons it.
+    pub fn loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, SendError<usize>> {
+        let r = self.reserve(len, Deadline::At(None)).map_err(|f| SendError::from_fault(f, len))?;
+        Ok(WriteGrant { sender: self, reservation: r })
+    }
+
+    /// [`Sender::loan`] without waiting.
+    pub fn try_loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, TrySendError<usize>> {
+        let r = self.reserve(len, Deadline::Now).map_err(|f| TrySendError::from_fault(f, len))?;
+        Ok(WriteGrant { sender: self, reservation: r })
+    }
+
+    /// [`Sender::loan`] waiting at most `timeout`.
+    pub fn loan_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> std::result::Result<WriteGrant<'_>, SendTimeoutError<usize>> {
+        let r = self.reserve(len, Deadline::after(timeout)).map_err(|f| SendTimeoutError::from_fault(f, len))?;
+        Ok(WriteGrant { sender: self, reservation: r })
+    }
+
+    #[inline]
+    fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Fault> {
+        let r = self.reserve(msg.len(), deadline)?;
+        let off = self.producer.payload_offset(&r);
+        // SAFETY: the reservation covers off .. off + msg.len() inside the ring and the
+        // region is ours until commit.
+        unsafe { self.shared.copy_in(off, msg) };
+        self.publish(r, msg.len() as u64);
+        Ok(())
+    }
+
+    #[inline]
+    fn publish(&mut self, r: Reservation, len: u64) {
+        self.producer.commit(&*self.shared, r, len);
+        wait::notify(self.shared.endpoint(RECEIVER));
+    }
+
+    #[inline]
+    fn reserve(&mut self, len: usize, deadline: Deadline) -> std::result::Result<Reservation, Fault> {
+        let shared = &*self.shared;
+        if len as u64 > shared.geo.max_message {
+            return Err(Fault::TooLarge(len, shared.geo.max_message as usize));
+        }
+        let receiver = shared.endpoint(RECEIVER);
+        if wait::peer_closed(receiver) {
+            return Err(Fault::Disconnected);
+        }
+        match self.producer.try_reserve(shared, len as u64) {
+            Ok(r) => return Ok(r),
+            Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
+            Err(ReserveError::Full) => {}
+        }
+        let Deadline::At(deadline) = deadline else { return Err(Fault::Full) };
+        let producer = &mut self.producer;
+        let result = wait::wait_for(self.wait, shared.endpoint(SENDER), receiver, deadline, || {
+            match producer.try_reserve(shared, len as u64) {
+                Ok(r) => Some(Ok(r)),
+                Err(ReserveError::Full) => None,
+                Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+            }
+        });
+        match result {
+            Ok(r) => r,
+            Err(stop) => Err(stop_fault(stop)),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let receiver = self.shared.endpoint(RECEIVER);
+        self.shared.endpoint(SENDER).close();
+        wait::wake(receiver);
+    }
+}
+
+/// A slice of the ring lent to the sender; see [`Sender::loan`].
+#[derive(Debug)]
+pub struct WriteGrant<'a> {
+    sender: &'a mut Sender,
+    reservation: Reservation,
+}
+
+impl WriteGrant<'_> {
+    /// Publishes the first `len` bytes of the grant as one message.
+    ///
+    /// # Panics
+    /// If `len` exceeds the loaned length.
+    pub fn commit(self, len: usize) {
+        let r = self.reservation;
+        assert!(len as u64 <= r.max_len, "commit of {len} bytes exceeds the {}-byte loan", r.max_len);
+        self.sender.publish(r, len as u64);
+    }
+}
+
+impl Deref for WriteGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let off = self.sender.producer.payload_offset(&self.reservation);
+        // SAFETY: the reserved region is in bounds and owned by this side until commit;
+        // the consumer does not read or write it.
+        unsafe { std::slice::from_raw_parts(self.sender.shared.data.add(off as usize), self.reservation.max_len as usize) }
+    }
+}
+
+impl DerefMut for WriteGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let off = self.sender.producer.payload_offset(&self.reservation);
+        // SAFETY: as for deref, and `&mut self` makes the slice unique in this process.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.sender.shared.data.add(off as usize), self.reservation.max_len as usize)
+        }
+    }
+}
+
+/// What [`Receiver::recv_into`] can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvIntoError {
+    /// The next message does not fit; it stays in the channel.
+    #[error("the next message is {len} bytes, longer than the buffer")]
+    BufferTooSmall { len: usize },
+    #[error(transparent)]
+    Recv(#[from] RecvError),
+}
+
+/// The receiving end. Dropping it closes the channel for the sender.
+#[derive(Debug)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+    consumer: Consumer,
+    wait: WaitStrategy,
+    last_liveness: Instant,
+}
+
+impl Receiver {
+    /// Creates a named channel and attaches as its receiver. The segment is removed when
+    /// this receiver is dropped.
+    pub fn create(name: &Name, config: &Config) -> Result<Receiver> {
+        Receiver::from_segment(create(name, config)?)
+    }
+
+    /// Opens a named channel as its receiver.
+    pub fn open(name: &Name) -> Result<Receiver> {
+        Receiver::from_segment(Segment::open(name, &Options::default())?)
+    }
+
+    /// Attaches as the receiver of the channel in `seg`.
+    pub fn from_segment(seg: Segment) -> Result<Receiver> {
+        Receiver::attach(Arc::new(Shared::open(seg)?))
+    }
+
+    fn attach(shared: Arc<Shared>) -> Result<Receiver> {
+        shared.endpoint(RECEIVER).claim("receiver")?;
+        let (_, r) = match positions(&shared) {
+            Ok(p) => p,
+            Err(e) => {
+                shared.endpoint(RECEIVER).close();
+                return Err(e);
+            }
+        };
+        let consumer = Consumer::new(shared.geo, r);
+        Ok(Receiver { shared, consumer, wait: WaitStrategy::default(), last_liveness: Instant::now() })
+    }
+
+    /// Sets how blocking receives wait for messages.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Largest message this channel carries.
+    pub fn max_message(&self) -> usize {
+        self.shared.geo.max_message as usize
+    }
+
+    /// The segment the channel lives in.
+    pub fn segment(&self) -> &Segment {
+        &self.shared.seg
+    }
+
+    /// Receives the next message into `buf` (replacing its contents), waiting as long
+    /// as it takes; returns its length.
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
+        let frame = self.next_frame(Deadline::At(None)).map_err(RecvError::from_fault)?;
+        Ok(self.take(frame, buf))
+    }
+
+    /// Receives a message if one is there now.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, TryRecvError> {
+        let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
+        Ok(self.take(frame, buf))
+    }
+
+    /// Receives a message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> std::result::Result<usize, RecvTimeoutError> {
+        let frame = self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
+        Ok(self.take(frame, buf))
+    }
+
+    /// Receives the next message into `buf`, waiting as long as it takes. A message
+    /// longer than `buf` stays in the channel ([`RecvIntoError::BufferTooSmall`]).
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> std::result::Result<usize, RecvIntoError> {
+        let frame = self.next_frame(Deadline::At(None)).map_err(RecvError::from_fault)?;
+        let len = frame.len as usize;
+        if len > buf.len() {
+            return Err(RecvIntoError::BufferTooSmall { len });
+        }
+        // SAFETY: the frame was validated in bounds and is ours until released.
+        unsafe { self.shared.copy_out(frame.offset, &mut buf[..len]) };
+        self.release(frame);
+        Ok(len)
+    }
+
+    /// Lends the next message in place, waiting as long as it takes; the space is
+    /// released when the grant is dropped.
+    pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
+        let frame = self.next_frame(Deadline::At(None)).map_err(RecvError::from_fault)?;
+        Ok(ReadGrant { receiver: self, frame })
+    }
+
+    /// [`Receiver::recv_ref`] without waiting.
+    pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
+        let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
+        Ok(ReadGrant { receiver: self, frame })
+    }
+
+    /// [`Receiver::recv_ref`] waiting at most `timeout`.
+    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
+        let frame = self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
+        Ok(ReadGrant { receiver: self, frame })
+    }
+
+    #[inline]
+    fn take(&mut self, frame: Frame, buf: &mut Vec<u8>) -> usize {
+        let len = frame.len as usize;
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: `buf` has room for len bytes; copy_out initialises all of them (the
+        // frame is validated in bounds and ours until released) before set_len.
+        unsafe {
+            self.shared.copy_out(frame.offset, std::slice::from_raw_parts_mut(buf.as_mut_ptr(), len));
+            buf.set_len(len);
+        }
+        self.release(frame);
+        len
+    }
+
+    #[inline]
+    fn release(&mut self, frame: Frame) {
+        self.consumer.release(&*self.shared, frame);
+        wait::notify(self.shared.endpoint(SENDER));
+    }
+
+    #[inline]
+    fn next_frame(&mut self, deadline: Deadline) -> std::result::Result<Frame, Fault> {
+        let shared = &*self.shared;
+        match self.consumer.try_peek(shared) {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(what) => return Err(Fault::Corrupt(what)),
+        }
+        let sender = shared.endpoint(SENDER);
+        let consumer = &mut self.consumer;
+        let mut peek = || match consumer.try_peek(shared) {
+            Ok(Some(frame)) => Some(Ok(frame)),
+            Ok(None) => None,
+            Err(what) => Some(Err(Fault::Corrupt(what))),
+        };
+        let Deadline::At(deadline) = deadline else {
+            // Not waiting: report a gone sender (cheap check always, /proc at most
+            // every liveness period), re-checking for messages it published first.
+            let gone = if wait::peer_closed(sender) {
+                Some(Stop::Closed)
+            } else if self.last_liveness.elapsed() >= wait::LIVENESS_PERIOD {
+                self.last_liveness = Instant::now();
+                wait::peer_gone(sender)
+            } else {
+                None
+            };
+            return match (gone, peek()) {
+                (_, Some(result)) => result,
+                (Some(stop), None) => Err(stop_fault(stop)),
+                (None, None) => Err(Fault::Empty),
+            };
+        };
+        match wait::wait_for(self.wait, shared.endpoint(RECEIVER), sender, deadline, peek) {
+            Ok(result) => result,
+            Err(stop) => Err(stop_fault(stop)),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let sender = self.shared.endpoint(SENDER);
+        self.shared.endpoint(RECEIVER).close();
+        wait::wake(sender);
+    }
+}
+
+/// A message lent in place; see [`Receiver::recv_ref`]. Its space is released on drop.
+///
+/// The slice is valid because the protocol gives the receiver sole ownership of the
+/// frame until release; a peer that breaks the protocol could change the bytes, but
+/// not the slice's bounds.
+#[derive(Debug)]
+pub struct ReadGrant<'a> {
+    receiver: &'a mut Receiver,
+    frame: Frame,
+}
+
+impl Deref for ReadGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the frame was validated to lie inside the ring and stays ours until
+        // this grant drops.
+        unsafe {
+            std::slice::from_raw_parts(self.receiver.shared.data.add(self.frame.offset as usize), self.frame.len as usize)
+        }
+    }
+}
+
+impl Drop for ReadGrant<'_> {
+    fn drop(&mut self) {
+        self.receiver.release(self.frame);
+    }
+}
+
+/// Both ends of a channel in one process, sharing one mapping (for tests and threads).
+pub fn pair(seg: Segment) -> Result<(Sender, Receiver)> {
+    let shared = Arc::new(Shared::open(seg)?);
+    let tx = Sender::attach(shared.clone())?;
+    let rx = Receiver::attach(shared)?;
+    Ok((tx, rx))
+}
+
+/// A snapshot of a channel for `shmkit info`.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Status {
+    pub capacity: u64,
+    pub max_message: u64,
+    pub write_pos: u64,
+    pub read_pos: u64,
+    /// Bytes published and not yet released.
+    pub used: u64,
+}
+
+/// Reads a channel's positions (for tools; does not attach).
+pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
+    let geo = geometry_of(seg, info)?;
+    // SAFETY: geometry_of checked the segment covers the lines; atomics only.
+    let (w, r) = unsafe {
+        (
+            (*seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>()).write_pos.load(Ordering::Acquire),
+            (*seg.as_ptr().add(CONSUMER_LINE).cast::<ConsumerLine>()).read_pos.load(Ordering::Acquire),
+        )
+    };
+    Ok(Status { capacity: geo.capacity, max_message: geo.max_message, write_pos: w, read_pos: r, used: w.saturating_sub(r) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memfd_pair(capacity: usize) -> (Sender, Receiver) {
+        pair(create_memfd(&Config { capacity, ..Config::default() }).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn messages_loans_and_grants_round_trip_in_order() {
+        let (mut tx, mut rx) = memfd_pair(4096);
+        let mut buf = Vec::new();
+        assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
+        tx.send(b"first").unwrap();
+        let mut grant = tx.loan(100).unwrap();
+        grant[..6].copy_from_slice(b"second");
+        grant.commit(6);
+        drop(tx.loan(50).unwrap()); // abandoned: sends nothing
+        tx.try_send(b"").unwrap();
+        assert_eq!(rx.recv(&mut buf), Ok(5));
+        assert_eq!(buf, b"first");
+        assert_eq!(&*rx.recv_ref().unwrap(), b"second");
+        let mut small = [0u8; 4];
+        assert_eq!(rx.recv_into(&mut small), Ok(0));
+        assert_eq!(rx.recv_timeout(&mut buf, Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
+    }
+
+    #[test]
+    fn too_large_and_full_hand_the_message_back() {
+        let (mut tx, _rx) = memfd_pair(256);
+        let big = vec![0u8; tx.max_message() + 1];
+        let err = tx.try_send(&big).unwrap_err();
+        assert!(matches!(err, TrySendError::TooLarge { max: 112, .. }), "{err}");
+        assert_eq!(err.into_inner().len(), big.len());
+        let m = [7u8; 100];
+        tx.try_send(&m).unwrap();
+        tx.try_send(&m).unwrap();
+        let err = tx.try_send(&m).unwrap_err();
+        assert!(matches!(err, TrySendError::Full(_)));
+        assert_eq!(err.into_inner(), &m[..]);
+        assert!(matches!(tx.send_timeout(&m, Duration::from_millis(5)), Err(SendTimeoutError::Timeout(_))));
+    }
+
+    #[test]
+    fn a_buffer_too_small_leaves_the_message_in_the_channel() {
+        let (mut tx, mut rx) = memfd_pair(4096);
+        tx.send(b"0123456789").unwrap();
+        let mut small = [0u8; 4];
+        assert_eq!(rx.recv_into(&mut small), Err(RecvIntoError::BufferTooSmall { len: 10 }));
+        let mut buf = Vec::new();
+        assert_eq!(rx.try_recv(&mut buf), Ok(10));
+    }
+
+    #[test]
+    fn closing_the_sender_drains_then_disconnects_and_vice_versa() {
+        let (mut tx, mut rx) = memfd_pair(4096);
+        tx.send(b"a").unwrap();
+        tx.send(b"b").unwrap();
+        drop(tx);
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv(&mut buf), Ok(1));
+        assert_eq!(rx.try_recv(&mut buf), Ok(1));
+        assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Disconnected));
+        assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
+
+        let (mut tx, rx) = memfd_pair(4096);
+        drop(rx);
+        assert!(tx.send(b"x").unwrap_err().is_disconnected());
+    }
+
+    #[test]
+    fn a_second_live_sender_is_busy() {
+        let seg = create_memfd(&Config { capacity: 4096, ..Config::default() }).unwrap();
+        let shared = Arc::new(Shared::open(seg).unwrap());
+        let _tx = Sender::attach(shared.clone()).unwrap();
+        match Sender::attach(shared) {
+            Err(Error::Busy { what, pid }) => {
+                assert_eq!(what, "sender");
+                assert_eq!(pid, std::process::id());
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn blocking_send_and_recv_wake_each_other_in_every_strategy() {
+        for strategy in [WaitStrategy::BusySpin, WaitStrategy::default(), WaitStrategy::Block] {
+            let (mut tx, mut rx) = memfd_pair(1024);
+            tx.set_wait_strategy(strategy);
+            rx.set_wait_strategy(strategy);
+            let n = 20_000u32;
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    for i in 0..n {
+                        tx.send(&i.to_le_bytes().repeat((i % 50) as usize)).unwrap();
+                    }
+                });
+                let mut buf = Vec::new();
+                for i in 0..n {
+                    rx.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+                    assert_eq!(buf, i.to_le_bytes().repeat((i % 50) as usize), "{strategy:?}");
+                }
+                assert_eq!(rx.recv_timeout(&mut buf, Duration::from_secs(10)), Err(RecvTimeoutError::Disconnected));
+            });
+        }
+    }
+}
