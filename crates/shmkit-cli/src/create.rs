@@ -87,7 +87,7 @@ pub fn run(args: &Args) -> CliResult {
         ));
     }
     let opts = Options { mode: args.mode, open_existing: args.open_existing, ..Options::default() };
-    let mut seg = Segment::create(&name, size, &opts).context(format!("cannot create {name}"))?;
+    let seg = Segment::create(&name, size, &opts).context(format!("cannot create {name}"))?;
     let fresh = seg.is_owned();
     if !args.no_header && fresh {
         let h = layout::init(&seg, ObjectKind::Raw, 0, &[layout::HEADER_SIZE as u64])

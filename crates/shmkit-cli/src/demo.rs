@@ -1,71 +1,82 @@
-//! `shmkit demo`: one physical segment, two processes, two virtual addresses.
+//! `shmkit demo`: the README's main job. Creates a channel pair, starts a `pong` child
+//! process, measures round-trip latency against the physical floor and streaming
+//! throughput between the two processes, and removes everything.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use shmkit::layout::{self, ObjectKind, HEADER_SIZE};
-use shmkit::{Name, Options, Segment};
+use shmkit::channel::WaitStrategy;
+use shmkit::Name;
 
+use crate::chan::ChanArgs;
+use crate::ping::{self, PingArgs, Pinger};
 use crate::util::{fail, CliResult, Context};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
-
-#[derive(clap::Args, Debug)]
-pub struct ChildArgs {
-    target: Name,
+pub struct Args {
+    /// Round trips to measure.
+    #[arg(long, short = 'n', default_value = "200000")]
+    count: u64,
+    /// How to wait: spin, block, adaptive, or adaptive:SPIN_US[:YIELDS].
+    #[arg(long, default_value = "adaptive")]
+    wait: WaitStrategy,
 }
 
-const SIZE: usize = 4096;
-
-pub fn run(_args: &Args) -> CliResult {
+pub fn run(args: &Args) -> CliResult {
     let name = Name::Posix(format!("/shmkit.demo.{}", std::process::id()));
-    let seg = Segment::create(&name, SIZE, &Options::default())
-        .context(format!("cannot create {name}"))?;
-    let h = layout::init(&seg, ObjectKind::Raw, 0, &[HEADER_SIZE as u64])?;
-    layout::publish(h);
-    println!(
-        "parent pid {}: created {name} ({SIZE} bytes) at virtual address {:p}",
-        std::process::id(),
-        seg.as_ptr()
-    );
+    let (tx, rx) = ping::create_pair(&name, &ping::demo_config(), args.wait)?;
+    println!("demo: created channel pair {name}.req / .rep (1 MiB rings) in pid {}", std::process::id());
     let exe = std::env::current_exe().context("cannot find the shmkit executable")?;
-    let status = Command::new(exe)
-        .arg("__demo-child")
-        .arg(name.to_string())
-        .status()
-        .context("cannot start the child")?;
+    let mut child = Command::new(exe)
+        .args(["pong", &name.to_string(), "--quiet", "--wait", &wait_arg(args.wait)])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start the pong process")?;
+    println!("demo: started pong as pid {}", child.id());
+    let result = (|| {
+        let mut p = Pinger::from_parts(tx, rx)?;
+        let chan = ChanArgs {
+            create: false,
+            capacity: 0,
+            max_msg: None,
+            mode: 0o600,
+            wait: args.wait,
+            open_timeout: 0.0,
+        };
+        let mut ping_args = PingArgs {
+            channel: name.clone(),
+            chan,
+            count: args.count,
+            size: 64,
+            warmup: args.count / 10,
+            floor: true,
+            stream: false,
+            json: false,
+        };
+        println!("demo: {} round trips of 64 B, then the floor between the same two processes:", args.count);
+        ping::print_report(&ping::measure(&mut p, &ping_args)?, false)?;
+        ping_args.stream = true;
+        ping_args.count = 2_000_000;
+        println!("demo: streaming 2,000,000 messages of 64 B one way:");
+        ping::print_report(&ping::measure(&mut p, &ping_args)?, false)?;
+        ping_args.size = 64 * 1024;
+        ping_args.count = 20_000;
+        println!("demo: streaming 20,000 messages of 64 KiB one way:");
+        ping::print_report(&ping::measure(&mut p, &ping_args)?, false)
+    })();
+    // Dropping the pinger closed our ends: pong sees the disconnect and exits.
+    let status = child.wait().context("waiting for pong")?;
+    result?;
     if !status.success() {
-        return fail(format!("the child failed: {status}"));
+        return fail(format!("pong exited with {status}"));
     }
-    let mut text = vec![0u8; 256];
-    // SAFETY: HEADER_SIZE + 256 <= SIZE; the child has exited, so nobody writes the bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(seg.as_ptr().add(HEADER_SIZE), text.as_mut_ptr(), text.len())
-    };
-    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-    println!("parent read back: {:?}", String::from_utf8_lossy(&text[..end]));
-    drop(seg);
-    println!("removed {name}");
+    println!("demo: pong exited; removed {name}.req and {name}.rep");
     Ok(())
 }
 
-pub fn run_child(args: &ChildArgs) -> CliResult {
-    let seg = Segment::open(&args.target, &Options::default())
-        .context(format!("cannot open {}", args.target))?;
-    layout::validate(&seg).context(format!("{} has no valid header", args.target))?;
-    let msg = format!(
-        "hello from pid {}, which mapped the segment at {:p}\0",
-        std::process::id(),
-        seg.as_ptr()
-    );
-    println!(
-        "child pid {}: opened {} at virtual address {:p}",
-        std::process::id(),
-        args.target,
-        seg.as_ptr()
-    );
-    let n = msg.len().min(256);
-    // SAFETY: HEADER_SIZE + 256 <= the segment's size (validated header, SIZE bytes).
-    unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), seg.as_ptr().add(HEADER_SIZE), n) };
-    Ok(())
+fn wait_arg(w: WaitStrategy) -> String {
+    match w {
+        WaitStrategy::BusySpin => "spin".into(),
+        WaitStrategy::Block => "block".into(),
+        WaitStrategy::Adaptive { spin, yields } => format!("adaptive:{}:{yields}", spin.as_micros()),
+    }
 }

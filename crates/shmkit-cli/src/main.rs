@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod chan;
 mod channel_view;
 mod create;
 mod demo;
@@ -9,7 +10,10 @@ mod dump;
 mod info;
 mod inspect;
 mod ls;
+mod ping;
+mod pipe;
 mod rm;
+mod stats;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -38,10 +42,16 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Write bytes into a segment at an offset.
     Write(dump::WriteArgs),
-    /// Show one segment mapped by two processes at two virtual addresses.
+    /// Send stdin through a channel, one message per line (or --bytes N chunks).
+    Send(pipe::SendArgs),
+    /// Write a channel's messages to stdout until the sender closes.
+    Recv(pipe::RecvArgs),
+    /// Measure round-trip latency (or --stream throughput) against a pong process.
+    Ping(ping::PingArgs),
+    /// Echo messages back to a ping process.
+    Pong(ping::PongArgs),
+    /// Start a pong child, measure latency against the physical floor, and clean up.
     Demo(demo::Args),
-    #[command(name = "__demo-child", hide = true)]
-    DemoChild(demo::ChildArgs),
 }
 
 fn main() {
@@ -53,8 +63,11 @@ fn main() {
         Command::Rm(a) => rm::run(a),
         Command::Dump(a) => dump::run_dump(a),
         Command::Write(a) => dump::run_write(a),
+        Command::Send(a) => pipe::run_send(a),
+        Command::Recv(a) => pipe::run_recv(a),
+        Command::Ping(a) => ping::run_ping(a),
+        Command::Pong(a) => ping::run_pong(a),
         Command::Demo(a) => demo::run(a),
-        Command::DemoChild(a) => demo::run_child(a),
     };
     if let Err(e) = result {
         eprintln!("shmkit: {e}");

@@ -30,7 +30,7 @@ pub fn run(args: &Args) -> CliResult {
 }
 
 fn remove(target: &Name, force: bool) -> CliResult {
-    let mut seg = Segment::open(target, &Options { read_only: true, ..Options::default() })
+    let seg = Segment::open(target, &Options { read_only: true, ..Options::default() })
         .context(format!("cannot open {target}"))?;
     if !force && !layout::has_magic(&seg) {
         return fail(format!("{target} is not a shmkit segment; use --force to remove it anyway"));

@@ -214,6 +214,9 @@ impl Endpoint {
     /// before is visible to a peer that sees CLOSED).
     pub fn close(&self) {
         self.state.store(endpoint_state::CLOSED, Ordering::Release);
+        // Two sides that close and then look at each other must not both miss the
+        // other's close (see `shmkit send`/`recv`: the last one out removes the segment).
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// Liveness of the recorded holder; a cleanly closed endpoint is `Dead`.

@@ -328,6 +328,12 @@ impl Sender {
         Ok(Sender { shared, producer, wait: WaitStrategy::default() })
     }
 
+    /// Whether the receiver has closed its end or died (a receiver that has not
+    /// attached yet is not gone).
+    pub fn peer_gone(&self) -> bool {
+        wait::peer_gone(self.shared.endpoint(RECEIVER)).is_some()
+    }
+
     /// Sets how blocking sends wait for room.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
@@ -532,6 +538,17 @@ impl Receiver {
         };
         let consumer = Consumer::new(shared.geo, r);
         Ok(Receiver { shared, consumer, wait: WaitStrategy::default(), last_liveness: Instant::now() })
+    }
+
+    /// Whether the sender has closed its end or died (a sender that has not attached
+    /// yet is not gone).
+    pub fn peer_gone(&self) -> bool {
+        wait::peer_gone(self.shared.endpoint(SENDER)).is_some()
+    }
+
+    /// Whether a sender is attached now.
+    pub fn peer_attached(&self) -> bool {
+        self.shared.endpoint(SENDER).state.load(Ordering::Acquire) == layout::endpoint_state::ATTACHED
     }
 
     /// Sets how blocking receives wait for messages.

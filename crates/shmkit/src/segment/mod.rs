@@ -26,6 +26,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -216,7 +217,7 @@ pub struct Segment {
     len: usize,
     backing: Backing,
     /// Remove the object when dropped (the creator does, unless persisted).
-    owned: bool,
+    owned: AtomicBool,
     read_only: bool,
 }
 
@@ -234,7 +235,7 @@ impl Segment {
         owned: bool,
         read_only: bool,
     ) -> Segment {
-        Segment { base, len, backing, owned, read_only }
+        Segment { base, len, backing, owned: AtomicBool::new(owned), read_only }
     }
 
     /// Creates a named segment of `size` bytes (zero-filled) and maps it.
@@ -272,19 +273,19 @@ impl Segment {
     }
 
     /// Removes the object on drop (the default for the creator); see [`Segment::persist`].
-    pub fn set_owned(&mut self, owned: bool) {
-        self.owned = owned;
+    pub fn set_owned(&self, owned: bool) {
+        self.owned.store(owned, Ordering::Relaxed);
     }
 
     /// Keeps the object after this segment is dropped (a created segment is removed
     /// on drop otherwise).
-    pub fn persist(&mut self) {
-        self.owned = false;
+    pub fn persist(&self) {
+        self.set_owned(false);
     }
 
     /// Whether dropping this segment removes the object.
     pub fn is_owned(&self) -> bool {
-        self.owned
+        self.owned.load(Ordering::Relaxed)
     }
 
     /// Mapped length in bytes.
@@ -373,8 +374,8 @@ impl Segment {
 
     /// Removes the object now (`IPC_RMID`, `shm_unlink` or `unlink`). The mapping stays
     /// valid until the segment is dropped; processes that have it mapped keep it.
-    pub fn remove(&mut self) -> Result<()> {
-        self.owned = false;
+    pub fn remove(&self) -> Result<()> {
+        self.set_owned(false);
         match &self.backing {
             Backing::SysV { id, .. } => sysv::remove(*id),
             Backing::Posix { name, fd } => posix::unlink_if_same(name, fd),
@@ -386,7 +387,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.owned {
+        if self.is_owned() {
             // Errors cannot be reported from drop; a leftover object is found by `shmkit gc`.
             let _ = self.remove();
         }

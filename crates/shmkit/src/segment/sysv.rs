@@ -66,7 +66,7 @@ pub(crate) fn create(key: i32, size: usize, opts: &Options) -> Result<Segment> {
     if st.size < size as u64 {
         return Err(Error::incompatible("segment size", st.size, format!("at least {size}")));
     }
-    let mut seg = attach(key, id, st.size, opts).inspect_err(|_| {
+    let seg = attach(key, id, st.size, opts).inspect_err(|_| {
         if created {
             let _ = remove(id);
         }

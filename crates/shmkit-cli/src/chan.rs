@@ -1,0 +1,97 @@
+//! Opening channels from the command line: `--create` options, waiting for a channel
+//! another process has yet to create, and who removes the segment at the end.
+
+use std::time::{Duration, Instant};
+
+use shmkit::channel::spsc::{self, Config};
+use shmkit::channel::{Receiver, Sender, WaitStrategy};
+use shmkit::{Error, Name, Options, Segment};
+
+use crate::util::{parse_mode, parse_size, CliResult, Context, Failure};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChanArgs {
+    /// Create the channel (fails if it exists) instead of opening it.
+    #[arg(long)]
+    pub create: bool,
+    /// Ring capacity for --create: a power of two (e.g. 64K, 1M).
+    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Largest message for --create (default and maximum: capacity/2 - 16).
+    #[arg(long = "max-msg", value_parser = parse_size)]
+    pub max_msg: Option<u64>,
+    /// Permission bits for --create.
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
+    /// How to wait: spin, block, adaptive, or adaptive:SPIN_US[:YIELDS].
+    #[arg(long, default_value = "adaptive")]
+    pub wait: WaitStrategy,
+    /// How long to wait for another process to create the channel, in seconds.
+    #[arg(long, default_value = "10", value_name = "SECS")]
+    pub open_timeout: f64,
+}
+
+impl ChanArgs {
+    pub fn config(&self) -> CliResult<Config> {
+        let capacity = usize::try_from(self.capacity).map_err(|_| Failure("capacity too large".into()))?;
+        Ok(Config { capacity, max_message: self.max_msg.map(|m| m as usize), mode: self.mode })
+    }
+}
+
+/// Opens `name`, waiting up to `timeout` for it to appear; says on stderr that it waits.
+pub fn open_segment(name: &Name, timeout: Duration) -> CliResult<Segment> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match Segment::open(name, &Options::default()) {
+            Err(Error::NotFound { .. }) if start.elapsed() < timeout => {
+                if !told && start.elapsed() > Duration::from_millis(500) {
+                    eprintln!("shmkit: waiting for {name} to be created...");
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.context(format!("cannot open {name}")),
+        }
+    }
+}
+
+/// Creates (with `--create`) or opens the segment of a channel. A created segment is
+/// persisted: removal is decided by [`finish`].
+pub fn segment(name: &Name, args: &ChanArgs) -> CliResult<Segment> {
+    if args.create {
+        let seg = spsc::create(name, &args.config()?).context(format!("cannot create channel {name}"))?;
+        seg.persist();
+        Ok(seg)
+    } else {
+        open_segment(name, Duration::from_secs_f64(args.open_timeout.max(0.0)))
+    }
+}
+
+pub fn sender(name: &Name, args: &ChanArgs) -> CliResult<Sender> {
+    let mut tx = Sender::from_segment(segment(name, args)?).context(format!("cannot attach to {name} as sender"))?;
+    tx.set_wait_strategy(args.wait);
+    Ok(tx)
+}
+
+pub fn receiver(name: &Name, args: &ChanArgs) -> CliResult<Receiver> {
+    let mut rx =
+        Receiver::from_segment(segment(name, args)?).context(format!("cannot attach to {name} as receiver"))?;
+    rx.set_wait_strategy(args.wait);
+    Ok(rx)
+}
+
+/// Called after this side's handle is dropped (its endpoint closed): the side that
+/// finishes last removes the segment. A peer that never attached leaves it in place,
+/// so a receiver that comes later still gets the messages.
+pub fn finish(name: &Name, peer: u32) {
+    let Ok(seg) = Segment::open(name, &Options { read_only: true, ..Options::default() }) else {
+        return; // already removed by the peer
+    };
+    let Ok(info) = shmkit::layout::validate(&seg) else { return };
+    if let Ok(ep) = shmkit::layout::endpoint(&seg, &info, peer) {
+        if ep.liveness() == shmkit::sync::peer::Liveness::Dead {
+            let _ = seg.remove();
+        }
+    }
+}

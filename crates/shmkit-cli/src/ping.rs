@@ -1,0 +1,545 @@
+//! `shmkit ping` / `shmkit pong`: round-trip latency and streaming throughput between
+//! two processes over a pair of SPSC channels, with the physical floor measured
+//! between the same two processes in the same run.
+//!
+//! A target `posix:/x` names two channels: `posix:/x.req` (ping → pong) and
+//! `posix:/x.rep` (pong → ping); `file:P` likewise; `sysv:K` uses keys K and K+1.
+//! Pong echoes every message. Messages that start with [`CTRL`] are commands:
+//! `F` run a floor measurement, `S` receive a stream, `H` hello (echoed like data).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use shmkit::channel::spsc::{Config, RECEIVER, SENDER};
+use shmkit::channel::{Receiver, RecvTimeoutError, Sender, WaitStrategy};
+use shmkit::layout::{self, ObjectKind};
+use shmkit::sync::{futex, wait};
+use shmkit::{Name, Options, Segment};
+
+use crate::chan::{self, ChanArgs};
+use crate::stats::{rate, Summary};
+use crate::util::{fail, parse_size, print_json, CliResult, Context, Failure};
+
+/// First bytes of a command message.
+pub const CTRL: [u8; 8] = *b"\xffSHMKIT\xfe";
+/// How long either side waits for the other before declaring it unresponsive.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args, Debug)]
+pub struct PingArgs {
+    /// The channel pair: posix:/NAME (uses /NAME.req and /NAME.rep), file:PATH, sysv:0xKEY.
+    pub channel: Name,
+    #[command(flatten)]
+    pub chan: ChanArgs,
+    /// Round trips to measure.
+    #[arg(long, short = 'n', default_value = "100000")]
+    pub count: u64,
+    /// Message size in bytes.
+    #[arg(long, short, default_value = "64", value_parser = parse_size)]
+    pub size: u64,
+    /// Round trips before measuring.
+    #[arg(long, default_value = "10000")]
+    pub warmup: u64,
+    /// Also measure the floor: raw cache-line and raw futex ping-pong between the same
+    /// two processes.
+    #[arg(long)]
+    pub floor: bool,
+    /// Measure one-way streaming throughput instead of round trips (count messages).
+    #[arg(long)]
+    pub stream: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PongArgs {
+    /// The channel pair (see `shmkit ping --help`).
+    pub channel: Name,
+    #[command(flatten)]
+    pub chan: ChanArgs,
+    /// Keep serving after a ping disconnects, waiting for the next one.
+    #[arg(long)]
+    pub forever: bool,
+    /// Print nothing.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The request and reply channel names of a pair.
+pub fn duplex(name: &Name) -> CliResult<(Name, Name)> {
+    match name.resolve()? {
+        Name::Posix(n) => Ok((Name::Posix(format!("{n}.req")), Name::Posix(format!("{n}.rep")))),
+        Name::File(p) => {
+            let with = |s: &str| {
+                let mut os = p.clone().into_os_string();
+                os.push(s);
+                Name::File(os.into())
+            };
+            Ok((with(".req"), with(".rep")))
+        }
+        Name::SysVKey(k) => {
+            let next = if k.wrapping_add(1) == 0 { 1 } else { k.wrapping_add(1) };
+            Ok((Name::SysVKey(k), Name::SysVKey(next)))
+        }
+        other => fail(format!("{other}: ping/pong need a posix:, file: or sysv: key target")),
+    }
+}
+
+/// Everything one ping run measured.
+#[derive(Debug, Serialize)]
+pub struct PingReport {
+    pub channel: String,
+    pub size: u64,
+    pub wait: String,
+    pub cpu_ping: u32,
+    pub cpu_pong: u32,
+    /// One-way latency (round trip / 2), ns.
+    pub latency: Option<Summary>,
+    pub round_trips_per_sec: Option<f64>,
+    pub floor_cacheline: Option<Summary>,
+    pub floor_futex: Option<Summary>,
+    pub stream: Option<StreamReport>,
+}
+
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct StreamReport {
+    pub messages: u64,
+    pub size: u64,
+    pub seconds: f64,
+    pub messages_per_sec: f64,
+    pub bytes_per_sec: f64,
+    pub errors: u64,
+}
+
+/// The ping side: sender on `.req`, receiver on `.rep`.
+pub struct Pinger {
+    tx: Sender,
+    rx: Receiver,
+    buf: Vec<u8>,
+}
+
+impl Pinger {
+    pub fn connect(name: &Name, args: &ChanArgs) -> CliResult<Pinger> {
+        let (req, rep) = duplex(name)?;
+        let tx = chan::sender(&req, args)?;
+        let rx = chan::receiver(&rep, args)?;
+        let mut p = Pinger { tx, rx, buf: Vec::new() };
+        p.hello()?;
+        Ok(p)
+    }
+
+    pub fn from_parts(tx: Sender, rx: Receiver) -> CliResult<Pinger> {
+        let mut p = Pinger { tx, rx, buf: Vec::new() };
+        p.hello()?;
+        Ok(p)
+    }
+
+    /// Discards stale replies of an earlier session: sends a nonce and skips replies
+    /// until it comes back.
+    fn hello(&mut self) -> CliResult {
+        let nonce = Instant::now().elapsed().as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
+        let mut msg = CTRL.to_vec();
+        msg.push(b'H');
+        msg.extend_from_slice(&nonce.to_le_bytes());
+        self.send(&msg)?;
+        loop {
+            self.recv()?;
+            if self.buf == msg {
+                return Ok(());
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &[u8]) -> CliResult {
+        self.tx.send_timeout(msg, PEER_TIMEOUT).map_err(|e| Failure(format!("ping: send: {e}")))
+    }
+
+    fn recv(&mut self) -> CliResult<usize> {
+        match self.rx.recv_timeout(&mut self.buf, PEER_TIMEOUT) {
+            Ok(n) => Ok(n),
+            Err(RecvTimeoutError::Timeout) => fail(format!("ping: no reply from pong within {PEER_TIMEOUT:?}")),
+            Err(e) => fail(format!("ping: {e}")),
+        }
+    }
+
+    /// Round trips of `size`-byte messages; returns one-way latencies (ns) and the
+    /// round-trip rate.
+    pub fn round_trips(&mut self, size: usize, warmup: u64, count: u64) -> CliResult<(Summary, f64)> {
+        let mut payload = vec![0x5au8; size];
+        let mut samples = Vec::with_capacity(count as usize);
+        let started = Instant::now();
+        for i in 0..warmup + count {
+            if size >= 8 {
+                payload[..8].copy_from_slice(&i.to_le_bytes());
+            }
+            let t0 = Instant::now();
+            self.send(&payload)?;
+            let n = self.recv()?;
+            let t1 = Instant::now();
+            if n != size || (size >= 8 && self.buf[..8] != i.to_le_bytes()) {
+                return fail(format!("ping: reply {i} does not match the request"));
+            }
+            if i >= warmup {
+                samples.push((t1 - t0).as_nanos() as f64 / 2.0);
+            }
+        }
+        let measured = started.elapsed().as_secs_f64();
+        let rate = (warmup + count) as f64 / measured;
+        Ok((Summary::of(&mut samples), rate))
+    }
+
+    /// Streams `count` messages of `size` bytes one way and waits for pong's tally.
+    pub fn stream(&mut self, size: usize, count: u64) -> CliResult<StreamReport> {
+        let mut cmd = CTRL.to_vec();
+        cmd.push(b'S');
+        cmd.extend_from_slice(&count.to_le_bytes());
+        cmd.extend_from_slice(&(size as u64).to_le_bytes());
+        self.send(&cmd)?;
+        let mut payload = vec![0xa5u8; size];
+        let start = Instant::now();
+        for i in 0..count {
+            if size >= 8 {
+                payload[..8].copy_from_slice(&i.to_le_bytes());
+            }
+            self.send(&payload)?;
+        }
+        self.recv()?;
+        let seconds = start.elapsed().as_secs_f64();
+        if self.buf.len() != 25 || self.buf[..9] != [&CTRL[..], b"S"].concat()[..] {
+            return fail("ping: pong's stream tally is malformed");
+        }
+        let got = u64::from_le_bytes(self.buf[9..17].try_into().unwrap());
+        let errors = u64::from_le_bytes(self.buf[17..25].try_into().unwrap());
+        if got != count {
+            return fail(format!("ping: pong received {got} of {count} streamed messages"));
+        }
+        Ok(StreamReport {
+            messages: count,
+            size: size as u64,
+            seconds,
+            messages_per_sec: count as f64 / seconds,
+            bytes_per_sec: (count * size as u64) as f64 / seconds,
+            errors,
+        })
+    }
+
+    /// Measures the raw floor with the pong process: `futex` false = cache-line
+    /// ping-pong, true = futex ping-pong.
+    pub fn floor(&mut self, use_futex: bool, warmup: u64, count: u64) -> CliResult<Summary> {
+        let name = Name::Posix(format!("/shmkit.floor.{}", std::process::id()));
+        let seg = Segment::create(&name, 4096, &Options::default()).context(format!("cannot create {name}"))?;
+        let h = layout::init(&seg, ObjectKind::Raw, 0, &[])?;
+        layout::publish(h);
+        let mut cmd = CTRL.to_vec();
+        cmd.push(b'F');
+        cmd.push(u8::from(use_futex));
+        cmd.extend_from_slice(&(warmup + count).to_le_bytes());
+        cmd.extend_from_slice(name.to_string().as_bytes());
+        self.send(&cmd)?;
+        let words = FloorWords::of(&seg);
+        let mut samples = Vec::with_capacity(count as usize);
+        for i in 1..=warmup + count {
+            let t0 = Instant::now();
+            words.ping.store(i, Ordering::Release);
+            if use_futex {
+                futex::wake(words.ping_futex(), 1);
+                words.wait_futex(&words.pong, i)?;
+            } else {
+                words.spin(&words.pong, i)?;
+            }
+            let t1 = Instant::now();
+            if i > warmup {
+                samples.push((t1 - t0).as_nanos() as f64 / 2.0);
+            }
+        }
+        self.recv()?; // pong's "done"
+        drop(seg);
+        Ok(Summary::of(&mut samples))
+    }
+
+    /// The CPU pong last recorded while waiting.
+    pub fn pong_cpu(&self) -> u32 {
+        let seg = self.rx.segment();
+        layout::validate(seg)
+            .ok()
+            .and_then(|info| layout::endpoint(seg, &info, SENDER).ok().map(|e| e.cpu.load(Ordering::Relaxed)))
+            .unwrap_or(u32::MAX)
+    }
+}
+
+/// The two words of a floor measurement, on separate 128-byte blocks.
+struct FloorWords<'a> {
+    ping: &'a AtomicU64,
+    pong: &'a AtomicU64,
+}
+
+impl<'a> FloorWords<'a> {
+    fn of(seg: &'a Segment) -> FloorWords<'a> {
+        assert!(seg.len() >= 1024);
+        // SAFETY: offsets 512 and 768 are in bounds (asserted), 8-aligned, and only
+        // accessed atomically.
+        unsafe {
+            FloorWords {
+                ping: &*seg.as_ptr().add(512).cast::<AtomicU64>(),
+                pong: &*seg.as_ptr().add(768).cast::<AtomicU64>(),
+            }
+        }
+    }
+
+    /// The low half of a word as a futex (x86-64 is little-endian).
+    fn futex_of(word: &AtomicU64) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the low 4 bytes of an aligned AtomicU64 form an aligned AtomicU32;
+        // both are only accessed atomically.
+        unsafe { &*(word as *const AtomicU64).cast::<std::sync::atomic::AtomicU32>() }
+    }
+
+    fn ping_futex(&self) -> &std::sync::atomic::AtomicU32 {
+        Self::futex_of(self.ping)
+    }
+
+    fn spin(&self, word: &AtomicU64, want: u64) -> CliResult {
+        let mut spins = 0u32;
+        let start = Instant::now();
+        while word.load(Ordering::Acquire) != want {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins % 4096 == 0 {
+                if start.elapsed() > PEER_TIMEOUT {
+                    return fail("floor: the peer stopped answering");
+                }
+                if spins % (1 << 16) == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_futex(&self, word: &AtomicU64, want: u64) -> CliResult {
+        let start = Instant::now();
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if v == want {
+                return Ok(());
+            }
+            futex::wait(Self::futex_of(word), v as u32, Some(Duration::from_millis(100)));
+            if start.elapsed() > PEER_TIMEOUT {
+                return fail("floor: the peer stopped answering");
+            }
+        }
+    }
+}
+
+pub fn run_ping(args: &PingArgs) -> CliResult {
+    let mut p = Pinger::connect(&args.channel, &args.chan)?;
+    let report = measure(&mut p, args)?;
+    print_report(&report, args.json)
+}
+
+/// Runs what `args` asks for over a connected pinger.
+pub fn measure(p: &mut Pinger, args: &PingArgs) -> CliResult<PingReport> {
+    let size = usize::try_from(args.size).map_err(|_| Failure("size too large".into()))?;
+    if size > p.tx.max_message() {
+        return fail(format!("--size {size} exceeds the channel's maximum message of {} bytes", p.tx.max_message()));
+    }
+    let mut report = PingReport {
+        channel: args.channel.to_string(),
+        size: args.size,
+        wait: format!("{:?}", args.chan.wait),
+        cpu_ping: wait::current_cpu(),
+        cpu_pong: u32::MAX,
+        latency: None,
+        round_trips_per_sec: None,
+        floor_cacheline: None,
+        floor_futex: None,
+        stream: None,
+    };
+    if args.stream {
+        report.stream = Some(p.stream(size, args.count)?);
+    } else {
+        // Interleave the floor with the measurement so both see the same machine state.
+        let half = args.count / 2;
+        let (a, _) = p.round_trips(size, args.warmup, half)?;
+        if args.floor {
+            report.floor_cacheline = Some(p.floor(false, args.warmup, args.count)?);
+            report.floor_futex = Some(p.floor(true, args.warmup / 10, args.count / 10)?);
+        }
+        let (b, rate) = p.round_trips(size, args.warmup / 10, args.count - half)?;
+        report.latency = Some(merge(a, b));
+        report.round_trips_per_sec = Some(rate);
+    }
+    report.cpu_pong = p.pong_cpu();
+    Ok(report)
+}
+
+/// Combines two halves measured around the floor: percentiles are averaged weighted by
+/// sample count (both halves are large and from the same distribution).
+fn merge(a: Summary, b: Summary) -> Summary {
+    let (wa, wb) = (a.samples as f64, b.samples as f64);
+    let w = |x: f64, y: f64| if wa + wb == 0.0 { 0.0 } else { (x * wa + y * wb) / (wa + wb) };
+    Summary {
+        samples: a.samples + b.samples,
+        min: a.min.min(b.min),
+        p50: w(a.p50, b.p50),
+        p90: w(a.p90, b.p90),
+        p99: w(a.p99, b.p99),
+        p999: w(a.p999, b.p999),
+        max: a.max.max(b.max),
+        mean: w(a.mean, b.mean),
+    }
+}
+
+fn cpu(c: u32) -> String {
+    if c == u32::MAX {
+        "?".into()
+    } else {
+        c.to_string()
+    }
+}
+
+pub fn print_report(r: &PingReport, json: bool) -> CliResult {
+    if json {
+        return print_json(r);
+    }
+    println!("{}: {} B messages, wait {}, CPUs ping {} / pong {}", r.channel, r.size, r.wait, cpu(r.cpu_ping), cpu(r.cpu_pong));
+    if let Some(l) = &r.latency {
+        println!("  shmkit one-way latency   {}", l.line());
+        println!("  round trips/s            {}", rate(r.round_trips_per_sec.unwrap_or(0.0)));
+    }
+    if let Some(f) = &r.floor_cacheline {
+        println!("  floor: raw cache line    {}", f.line());
+    }
+    if let Some(f) = &r.floor_futex {
+        println!("  floor: raw futex         {}", f.line());
+    }
+    if let (Some(l), Some(f)) = (&r.latency, &r.floor_cacheline) {
+        println!("  shmkit p50 / cache-line floor p50 = {:.2}x", l.p50 / f.p50);
+    }
+    if let (Some(l), Some(f)) = (&r.latency, &r.floor_futex) {
+        println!("  shmkit p50 / futex floor p50      = {:.2}x", l.p50 / f.p50);
+    }
+    if let Some(s) = &r.stream {
+        println!(
+            "  stream: {} messages in {:.3} s = {}msg/s, {}B/s{}",
+            s.messages,
+            s.seconds,
+            rate(s.messages_per_sec),
+            rate(s.bytes_per_sec),
+            if s.errors > 0 { format!(", {} OUT OF ORDER", s.errors) } else { String::new() }
+        );
+    }
+    Ok(())
+}
+
+pub fn run_pong(args: &PongArgs) -> CliResult {
+    let (req, rep) = duplex(&args.channel)?;
+    let mut rx = chan::receiver(&req, &args.chan)?;
+    let mut tx = chan::sender(&rep, &args.chan)?;
+    if !args.quiet {
+        eprintln!("pong: serving {} (pid {})", args.channel, std::process::id());
+    }
+    let result = serve(&mut rx, &mut tx, args);
+    drop(rx);
+    drop(tx);
+    chan::finish(&req, SENDER);
+    chan::finish(&rep, RECEIVER);
+    result
+}
+
+/// Echoes messages and runs commands until the ping side disconnects.
+pub fn serve(rx: &mut Receiver, tx: &mut Sender, args: &PongArgs) -> CliResult {
+    enum Got {
+        Command(Vec<u8>),
+        Echoed(Result<(), (bool, String)>),
+        Failed(shmkit::channel::RecvError),
+    }
+    loop {
+        let got = match rx.recv_ref() {
+            Ok(grant) if grant.len() > CTRL.len() && grant[..8] == CTRL && grant[8] != b'H' => {
+                Got::Command(grant.to_vec())
+            }
+            Ok(grant) => {
+                Got::Echoed(tx.send_timeout(&grant, PEER_TIMEOUT).map_err(|e| (e.is_disconnected(), e.to_string())))
+            }
+            Err(e) => Got::Failed(e),
+        };
+        match got {
+            Got::Command(cmd) => command(rx, tx, &cmd)?,
+            Got::Echoed(Ok(())) | Got::Echoed(Err((true, _))) if args.forever => {}
+            Got::Echoed(Ok(())) => {}
+            Got::Echoed(Err((true, _))) => return Ok(()),
+            Got::Echoed(Err((false, e))) => return fail(format!("pong: reply: {e}")),
+            Got::Failed(e) if !e.is_disconnected() => return fail(format!("pong: {e}")),
+            Got::Failed(_) if !args.forever => return Ok(()),
+            Got::Failed(_) => {
+                // Wait for the next ping to attach.
+                while !rx.peer_attached() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+}
+
+fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {
+    let u64_at = |at: usize| cmd.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    match cmd[8] {
+        b'S' => {
+            let (Some(count), Some(size)) = (u64_at(9), u64_at(17)) else { return fail("pong: bad stream command") };
+            let mut errors = 0u64;
+            for i in 0..count {
+                let g = rx.recv_ref_timeout(PEER_TIMEOUT).map_err(|e| Failure(format!("pong: stream: {e}")))?;
+                if g.len() as u64 != size || (size >= 8 && g[..8] != i.to_le_bytes()) {
+                    errors += 1;
+                }
+            }
+            let mut tally = CTRL.to_vec();
+            tally.push(b'S');
+            tally.extend_from_slice(&count.to_le_bytes());
+            tally.extend_from_slice(&errors.to_le_bytes());
+            tx.send_timeout(&tally, PEER_TIMEOUT).map_err(|e| Failure(format!("pong: {e}")))?;
+        }
+        b'F' => {
+            let use_futex = cmd.get(9) == Some(&1);
+            let rounds = u64_at(10).ok_or_else(|| Failure("pong: bad floor command".into()))?;
+            let name: Name = std::str::from_utf8(&cmd[18..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Failure("pong: bad floor segment name".into()))?;
+            let seg = Segment::open(&name, &Options::default()).context(format!("pong: cannot open {name}"))?;
+            let words = FloorWords::of(&seg);
+            for i in 1..=rounds {
+                if use_futex {
+                    words.wait_futex(words.ping, i)?;
+                    words.pong.store(i, Ordering::Release);
+                    futex::wake(FloorWords::futex_of(words.pong), 1);
+                } else {
+                    words.spin(words.ping, i)?;
+                    words.pong.store(i, Ordering::Release);
+                }
+            }
+            let mut done = CTRL.to_vec();
+            done.push(b'F');
+            tx.send_timeout(&done, PEER_TIMEOUT).map_err(|e| Failure(format!("pong: {e}")))?;
+        }
+        other => return fail(format!("pong: unknown command {other:#x}")),
+    }
+    Ok(())
+}
+
+/// Config of the channels `demo` creates.
+pub fn demo_config() -> Config {
+    Config { capacity: 1 << 20, ..Config::default() }
+}
+
+/// Creates a fresh channel pair owned by the caller (removed when dropped).
+pub fn create_pair(name: &Name, config: &Config, wait_strategy: WaitStrategy) -> CliResult<(Sender, Receiver)> {
+    let (req, rep) = duplex(name)?;
+    let mut tx = Sender::create(&req, config).context(format!("cannot create {req}"))?;
+    let mut rx = Receiver::create(&rep, config).context(format!("cannot create {rep}"))?;
+    tx.set_wait_strategy(wait_strategy);
+    rx.set_wait_strategy(wait_strategy);
+    Ok((tx, rx))
+}

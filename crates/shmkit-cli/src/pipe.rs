@@ -1,0 +1,165 @@
+//! `shmkit send` and `shmkit recv`: a pipe through shared memory.
+//!
+//! `producer | shmkit send posix:/shmkit.x --create` and
+//! `shmkit recv posix:/shmkit.x | consumer` move stdin to stdout byte for byte.
+//! Line mode (default) sends each line with its newline as one message; `--bytes N`
+//! sends chunks of up to N bytes. `recv` writes every message verbatim.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shmkit::channel::spsc::{RECEIVER, SENDER};
+use shmkit::channel::{RecvTimeoutError, SendError};
+use shmkit::Name;
+
+use crate::chan::{self, ChanArgs};
+use crate::util::{fail, parse_size, CliResult, Context};
+
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
+    /// The channel: posix:/NAME, sysv:0xKEY, file:PATH ...
+    channel: Name,
+    #[command(flatten)]
+    chan: ChanArgs,
+    /// Send chunks of up to N bytes instead of lines.
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    bytes: Option<u64>,
+    /// Read from this file instead of stdin.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecvArgs {
+    /// The channel: posix:/NAME, sysv:0xKEY, file:PATH ...
+    channel: Name,
+    #[command(flatten)]
+    chan: ChanArgs,
+    /// Stop after N messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give up when no message arrives for this many seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+pub fn run_send(args: &SendArgs) -> CliResult {
+    let mut tx = chan::sender(&args.channel, &args.chan)?;
+    let max = tx.max_message();
+    let input: Box<dyn Read> = match &args.file {
+        Some(path) => Box::new(std::fs::File::open(path).context(format!("cannot open {}", path.display()))?),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+    let mut send = |msg: &[u8]| -> CliResult {
+        // A line longer than the channel's maximum goes as several messages: nothing
+        // is dropped, and the receiver's output is still byte-identical.
+        for piece in msg.chunks(max.max(1)) {
+            tx.send(piece).map_err(|e| send_failure(&args.channel, e))?;
+        }
+        Ok(())
+    };
+    let result = match args.bytes {
+        Some(0) => fail("--bytes must be at least 1"),
+        Some(n) => {
+            let mut buf = vec![0u8; n as usize];
+            loop {
+                let got = read_full(&mut input, &mut buf).context("reading input")?;
+                if got == 0 {
+                    break Ok(());
+                }
+                send(&buf[..got])?;
+            }
+        }
+        None => {
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if input.read_until(b'\n', &mut line).context("reading input")? == 0 {
+                    break Ok(());
+                }
+                send(&line)?;
+            }
+        }
+    };
+    drop(tx);
+    chan::finish(&args.channel, RECEIVER);
+    result
+}
+
+fn send_failure(name: &Name, e: SendError<&[u8]>) -> crate::util::Failure {
+    crate::util::Failure(format!("send on {name}: {e}"))
+}
+
+/// Reads until `buf` is full or EOF.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+pub fn run_recv(args: &RecvArgs) -> CliResult {
+    let mut rx = chan::receiver(&args.channel, &args.chan)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut buf = Vec::new();
+    let mut received = 0u64;
+    let timeout = args.timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let result = loop {
+        if args.count.is_some_and(|c| received >= c) {
+            break Ok(());
+        }
+        // Flush before waiting, so an interactive reader sees each message promptly.
+        let got = match rx.try_recv(&mut buf) {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                out.flush().context("writing output")?;
+                match timeout {
+                    Some(t) => rx.recv_timeout(&mut buf, t),
+                    None => rx.recv(&mut buf).map_err(|e| match e {
+                        shmkit::channel::RecvError::Disconnected => RecvTimeoutError::Disconnected,
+                        shmkit::channel::RecvError::PeerDead { pid } => RecvTimeoutError::PeerDead { pid },
+                        shmkit::channel::RecvError::Corrupt { what } => RecvTimeoutError::Corrupt { what },
+                    }),
+                }
+            }
+        };
+        match got {
+            Ok(_) => {
+                if let Err(e) = out.write_all(&buf) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        break Ok(());
+                    }
+                    break Err(e).context("writing output");
+                }
+                received += 1;
+            }
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(RecvTimeoutError::PeerDead { pid }) => {
+                break fail(format!(
+                    "{}: the sender (pid {pid}) died; {received} messages received before",
+                    args.channel
+                ))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                break fail(format!("{}: no message for {:.1} s; {received} received", args.channel, args.timeout.unwrap_or(0.0)))
+            }
+            Err(e) => break fail(format!("{}: {e}", args.channel)),
+        }
+    };
+    let flushed = out.flush();
+    drop(rx);
+    chan::finish(&args.channel, SENDER);
+    match flushed {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && result.is_ok() => Err(e).context("writing output"),
+        _ => result,
+    }
+}
