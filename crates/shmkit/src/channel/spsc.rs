@@ -246,6 +246,23 @@ unsafe impl RingMemory for Shared {
     }
 
     #[inline]
+    fn prefetch(&self, off: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let off = off & (self.geo.capacity - 1);
+            // SAFETY: prefetch is a hint that cannot fault; the address is inside the
+            // mapping anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    self.data.add(off as usize).cast::<i8>(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = off;
+    }
+
+    #[inline]
     fn write_pos(&self) -> &AtomicU64 {
         &self.producer_line().write_pos
     }
@@ -271,13 +288,25 @@ fn positions(shared: &Shared) -> Result<(u64, u64)> {
 enum Deadline {
     /// Do not wait.
     Now,
-    /// Wait until this instant (`None`: forever).
-    At(Option<Instant>),
+    /// Wait as long as it takes.
+    Never,
+    /// Wait this long. The clock is read only on the slow path, never when the
+    /// operation completes at once or within the first spins.
+    After(Duration),
 }
 
 impl Deadline {
     fn after(timeout: Duration) -> Deadline {
-        Deadline::At(Instant::now().checked_add(timeout))
+        Deadline::After(timeout)
+    }
+
+    /// `None` for [`Deadline::Now`], else the timeout (`Some(None)`: none).
+    fn timeout(self) -> Option<Option<Duration>> {
+        match self {
+            Deadline::Now => None,
+            Deadline::Never => Some(None),
+            Deadline::After(t) => Some(Some(t)),
+        }
     }
 }
 
@@ -356,7 +385,7 @@ impl Sender {
 
     /// Sends `msg`, waiting for room as long as it takes.
     pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
-        self.push(msg, Deadline::At(None)).map_err(|f| SendError::from_fault(f, msg))
+        self.push(msg, Deadline::Never).map_err(|f| SendError::from_fault(f, msg))
     }
 
     /// Sends `msg` if there is room now.
@@ -376,7 +405,7 @@ impl Sender {
     /// Lends a writable slice of `len` bytes inside the ring, waiting for room;
     /// [`WriteGrant::commit`] publishes it, dropping the grant abandons it.
     pub fn loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, SendError<usize>> {
-        let r = self.reserve(len, Deadline::At(None)).map_err(|f| SendError::from_fault(f, len))?;
+        let r = self.reserve(len, Deadline::Never).map_err(|f| SendError::from_fault(f, len))?;
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
@@ -428,9 +457,9 @@ impl Sender {
             Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
             Err(ReserveError::Full) => {}
         }
-        let Deadline::At(deadline) = deadline else { return Err(Fault::Full) };
+        let Some(timeout) = deadline.timeout() else { return Err(Fault::Full) };
         let producer = &mut self.producer;
-        let result = wait::wait_for(self.wait, shared.endpoint(SENDER), receiver, deadline, || {
+        let result = wait::wait_for(self.wait, shared.endpoint(SENDER), receiver, timeout, || {
             match producer.try_reserve(shared, len as u64) {
                 Ok(r) => Some(Ok(r)),
                 Err(ReserveError::Full) => None,
@@ -569,7 +598,7 @@ impl Receiver {
     /// Receives the next message into `buf` (replacing its contents), waiting as long
     /// as it takes; returns its length.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
-        let frame = self.next_frame(Deadline::At(None)).map_err(RecvError::from_fault)?;
+        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         Ok(self.take(frame, buf))
     }
 
@@ -588,7 +617,7 @@ impl Receiver {
     /// Receives the next message into `buf`, waiting as long as it takes. A message
     /// longer than `buf` stays in the channel ([`RecvIntoError::BufferTooSmall`]).
     pub fn recv_into(&mut self, buf: &mut [u8]) -> std::result::Result<usize, RecvIntoError> {
-        let frame = self.next_frame(Deadline::At(None)).map_err(RecvError::from_fault)?;
+        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         let len = frame.len as usize;
         if len > buf.len() {
             return Err(RecvIntoError::BufferTooSmall { len });
@@ -602,7 +631,7 @@ impl Receiver {
     /// Lends the next message in place, waiting as long as it takes; the space is
     /// released when the grant is dropped.
     pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
-        let frame = self.next_frame(Deadline::At(None)).map_err(RecvError::from_fault)?;
+        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
     }
 
@@ -654,7 +683,7 @@ impl Receiver {
             Ok(None) => None,
             Err(what) => Some(Err(Fault::Corrupt(what))),
         };
-        let Deadline::At(deadline) = deadline else {
+        let Some(timeout) = deadline.timeout() else {
             // Not waiting: report a gone sender (cheap check always, /proc at most
             // every liveness period), re-checking for messages it published first.
             let gone = if wait::peer_closed(sender) {
@@ -671,7 +700,7 @@ impl Receiver {
                 (None, None) => Err(Fault::Empty),
             };
         };
-        match wait::wait_for(self.wait, shared.endpoint(RECEIVER), sender, deadline, peek) {
+        match wait::wait_for(self.wait, shared.endpoint(RECEIVER), sender, timeout, peek) {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
         }
