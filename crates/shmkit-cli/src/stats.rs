@@ -22,7 +22,7 @@ impl Summary {
             return Summary::default();
         }
         ns.sort_by(|a, b| a.total_cmp(b));
-        let rank = |p: f64| ns[(((p / 100.0) * ns.len() as f64).ceil() as usize).clamp(1, ns.len()) - 1];
+        let rank = |p: f64| ns[(((p / 100.0) * ns.len() as f64 - 1e-9).ceil() as usize).clamp(1, ns.len()) - 1];
         Summary {
             samples: ns.len() as u64,
             min: ns[0],
