@@ -33,7 +33,8 @@ pub struct ChanArgs {
 
 impl ChanArgs {
     pub fn config(&self) -> CliResult<Config> {
-        let capacity = usize::try_from(self.capacity).map_err(|_| Failure("capacity too large".into()))?;
+        let capacity =
+            usize::try_from(self.capacity).map_err(|_| Failure("capacity too large".into()))?;
         Ok(Config { capacity, max_message: self.max_msg.map(|m| m as usize), mode: self.mode })
     }
 }
@@ -60,7 +61,8 @@ pub fn open_segment(name: &Name, timeout: Duration) -> CliResult<Segment> {
 /// persisted: removal is decided by [`finish`].
 pub fn segment(name: &Name, args: &ChanArgs) -> CliResult<Segment> {
     if args.create {
-        let seg = spsc::create(name, &args.config()?).context(format!("cannot create channel {name}"))?;
+        let seg =
+            spsc::create(name, &args.config()?).context(format!("cannot create channel {name}"))?;
         seg.persist();
         Ok(seg)
     } else {
@@ -69,14 +71,15 @@ pub fn segment(name: &Name, args: &ChanArgs) -> CliResult<Segment> {
 }
 
 pub fn sender(name: &Name, args: &ChanArgs) -> CliResult<Sender> {
-    let mut tx = Sender::from_segment(segment(name, args)?).context(format!("cannot attach to {name} as sender"))?;
+    let mut tx = Sender::from_segment(segment(name, args)?)
+        .context(format!("cannot attach to {name} as sender"))?;
     tx.set_wait_strategy(args.wait);
     Ok(tx)
 }
 
 pub fn receiver(name: &Name, args: &ChanArgs) -> CliResult<Receiver> {
-    let mut rx =
-        Receiver::from_segment(segment(name, args)?).context(format!("cannot attach to {name} as receiver"))?;
+    let mut rx = Receiver::from_segment(segment(name, args)?)
+        .context(format!("cannot attach to {name} as receiver"))?;
     rx.set_wait_strategy(args.wait);
     Ok(rx)
 }

@@ -24,7 +24,10 @@ pub struct Args {
 pub fn run(args: &Args) -> CliResult {
     let name = Name::Posix(format!("/shmkit.demo.{}", std::process::id()));
     let (tx, rx) = ping::create_pair(&name, &ping::demo_config(), args.wait)?;
-    println!("demo: created channel pair {name}.req / .rep (1 MiB rings) in pid {}", std::process::id());
+    println!(
+        "demo: created channel pair {name}.req / .rep (1 MiB rings) in pid {}",
+        std::process::id()
+    );
     let exe = std::env::current_exe().context("cannot find the shmkit executable")?;
     let mut child = Command::new(exe)
         .args(["pong", &name.to_string(), "--quiet", "--wait", &wait_arg(args.wait)])
@@ -52,7 +55,10 @@ pub fn run(args: &Args) -> CliResult {
             stream: false,
             json: false,
         };
-        println!("demo: {} round trips of 64 B, then the floor between the same two processes:", args.count);
+        println!(
+            "demo: {} round trips of 64 B, then the floor between the same two processes:",
+            args.count
+        );
         ping::print_report(&ping::measure(&mut p, &ping_args)?, false)?;
         ping_args.stream = true;
         ping_args.count = 2_000_000;
@@ -77,6 +83,8 @@ fn wait_arg(w: WaitStrategy) -> String {
     match w {
         WaitStrategy::BusySpin => "spin".into(),
         WaitStrategy::Block => "block".into(),
-        WaitStrategy::Adaptive { spin, yields } => format!("adaptive:{}:{yields}", spin.as_micros()),
+        WaitStrategy::Adaptive { spin, yields } => {
+            format!("adaptive:{}:{yields}", spin.as_micros())
+        }
     }
 }

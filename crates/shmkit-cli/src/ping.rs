@@ -139,7 +139,8 @@ impl Pinger {
     /// Discards stale replies of an earlier session: sends a nonce and skips replies
     /// until it comes back.
     fn hello(&mut self) -> CliResult {
-        let nonce = Instant::now().elapsed().as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
+        let nonce =
+            Instant::now().elapsed().as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
         let mut msg = CTRL.to_vec();
         msg.push(b'H');
         msg.extend_from_slice(&nonce.to_le_bytes());
@@ -159,14 +160,21 @@ impl Pinger {
     fn recv(&mut self) -> CliResult<usize> {
         match self.rx.recv_timeout(&mut self.buf, PEER_TIMEOUT) {
             Ok(n) => Ok(n),
-            Err(RecvTimeoutError::Timeout) => fail(format!("ping: no reply from pong within {PEER_TIMEOUT:?}")),
+            Err(RecvTimeoutError::Timeout) => {
+                fail(format!("ping: no reply from pong within {PEER_TIMEOUT:?}"))
+            }
             Err(e) => fail(format!("ping: {e}")),
         }
     }
 
     /// Round trips of `size`-byte messages; returns one-way latencies (ns) and the
     /// round-trip rate.
-    pub fn round_trips(&mut self, size: usize, warmup: u64, count: u64) -> CliResult<(Summary, f64)> {
+    pub fn round_trips(
+        &mut self,
+        size: usize,
+        warmup: u64,
+        count: u64,
+    ) -> CliResult<(Summary, f64)> {
         let mut payload = vec![0x5au8; size];
         let mut samples = Vec::with_capacity(count as usize);
         let started = Instant::now();
@@ -229,7 +237,8 @@ impl Pinger {
     /// ping-pong, true = futex ping-pong.
     pub fn floor(&mut self, use_futex: bool, warmup: u64, count: u64) -> CliResult<Summary> {
         let name = Name::Posix(format!("/shmkit.floor.{}", std::process::id()));
-        let seg = Segment::create(&name, 4096, &Options::default()).context(format!("cannot create {name}"))?;
+        let seg = Segment::create(&name, 4096, &Options::default())
+            .context(format!("cannot create {name}"))?;
         let h = layout::init(&seg, ObjectKind::Raw, 0, &[])?;
         layout::publish(h);
         let mut cmd = CTRL.to_vec();
@@ -264,7 +273,9 @@ impl Pinger {
         let seg = self.rx.segment();
         layout::validate(seg)
             .ok()
-            .and_then(|info| layout::endpoint(seg, &info, SENDER).ok().map(|e| e.cpu.load(Ordering::Relaxed)))
+            .and_then(|info| {
+                layout::endpoint(seg, &info, SENDER).ok().map(|e| e.cpu.load(Ordering::Relaxed))
+            })
             .unwrap_or(u32::MAX)
     }
 }
@@ -342,7 +353,10 @@ pub fn run_ping(args: &PingArgs) -> CliResult {
 pub fn measure(p: &mut Pinger, args: &PingArgs) -> CliResult<PingReport> {
     let size = usize::try_from(args.size).map_err(|_| Failure("size too large".into()))?;
     if size > p.tx.max_message() {
-        return fail(format!("--size {size} exceeds the channel's maximum message of {} bytes", p.tx.max_message()));
+        return fail(format!(
+            "--size {size} exceeds the channel's maximum message of {} bytes",
+            p.tx.max_message()
+        ));
     }
     let mut report = PingReport {
         channel: args.channel.to_string(),
@@ -403,7 +417,14 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
     if json {
         return print_json(r);
     }
-    println!("{}: {} B messages, wait {}, CPUs ping {} / pong {}", r.channel, r.size, r.wait, cpu(r.cpu_ping), cpu(r.cpu_pong));
+    println!(
+        "{}: {} B messages, wait {}, CPUs ping {} / pong {}",
+        r.channel,
+        r.size,
+        r.wait,
+        cpu(r.cpu_ping),
+        cpu(r.cpu_pong)
+    );
     if let Some(l) = &r.latency {
         println!("  shmkit one-way latency   {}", l.line());
         println!("  round trips/s            {}", rate(r.round_trips_per_sec.unwrap_or(0.0)));
@@ -460,9 +481,10 @@ pub fn serve(rx: &mut Receiver, tx: &mut Sender, args: &PongArgs) -> CliResult {
             Ok(grant) if grant.len() > CTRL.len() && grant[..8] == CTRL && grant[8] != b'H' => {
                 Got::Command(grant.to_vec())
             }
-            Ok(grant) => {
-                Got::Echoed(tx.send_timeout(&grant, PEER_TIMEOUT).map_err(|e| (e.is_disconnected(), e.to_string())))
-            }
+            Ok(grant) => Got::Echoed(
+                tx.send_timeout(&grant, PEER_TIMEOUT)
+                    .map_err(|e| (e.is_disconnected(), e.to_string())),
+            ),
             Err(e) => Got::Failed(e),
         };
         match got {
@@ -487,10 +509,14 @@ fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {
     let u64_at = |at: usize| cmd.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
     match cmd[8] {
         b'S' => {
-            let (Some(count), Some(size)) = (u64_at(9), u64_at(17)) else { return fail("pong: bad stream command") };
+            let (Some(count), Some(size)) = (u64_at(9), u64_at(17)) else {
+                return fail("pong: bad stream command");
+            };
             let mut errors = 0u64;
             for i in 0..count {
-                let g = rx.recv_ref_timeout(PEER_TIMEOUT).map_err(|e| Failure(format!("pong: stream: {e}")))?;
+                let g = rx
+                    .recv_ref_timeout(PEER_TIMEOUT)
+                    .map_err(|e| Failure(format!("pong: stream: {e}")))?;
                 if g.len() as u64 != size || (size >= 8 && g[..8] != i.to_le_bytes()) {
                     errors += 1;
                 }
@@ -508,7 +534,8 @@ fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| Failure("pong: bad floor segment name".into()))?;
-            let seg = Segment::open(&name, &Options::default()).context(format!("pong: cannot open {name}"))?;
+            let seg = Segment::open(&name, &Options::default())
+                .context(format!("pong: cannot open {name}"))?;
             let words = FloorWords::of(&seg);
             for i in 1..=rounds {
                 if use_futex {
@@ -535,7 +562,11 @@ pub fn demo_config() -> Config {
 }
 
 /// Creates a fresh channel pair owned by the caller (removed when dropped).
-pub fn create_pair(name: &Name, config: &Config, wait_strategy: WaitStrategy) -> CliResult<(Sender, Receiver)> {
+pub fn create_pair(
+    name: &Name,
+    config: &Config,
+    wait_strategy: WaitStrategy,
+) -> CliResult<(Sender, Receiver)> {
     let (req, rep) = duplex(name)?;
     let mut tx = Sender::create(&req, config).context(format!("cannot create {req}"))?;
     let mut rx = Receiver::create(&rep, config).context(format!("cannot create {rep}"))?;

@@ -48,7 +48,9 @@ pub fn run_send(args: &SendArgs) -> CliResult {
     let mut tx = chan::sender(&args.channel, &args.chan)?;
     let max = tx.max_message();
     let input: Box<dyn Read> = match &args.file {
-        Some(path) => Box::new(std::fs::File::open(path).context(format!("cannot open {}", path.display()))?),
+        Some(path) => {
+            Box::new(std::fs::File::open(path).context(format!("cannot open {}", path.display()))?)
+        }
         None => Box::new(std::io::stdin().lock()),
     };
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
@@ -126,8 +128,12 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
                     Some(t) => rx.recv_timeout(&mut buf, t),
                     None => rx.recv(&mut buf).map_err(|e| match e {
                         shmkit::channel::RecvError::Disconnected => RecvTimeoutError::Disconnected,
-                        shmkit::channel::RecvError::PeerDead { pid } => RecvTimeoutError::PeerDead { pid },
-                        shmkit::channel::RecvError::Corrupt { what } => RecvTimeoutError::Corrupt { what },
+                        shmkit::channel::RecvError::PeerDead { pid } => {
+                            RecvTimeoutError::PeerDead { pid }
+                        }
+                        shmkit::channel::RecvError::Corrupt { what } => {
+                            RecvTimeoutError::Corrupt { what }
+                        }
                     }),
                 }
             }
@@ -150,7 +156,11 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
                 ))
             }
             Err(RecvTimeoutError::Timeout) => {
-                break fail(format!("{}: no message for {:.1} s; {received} received", args.channel, args.timeout.unwrap_or(0.0)))
+                break fail(format!(
+                    "{}: no message for {:.1} s; {received} received",
+                    args.channel,
+                    args.timeout.unwrap_or(0.0)
+                ))
             }
             Err(e) => break fail(format!("{}: {e}", args.channel)),
         }
@@ -159,7 +169,9 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
     drop(rx);
     chan::finish(&args.channel, SENDER);
     match flushed {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && result.is_ok() => Err(e).context("writing output"),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && result.is_ok() => {
+            Err(e).context("writing output")
+        }
         _ => result,
     }
 }

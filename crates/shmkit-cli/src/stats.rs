@@ -22,7 +22,9 @@ impl Summary {
             return Summary::default();
         }
         ns.sort_by(|a, b| a.total_cmp(b));
-        let rank = |p: f64| ns[(((p / 100.0) * ns.len() as f64 - 1e-9).ceil() as usize).clamp(1, ns.len()) - 1];
+        let rank = |p: f64| {
+            ns[(((p / 100.0) * ns.len() as f64 - 1e-9).ceil() as usize).clamp(1, ns.len()) - 1]
+        };
         Summary {
             samples: ns.len() as u64,
             min: ns[0],
@@ -82,7 +84,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let mut v: Vec<f64> = (1..=1000).rev().map(f64::from).collect();
         let s = Summary::of(&mut v);
-        assert_eq!((s.min, s.p50, s.p90, s.p99, s.p999, s.max), (1.0, 500.0, 900.0, 990.0, 999.0, 1000.0));
+        assert_eq!(
+            (s.min, s.p50, s.p90, s.p99, s.p999, s.max),
+            (1.0, 500.0, 900.0, 990.0, 999.0, 1000.0)
+        );
         assert_eq!(ns(212.4), "212 ns");
         assert_eq!(ns(2_500.0), "2.50 µs");
         assert_eq!(rate(2.5e6), "2.50 M");

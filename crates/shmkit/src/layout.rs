@@ -186,16 +186,27 @@ impl Endpoint {
                 endpoint_state::FREE | endpoint_state::CLOSED => true,
                 endpoint_state::ATTACHED => self.liveness() == peer::Liveness::Dead,
                 endpoint_state::CLAIMING => {
-                    return Err(Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) })
+                    return Err(Error::Busy {
+                        what: what.into(),
+                        pid: self.pid.load(Ordering::Relaxed),
+                    })
                 }
                 other => return Err(Error::corrupt(format!("{what} endpoint state {other}"))),
             };
             if !takeable {
-                return Err(Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) });
+                return Err(Error::Busy {
+                    what: what.into(),
+                    pid: self.pid.load(Ordering::Relaxed),
+                });
             }
             if self
                 .state
-                .compare_exchange(seen, endpoint_state::CLAIMING, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    seen,
+                    endpoint_state::CLAIMING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
             {
                 break;

@@ -192,7 +192,12 @@ impl Producer {
     /// Recovers the true head after a previous producer died: follows frames published
     /// at or after the recorded `write_pos` (a producer can die between publishing a
     /// frame and publishing its position).
-    pub fn recover<M: RingMemory>(mem: &M, geo: Geometry, write_pos: u64, read_pos: u64) -> Producer {
+    pub fn recover<M: RingMemory>(
+        mem: &M,
+        geo: Geometry,
+        write_pos: u64,
+        read_pos: u64,
+    ) -> Producer {
         let mut head = write_pos;
         for _ in 0..geo.capacity / FRAME_HEADER {
             let off = head & geo.mask();
@@ -204,7 +209,9 @@ impl Producer {
             }
             match kind {
                 KIND_MESSAGE if len <= geo.max_message => head += frame_size(len),
-                KIND_PADDING if off + FRAME_HEADER + len == geo.capacity => head += FRAME_HEADER + len,
+                KIND_PADDING if off + FRAME_HEADER + len == geo.capacity => {
+                    head += FRAME_HEADER + len
+                }
                 _ => break,
             }
         }
@@ -214,7 +221,11 @@ impl Producer {
     /// Reserves room for a payload of up to `len` bytes (`len <= max_message`, checked
     /// by the caller).
     #[inline]
-    pub fn try_reserve<M: RingMemory>(&mut self, mem: &M, len: u64) -> Result<Reservation, ReserveError> {
+    pub fn try_reserve<M: RingMemory>(
+        &mut self,
+        mem: &M,
+        len: u64,
+    ) -> Result<Reservation, ReserveError> {
         debug_assert!(len <= self.geo.max_message);
         let fs = frame_size(len);
         let off = self.head & self.geo.mask();
@@ -252,11 +263,13 @@ impl Producer {
         let next = r.frame_pos + frame_size(len);
         // Zero the next frame word first: the consumer will look there next.
         mem.word(next & mask).store(0, Ordering::Relaxed);
-        mem.word(r.frame_pos & mask).store(encode(KIND_MESSAGE, r.frame_pos, len), Ordering::Release);
+        mem.word(r.frame_pos & mask)
+            .store(encode(KIND_MESSAGE, r.frame_pos, len), Ordering::Release);
         if r.frame_pos != self.head {
             // Padding is published last: the consumer skips it straight into the frame.
             let pad_len = r.frame_pos - self.head - FRAME_HEADER;
-            mem.word(self.head & mask).store(encode(KIND_PADDING, self.head, pad_len), Ordering::Release);
+            mem.word(self.head & mask)
+                .store(encode(KIND_PADDING, self.head, pad_len), Ordering::Release);
         }
         self.head = next;
         mem.write_pos().store(next, Ordering::Release);
@@ -320,22 +333,26 @@ impl Consumer {
             let kind = word >> KIND_SHIFT;
             let len = word & 0xffff_ffff;
             if (word >> 32) & STAMP_MASK != stamp(self.tail) {
-                return Err(format!("frame word {word:#018x} at position {} has a wrong stamp", self.tail));
+                return Err(format!(
+                    "frame word {word:#018x} at position {} has a wrong stamp",
+                    self.tail
+                ));
             }
             match kind {
-                KIND_MESSAGE if len <= self.geo.max_message && off + frame_size(len) <= self.geo.capacity => {
+                KIND_MESSAGE
+                    if len <= self.geo.max_message
+                        && off + frame_size(len) <= self.geo.capacity =>
+                {
                     return Ok(Some(Frame { pos: self.tail, offset: off + FRAME_HEADER, len }));
                 }
                 KIND_PADDING if off + FRAME_HEADER + len == self.geo.capacity => {
                     // Padding always runs to the end of the ring; the frame is at offset 0.
                     self.tail += FRAME_HEADER + len;
                 }
-                _ => {
-                    return Err(format!(
-                        "frame word {word:#018x} at position {} is invalid (kind {kind}, length {len})",
-                        self.tail
-                    ))
-                }
+                _ => return Err(format!(
+                    "frame word {word:#018x} at position {} is invalid (kind {kind}, length {len})",
+                    self.tail
+                )),
             }
         }
     }
@@ -349,7 +366,11 @@ impl Consumer {
     }
 
     /// Copies the next message into `out` (cleared first); `Ok(None)` when empty.
-    pub fn try_pop_into<M: RingMemory>(&mut self, mem: &M, out: &mut Vec<u8>) -> Result<Option<usize>, String> {
+    pub fn try_pop_into<M: RingMemory>(
+        &mut self,
+        mem: &M,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, String> {
         let Some(frame) = self.try_peek(mem)? else { return Ok(None) };
         let len = frame.len as usize;
         out.clear();
@@ -398,12 +419,20 @@ unsafe impl RingMemory for HeapRing {
         // SAFETY: the caller guarantees the range is in bounds and producer-owned.
         // Payload bytes go through raw pointers into the atomics' storage, as they do
         // in shared memory; frame words are never in the payload range.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.bytes().add(off as usize), src.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.bytes().add(off as usize), src.len())
+        }
     }
 
     unsafe fn copy_out(&self, off: u64, dst: &mut [u8]) {
         // SAFETY: in bounds and published (caller's contract).
-        unsafe { std::ptr::copy_nonoverlapping(self.bytes().add(off as usize), dst.as_mut_ptr(), dst.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.bytes().add(off as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
     }
 
     fn write_pos(&self) -> &Self::Atomic {
@@ -526,7 +555,9 @@ mod tests {
         let (mem, mut p, mut c, _) = ring(256);
         p.try_push(&mem, b"hello").unwrap();
         let good = mem.word(0).load(Ordering::Relaxed);
-        for bad in [good ^ (1 << 40), (1 << 62) | 200, (3 << 62) | (good & !(3 << 62)), (2 << 62) | 8] {
+        for bad in
+            [good ^ (1 << 40), (1 << 62) | 200, (3 << 62) | (good & !(3 << 62)), (2 << 62) | 8]
+        {
             mem.word(0).store(bad, Ordering::Relaxed);
             assert!(c.try_peek(&mem).is_err(), "{bad:#x} accepted");
         }

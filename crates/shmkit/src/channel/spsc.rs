@@ -29,8 +29,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ring::{self, Consumer, Frame, Geometry, Producer, Reservation, ReserveError, RingMemory};
-use super::{Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use super::ring::{
+    self, Consumer, Frame, Geometry, Producer, Reservation, ReserveError, RingMemory,
+};
+use super::{
+    Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
@@ -129,7 +133,8 @@ pub fn init(seg: &Segment, config: &Config) -> Result<()> {
             seg.len()
         )));
     }
-    let params = [geo.capacity, geo.max_message, RING as u64, PRODUCER_LINE as u64, CONSUMER_LINE as u64];
+    let params =
+        [geo.capacity, geo.max_message, RING as u64, PRODUCER_LINE as u64, CONSUMER_LINE as u64];
     let h = layout::init(seg, ObjectKind::Spsc, 2, &params)?;
     layout::publish(h);
     Ok(())
@@ -208,7 +213,12 @@ fn geometry_of(seg: &Segment, info: &HeaderInfo) -> Result<Geometry> {
     {
         return Err(Error::incompatible(
             "channel layout offsets",
-            format!("{}/{}/{}", p[param::RING_OFFSET], p[param::PRODUCER_LINE], p[param::CONSUMER_LINE]),
+            format!(
+                "{}/{}/{}",
+                p[param::RING_OFFSET],
+                p[param::PRODUCER_LINE],
+                p[param::CONSUMER_LINE]
+            ),
             format!("{RING}/{PRODUCER_LINE}/{CONSUMER_LINE}"),
         ));
     }
@@ -236,13 +246,17 @@ unsafe impl RingMemory for Shared {
     #[inline]
     unsafe fn copy_in(&self, off: u64, src: &[u8]) {
         // SAFETY: the caller guarantees off + len <= capacity and producer ownership.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off as usize), src.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off as usize), src.len())
+        }
     }
 
     #[inline]
     unsafe fn copy_out(&self, off: u64, dst: &mut [u8]) {
         // SAFETY: the caller guarantees off + len <= capacity and a published frame.
-        unsafe { std::ptr::copy_nonoverlapping(self.data.add(off as usize), dst.as_mut_ptr(), dst.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.add(off as usize), dst.as_mut_ptr(), dst.len())
+        }
     }
 
     #[inline]
@@ -278,7 +292,10 @@ fn positions(shared: &Shared) -> Result<(u64, u64)> {
     let w = shared.write_pos().load(Ordering::Acquire);
     let r = shared.read_pos().load(Ordering::Acquire);
     if w % 8 != 0 || r % 8 != 0 || r > w || w - r > shared.geo.capacity {
-        return Err(Error::corrupt(format!("positions: write {w}, read {r}, capacity {}", shared.geo.capacity)));
+        return Err(Error::corrupt(format!(
+            "positions: write {w}, read {r}, capacity {}",
+            shared.geo.capacity
+        )));
     }
     Ok((w, r))
 }
@@ -389,7 +406,10 @@ impl Sender {
     }
 
     /// Sends `msg` if there is room now.
-    pub fn try_send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+    pub fn try_send<'a>(
+        &mut self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
         self.push(msg, Deadline::Now).map_err(|f| TrySendError::from_fault(f, msg))
     }
 
@@ -410,7 +430,10 @@ impl Sender {
     }
 
     /// [`Sender::loan`] without waiting.
-    pub fn try_loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, TrySendError<usize>> {
+    pub fn try_loan(
+        &mut self,
+        len: usize,
+    ) -> std::result::Result<WriteGrant<'_>, TrySendError<usize>> {
         let r = self.reserve(len, Deadline::Now).map_err(|f| TrySendError::from_fault(f, len))?;
         Ok(WriteGrant { sender: self, reservation: r })
     }
@@ -421,7 +444,9 @@ impl Sender {
         len: usize,
         timeout: Duration,
     ) -> std::result::Result<WriteGrant<'_>, SendTimeoutError<usize>> {
-        let r = self.reserve(len, Deadline::after(timeout)).map_err(|f| SendTimeoutError::from_fault(f, len))?;
+        let r = self
+            .reserve(len, Deadline::after(timeout))
+            .map_err(|f| SendTimeoutError::from_fault(f, len))?;
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
@@ -443,7 +468,11 @@ impl Sender {
     }
 
     #[inline]
-    fn reserve(&mut self, len: usize, deadline: Deadline) -> std::result::Result<Reservation, Fault> {
+    fn reserve(
+        &mut self,
+        len: usize,
+        deadline: Deadline,
+    ) -> std::result::Result<Reservation, Fault> {
         let shared = &*self.shared;
         if len as u64 > shared.geo.max_message {
             return Err(Fault::TooLarge(len, shared.geo.max_message as usize));
@@ -459,13 +488,18 @@ impl Sender {
         }
         let Some(timeout) = deadline.timeout() else { return Err(Fault::Full) };
         let producer = &mut self.producer;
-        let result = wait::wait_for(self.wait, shared.endpoint(SENDER), receiver, timeout, || {
-            match producer.try_reserve(shared, len as u64) {
-                Ok(r) => Some(Ok(r)),
-                Err(ReserveError::Full) => None,
-                Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
-            }
-        });
+        let result =
+            wait::wait_for(
+                self.wait,
+                shared.endpoint(SENDER),
+                receiver,
+                timeout,
+                || match producer.try_reserve(shared, len as u64) {
+                    Ok(r) => Some(Ok(r)),
+                    Err(ReserveError::Full) => None,
+                    Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                },
+            );
         match result {
             Ok(r) => r,
             Err(stop) => Err(stop_fault(stop)),
@@ -495,7 +529,11 @@ impl WriteGrant<'_> {
     /// If `len` exceeds the loaned length.
     pub fn commit(self, len: usize) {
         let r = self.reservation;
-        assert!(len as u64 <= r.max_len, "commit of {len} bytes exceeds the {}-byte loan", r.max_len);
+        assert!(
+            len as u64 <= r.max_len,
+            "commit of {len} bytes exceeds the {}-byte loan",
+            r.max_len
+        );
         self.sender.publish(r, len as u64);
     }
 }
@@ -506,7 +544,12 @@ impl Deref for WriteGrant<'_> {
         let off = self.sender.producer.payload_offset(&self.reservation);
         // SAFETY: the reserved region is in bounds and owned by this side until commit;
         // the consumer does not read or write it.
-        unsafe { std::slice::from_raw_parts(self.sender.shared.data.add(off as usize), self.reservation.max_len as usize) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.sender.shared.data.add(off as usize),
+                self.reservation.max_len as usize,
+            )
+        }
     }
 }
 
@@ -515,7 +558,10 @@ impl DerefMut for WriteGrant<'_> {
         let off = self.sender.producer.payload_offset(&self.reservation);
         // SAFETY: as for deref, and `&mut self` makes the slice unique in this process.
         unsafe {
-            std::slice::from_raw_parts_mut(self.sender.shared.data.add(off as usize), self.reservation.max_len as usize)
+            std::slice::from_raw_parts_mut(
+                self.sender.shared.data.add(off as usize),
+                self.reservation.max_len as usize,
+            )
         }
     }
 }
@@ -566,7 +612,12 @@ impl Receiver {
             }
         };
         let consumer = Consumer::new(shared.geo, r);
-        Ok(Receiver { shared, consumer, wait: WaitStrategy::default(), last_liveness: Instant::now() })
+        Ok(Receiver {
+            shared,
+            consumer,
+            wait: WaitStrategy::default(),
+            last_liveness: Instant::now(),
+        })
     }
 
     /// Whether the sender has closed its end or died (a sender that has not attached
@@ -577,7 +628,8 @@ impl Receiver {
 
     /// Whether a sender is attached now.
     pub fn peer_attached(&self) -> bool {
-        self.shared.endpoint(SENDER).state.load(Ordering::Acquire) == layout::endpoint_state::ATTACHED
+        self.shared.endpoint(SENDER).state.load(Ordering::Acquire)
+            == layout::endpoint_state::ATTACHED
     }
 
     /// Sets how blocking receives wait for messages.
@@ -609,8 +661,13 @@ impl Receiver {
     }
 
     /// Receives a message, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> std::result::Result<usize, RecvTimeoutError> {
-        let frame = self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
+    pub fn recv_timeout(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> std::result::Result<usize, RecvTimeoutError> {
+        let frame =
+            self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
         Ok(self.take(frame, buf))
     }
 
@@ -642,8 +699,12 @@ impl Receiver {
     }
 
     /// [`Receiver::recv_ref`] waiting at most `timeout`.
-    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
-        let frame = self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
+    pub fn recv_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
+        let frame =
+            self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
     }
 
@@ -655,7 +716,8 @@ impl Receiver {
         // SAFETY: `buf` has room for len bytes; copy_out initialises all of them (the
         // frame is validated in bounds and ours until released) before set_len.
         unsafe {
-            self.shared.copy_out(frame.offset, std::slice::from_raw_parts_mut(buf.as_mut_ptr(), len));
+            self.shared
+                .copy_out(frame.offset, std::slice::from_raw_parts_mut(buf.as_mut_ptr(), len));
             buf.set_len(len);
         }
         self.release(frame);
@@ -732,7 +794,10 @@ impl Deref for ReadGrant<'_> {
         // SAFETY: the frame was validated to lie inside the ring and stays ours until
         // this grant drops.
         unsafe {
-            std::slice::from_raw_parts(self.receiver.shared.data.add(self.frame.offset as usize), self.frame.len as usize)
+            std::slice::from_raw_parts(
+                self.receiver.shared.data.add(self.frame.offset as usize),
+                self.frame.len as usize,
+            )
         }
     }
 }
@@ -769,11 +834,21 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
     // SAFETY: geometry_of checked the segment covers the lines; atomics only.
     let (w, r) = unsafe {
         (
-            (*seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>()).write_pos.load(Ordering::Acquire),
-            (*seg.as_ptr().add(CONSUMER_LINE).cast::<ConsumerLine>()).read_pos.load(Ordering::Acquire),
+            (*seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>())
+                .write_pos
+                .load(Ordering::Acquire),
+            (*seg.as_ptr().add(CONSUMER_LINE).cast::<ConsumerLine>())
+                .read_pos
+                .load(Ordering::Acquire),
         )
     };
-    Ok(Status { capacity: geo.capacity, max_message: geo.max_message, write_pos: w, read_pos: r, used: w.saturating_sub(r) })
+    Ok(Status {
+        capacity: geo.capacity,
+        max_message: geo.max_message,
+        write_pos: w,
+        read_pos: r,
+        used: w.saturating_sub(r),
+    })
 }
 
 #[cfg(test)]
@@ -800,7 +875,10 @@ mod tests {
         assert_eq!(&*rx.recv_ref().unwrap(), b"second");
         let mut small = [0u8; 4];
         assert_eq!(rx.recv_into(&mut small), Ok(0));
-        assert_eq!(rx.recv_timeout(&mut buf, Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
+        assert_eq!(
+            rx.recv_timeout(&mut buf, Duration::from_millis(1)),
+            Err(RecvTimeoutError::Timeout)
+        );
     }
 
     #[test]
@@ -816,7 +894,10 @@ mod tests {
         let err = tx.try_send(&m).unwrap_err();
         assert!(matches!(err, TrySendError::Full(_)));
         assert_eq!(err.into_inner(), &m[..]);
-        assert!(matches!(tx.send_timeout(&m, Duration::from_millis(5)), Err(SendTimeoutError::Timeout(_))));
+        assert!(matches!(
+            tx.send_timeout(&m, Duration::from_millis(5)),
+            Err(SendTimeoutError::Timeout(_))
+        ));
     }
 
     #[test]
@@ -878,7 +959,10 @@ mod tests {
                     rx.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
                     assert_eq!(buf, i.to_le_bytes().repeat((i % 50) as usize), "{strategy:?}");
                 }
-                assert_eq!(rx.recv_timeout(&mut buf, Duration::from_secs(10)), Err(RecvTimeoutError::Disconnected));
+                assert_eq!(
+                    rx.recv_timeout(&mut buf, Duration::from_secs(10)),
+                    Err(RecvTimeoutError::Disconnected)
+                );
             });
         }
     }

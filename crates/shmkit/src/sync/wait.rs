@@ -64,11 +64,14 @@ impl std::str::FromStr for WaitStrategy {
             Some("spin") | Some("busy-spin") => Ok(WaitStrategy::BusySpin),
             Some("block") => Ok(WaitStrategy::Block),
             Some("adaptive") => {
-                let WaitStrategy::Adaptive { mut spin, mut yields } = WaitStrategy::default() else {
+                let WaitStrategy::Adaptive { mut spin, mut yields } = WaitStrategy::default()
+                else {
                     unreachable!()
                 };
                 if let Some(us) = parts.next() {
-                    spin = Duration::from_micros(us.parse().map_err(|_| format!("{s:?}: bad spin time"))?);
+                    spin = Duration::from_micros(
+                        us.parse().map_err(|_| format!("{s:?}: bad spin time"))?,
+                    );
                 }
                 if let Some(y) = parts.next() {
                     yields = y.parse().map_err(|_| format!("{s:?}: bad yield count"))?;
@@ -174,7 +177,8 @@ pub fn wait_for<T>(
         }
     }
     let start = Instant::now();
-    let deadline = timeout.map(|t| start.checked_add(t).unwrap_or(start + Duration::from_secs(86_400 * 365)));
+    let deadline =
+        timeout.map(|t| start.checked_add(t).unwrap_or(start + Duration::from_secs(86_400 * 365)));
     let mut last_check = start;
     let gone = |now: Instant, last: &mut Instant| -> Option<Stop> {
         if peer_closed(peer) {

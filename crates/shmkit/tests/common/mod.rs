@@ -103,3 +103,61 @@ pub fn test_key() -> i32 {
         | ((std::process::id() & 0xffff) << 8)
         | (N.fetch_add(1, Ordering::Relaxed) & 0xff)) as i32
 }
+
+/// splitmix64: a fast, well-mixed function of its input.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Length of test message `seq`: uniform-ish in `0..=max`.
+pub fn msg_len(seq: u64, max: usize) -> usize {
+    (mix(seq ^ 0xabcd) % (max as u64 + 1)) as usize
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Test message `seq`: its sequence number (bytes 0..8), a checksum of the rest (8..16),
+/// and bytes derived from `seq`; shorter messages carry a prefix of that.
+pub fn make_msg(seq: u64, max: usize, out: &mut Vec<u8>) {
+    let len = msg_len(seq, max);
+    out.clear();
+    let mut i = 0u64;
+    while out.len() < len.max(16) {
+        out.extend_from_slice(&mix(seq.wrapping_mul(0x1000_0000_01).wrapping_add(i)).to_le_bytes());
+        i += 1;
+    }
+    out.truncate(len.max(16));
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    let sum = fnv(&out[16..]);
+    out[8..16].copy_from_slice(&sum.to_le_bytes());
+    out.truncate(len);
+}
+
+/// Checks that `got` is exactly test message `seq` (byte for byte, checksum included).
+pub fn check_msg(seq: u64, max: usize, got: &[u8], scratch: &mut Vec<u8>) -> Result<(), String> {
+    if got.len() >= 8 {
+        let s = u64::from_le_bytes(got[..8].try_into().unwrap());
+        if s != seq {
+            return Err(format!("expected message {seq}, got {s} (lost, duplicated or reordered)"));
+        }
+    }
+    if got.len() >= 16 && u64::from_le_bytes(got[8..16].try_into().unwrap()) != fnv(&got[16..]) {
+        return Err(format!("message {seq}: checksum mismatch"));
+    }
+    make_msg(seq, max, scratch);
+    if got != &scratch[..] {
+        return Err(format!(
+            "message {seq}: {} bytes differ from the {} expected",
+            got.len(),
+            scratch.len()
+        ));
+    }
+    Ok(())
+}
