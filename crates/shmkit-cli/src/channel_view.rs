@@ -1,29 +1,103 @@
-//! Object-specific lines for `info`.
+//! Object-specific lines for `info`: a channel's geometry, positions and endpoints.
 
 use std::sync::atomic::Ordering;
 
-use shmkit::layout::{endpoint_state, Endpoint, HeaderInfo};
+use serde::Serialize;
+use shmkit::channel::spsc;
+use shmkit::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use shmkit::sync::peer::Liveness;
 use shmkit::Segment;
 
-/// `0: pid 123 attached alive, waiting 0, cpu 1`.
-pub fn endpoint_line(index: u32, ep: &Endpoint) -> String {
-    let state = ep.state.load(Ordering::Acquire);
-    let alive = match ep.liveness() {
-        Liveness::Alive => "alive",
-        Liveness::Dead => "dead",
-        Liveness::Unknown => "-",
-    };
-    format!(
-        "{index}: pid {} {} {alive}, waiting {}, attaches {}",
-        ep.pid.load(Ordering::Relaxed),
-        endpoint_state::name(state),
-        ep.waiting.load(Ordering::Relaxed),
-        ep.attaches.load(Ordering::Relaxed),
-    )
+use crate::util::human_size;
+
+/// One endpoint as `info --json` shows it.
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub role: &'static str,
+    pub pid: u32,
+    pub state: &'static str,
+    pub alive: Option<bool>,
+    pub waiting: bool,
+    pub cpu: Option<u32>,
+    pub attaches: u32,
 }
 
-/// Lines describing the object's own area.
-pub fn detail_lines(_seg: &Segment, h: &HeaderInfo) -> Vec<(&'static str, String)> {
-    vec![("data offset", h.header_size.to_string())]
+/// Everything `info` shows about the object inside a shmkit segment.
+#[derive(Debug, Serialize)]
+pub struct ObjectView {
+    pub endpoints: Vec<EndpointView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<spsc::Status>,
+}
+
+fn role(object: ObjectKind, index: u32) -> &'static str {
+    match (object, index) {
+        (ObjectKind::Spsc, spsc::SENDER) => "sender",
+        (ObjectKind::Spsc, spsc::RECEIVER) => "receiver",
+        _ => "endpoint",
+    }
+}
+
+fn endpoint_view(role: &'static str, ep: &Endpoint) -> EndpointView {
+    let state = ep.state.load(Ordering::Acquire);
+    let cpu = ep.cpu.load(Ordering::Relaxed);
+    EndpointView {
+        role,
+        pid: ep.pid.load(Ordering::Relaxed),
+        state: endpoint_state::name(state),
+        alive: match ep.liveness() {
+            Liveness::Alive => Some(true),
+            Liveness::Dead if state == endpoint_state::ATTACHED => Some(false),
+            _ => None,
+        },
+        waiting: ep.waiting.load(Ordering::Relaxed) != 0,
+        cpu: (cpu != u32::MAX && state != endpoint_state::FREE).then_some(cpu),
+        attaches: ep.attaches.load(Ordering::Relaxed),
+    }
+}
+
+/// Reads the object's endpoints and, for a channel, its positions.
+pub fn object_view(seg: &Segment, h: &HeaderInfo) -> ObjectView {
+    let endpoints = (0..h.endpoint_count)
+        .filter_map(|i| {
+            layout::endpoint(seg, h, i).ok().map(|ep| endpoint_view(role(h.object, i), ep))
+        })
+        .collect();
+    let channel = match h.object {
+        ObjectKind::Spsc => spsc::status(seg, h).ok(),
+        ObjectKind::Raw => None,
+    };
+    ObjectView { endpoints, channel }
+}
+
+/// Lines for the text form of `info`.
+pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(c) = &view.channel {
+        out.push(("capacity", format!("{} ({})", c.capacity, human_size(c.capacity))));
+        out.push(("max message", c.max_message.to_string()));
+        out.push(("write position", c.write_pos.to_string()));
+        out.push(("read position", c.read_pos.to_string()));
+        let pct = if c.capacity == 0 { 0.0 } else { 100.0 * c.used as f64 / c.capacity as f64 };
+        out.push(("fill", format!("{} bytes ({pct:.1}%)", c.used)));
+    }
+    for e in &view.endpoints {
+        let alive = match e.alive {
+            Some(true) => ", alive",
+            Some(false) => ", DEAD",
+            None => "",
+        };
+        let cpu = e.cpu.map_or(String::new(), |c| format!(", cpu {c}"));
+        let pid = if e.pid == 0 { "-".to_string() } else { format!("pid {}", e.pid) };
+        out.push((
+            e.role,
+            format!(
+                "{pid} {}{alive}{}{cpu}, attached {} time(s)",
+                e.state,
+                if e.waiting { ", waiting" } else { "" },
+                e.attaches
+            ),
+        ));
+    }
+    out
 }

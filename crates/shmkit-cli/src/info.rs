@@ -1,7 +1,7 @@
 //! `shmkit info <target>`: everything known about one segment.
 
 use serde::Serialize;
-use shmkit::layout::{self, state};
+use shmkit::layout::state;
 use shmkit::segment::Description;
 use shmkit::{Name, Options, Segment};
 
@@ -23,15 +23,20 @@ struct Info {
     segment: Description,
     #[serde(flatten)]
     view: View,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<crate::channel_view::ObjectView>,
 }
 
 pub fn run(args: &Args) -> CliResult {
     let seg = Segment::open(&args.target, &Options { read_only: true, ..Options::default() })
         .context(format!("cannot open {}", args.target))?;
+    let view = inspect::inspect(&seg);
+    let object = view.header.as_ref().map(|h| crate::channel_view::object_view(&seg, h));
     let info = Info {
         target: args.target.to_string(),
         segment: seg.describe().context(format!("cannot describe {}", args.target))?,
-        view: inspect::inspect(&seg),
+        view,
+        object,
     };
     if args.json {
         return print_json(&info);
@@ -68,13 +73,8 @@ pub fn run(args: &Args) -> CliResult {
             out.push(("created by", format!("pid {} ({alive})", h.creator_pid)));
             out.push(("created at", time_cell((h.created_ns / 1_000_000_000) as i64)));
             out.push(("header size", h.header_size.to_string()));
-            for i in 0..h.endpoint_count {
-                if let Ok(ep) = layout::endpoint(&seg, h, i) {
-                    out.push(("endpoint", crate::channel_view::endpoint_line(i, ep)));
-                }
-            }
-            for (k, v) in crate::channel_view::detail_lines(&seg, h) {
-                out.push((k, v));
+            if let Some(object) = &info.object {
+                out.extend(crate::channel_view::lines(object));
             }
         }
         None => out

@@ -254,9 +254,9 @@ impl Pinger {
             words.ping.store(i, Ordering::Release);
             if use_futex {
                 futex::wake(words.ping_futex(), 1);
-                words.wait_futex(&words.pong, i)?;
+                words.wait_futex(words.pong, i)?;
             } else {
-                words.spin(&words.pong, i)?;
+                words.spin(words.pong, i)?;
             }
             let t1 = Instant::now();
             if i > warmup {

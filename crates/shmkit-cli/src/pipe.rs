@@ -62,7 +62,7 @@ pub fn run_send(args: &SendArgs) -> CliResult {
         }
         Ok(())
     };
-    let result = match args.bytes {
+    let result = (|| match args.bytes {
         Some(0) => fail("--bytes must be at least 1"),
         Some(n) => {
             let mut buf = vec![0u8; n as usize];
@@ -84,7 +84,7 @@ pub fn run_send(args: &SendArgs) -> CliResult {
                 send(&line)?;
             }
         }
-    };
+    })();
     drop(tx);
     chan::finish(&args.channel, RECEIVER);
     result

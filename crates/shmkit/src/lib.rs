@@ -8,7 +8,55 @@
 //! - [`segment`]: System V, POSIX named, memfd and file-backed segments behind one
 //!   [`Segment`] type.
 //! - [`layout`]: the header at offset 0 of every shmkit segment.
-//! - [`sync`]: shared futexes and peer liveness.
+//! - [`channel`]: the SPSC message channel (variable-length messages, zero-copy loans,
+//!   blocking with an adaptive spin, dead-peer detection).
+//! - [`sync`]: shared futexes, the wait strategy, and peer liveness.
+//!
+//! # Two processes, one channel
+//!
+//! The parent creates a channel and starts a second process (here: itself again) that
+//! opens it by name and sends; the parent receives until the child closes its end.
+//!
+//! ```
+//! use shmkit::channel::{spsc, Receiver, RecvError, Sender};
+//! use shmkit::Name;
+//!
+//! let name: Name = match std::env::var("SHMKIT_DOC_CHANNEL") {
+//!     // The child: open the channel the parent created, send, and exit.
+//!     Ok(name) => {
+//!         let mut tx = Sender::open(&name.parse()?)?;
+//!         for i in 0..3 {
+//!             let msg = format!("hello {i} from pid {}", std::process::id());
+//!             tx.send(msg.as_bytes()).map_err(|e| e.without_message())?;
+//!         }
+//!         drop(tx); // closes our end: the parent sees Disconnected, not PeerDead
+//!         std::process::exit(0);
+//!     }
+//!     Err(_) => format!("posix:/shmkit.doc.{}", std::process::id()).parse()?,
+//! };
+//! // The parent: create the channel (removed again when `rx` is dropped) ...
+//! let mut rx = Receiver::create(&name, &spsc::Config::default())?;
+//! // ... start the child ...
+//! let mut child = std::process::Command::new(std::env::current_exe()?)
+//!     .env("SHMKIT_DOC_CHANNEL", name.to_string())
+//!     .spawn()?;
+//! // ... and receive every message it sent, then `Disconnected` when it is done.
+//! let mut buf = Vec::new();
+//! let mut got = 0;
+//! loop {
+//!     match rx.recv(&mut buf) {
+//!         Ok(_) => {
+//!             assert!(buf.starts_with(format!("hello {got} from pid").as_bytes()));
+//!             got += 1;
+//!         }
+//!         Err(RecvError::Disconnected) => break,
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! assert_eq!(got, 3);
+//! assert!(child.wait()?.success());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]

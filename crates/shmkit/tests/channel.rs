@@ -142,7 +142,7 @@ fn wait_ready(child: &mut Child) {
     }
 }
 
-fn finish(mut child: Child) -> String {
+fn finish(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stdout).into_owned()

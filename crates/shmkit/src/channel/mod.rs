@@ -54,6 +54,18 @@ macro_rules! send_error {
                 }
             }
 
+            /// The same error without the message, e.g. to return it with `?` from a
+            /// function whose error type must be `'static`.
+            pub fn without_message(self) -> $name<()> {
+                match self {
+                    $($name::$variant(_) => $name::$variant(()),)*
+                    $name::Disconnected(_) => $name::Disconnected(()),
+                    $name::PeerDead { pid, .. } => $name::PeerDead { msg: (), pid },
+                    $name::TooLarge { max, .. } => $name::TooLarge { msg: (), max },
+                    $name::Corrupt { what, .. } => $name::Corrupt { msg: (), what },
+                }
+            }
+
             /// True when the receiver is gone (closed or dead): no send can succeed.
             pub fn is_disconnected(&self) -> bool {
                 matches!(self, $name::Disconnected(_) | $name::PeerDead { .. })

@@ -86,6 +86,16 @@ impl Atomic64 for std::sync::atomic::AtomicU64 {
     }
 }
 
+#[cfg(loom)]
+impl Atomic64 for loom::sync::atomic::AtomicU64 {
+    fn load(&self, order: Ordering) -> u64 {
+        loom::sync::atomic::AtomicU64::load(self, order)
+    }
+    fn store(&self, value: u64, order: Ordering) {
+        loom::sync::atomic::AtomicU64::store(self, value, order)
+    }
+}
+
 /// The memory a ring lives in.
 ///
 /// # Safety
@@ -349,10 +359,12 @@ impl Consumer {
                     // Padding always runs to the end of the ring; the frame is at offset 0.
                     self.tail += FRAME_HEADER + len;
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "frame word {word:#018x} at position {} is invalid (kind {kind}, length {len})",
                     self.tail
-                )),
+                ))
+                }
             }
         }
     }

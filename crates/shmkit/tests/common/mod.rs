@@ -130,7 +130,9 @@ pub fn make_msg(seq: u64, max: usize, out: &mut Vec<u8>) {
     out.clear();
     let mut i = 0u64;
     while out.len() < len.max(16) {
-        out.extend_from_slice(&mix(seq.wrapping_mul(0x1000_0000_01).wrapping_add(i)).to_le_bytes());
+        out.extend_from_slice(
+            &mix(seq.wrapping_mul(0x0010_0000_0001).wrapping_add(i)).to_le_bytes(),
+        );
         i += 1;
     }
     out.truncate(len.max(16));

@@ -1,0 +1,197 @@
+//! `shmkit send | recv`, `ping`/`pong` and `demo` as separate processes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmkit");
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("/shmkit.clitest.{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name.trim_start_matches('/')).exists()
+}
+
+/// Pipes `input` through `send` into `recv` (started first, so it waits for the
+/// channel) and returns what `recv` printed.
+fn through_shm(input: &[u8], send_args: &[&str]) -> Vec<u8> {
+    let name = unique("pipe");
+    let target = format!("posix:{name}");
+    let recv = Command::new(BIN).args(["recv", &target]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut send = Command::new(BIN)
+        .args(["send", &target, "--create", "--capacity", "64K"])
+        .args(send_args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = send.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = recv.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(send.wait().unwrap().success(), "send failed");
+    assert!(out.status.success(), "recv failed");
+    assert!(!exists(&name), "{name} left behind");
+    out.stdout
+}
+
+#[test]
+fn text_lines_pass_through_send_and_recv_unchanged() {
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&format!("line {i}: {}\n", "x".repeat(i % 97)));
+    }
+    text.push_str("a last line without a newline");
+    assert_eq!(through_shm(text.as_bytes(), &[]), text.as_bytes());
+}
+
+#[test]
+fn binary_data_passes_through_in_chunk_mode_byte_for_byte() {
+    let data: Vec<u8> =
+        (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert_eq!(through_shm(&data, &["--bytes", "4000"]), data);
+    // Lines longer than the channel's maximum message are split, not lost.
+    let long_line = vec![b'y'; 100_000];
+    assert_eq!(through_shm(&long_line, &[]), long_line);
+}
+
+#[test]
+fn recv_count_stops_early_and_the_sender_sees_the_disconnect() {
+    let name = unique("count");
+    let target = format!("posix:{name}");
+    let recv = Command::new(BIN)
+        .args(["recv", &target, "--count", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut send = Command::new(BIN)
+        .args(["send", &target, "--create", "--capacity", "4K"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = send.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // Far more than the ring holds: the sender must notice the receiver left.
+        for i in 0..100_000 {
+            if writeln!(stdin, "message {i}").is_err() {
+                break;
+            }
+        }
+    });
+    let out = recv.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "message 0\nmessage 1\nmessage 2\n");
+    let sent = send.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(sent.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("receiver closed"),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(!exists(&name));
+}
+
+#[test]
+fn recv_on_a_missing_channel_fails_clearly_after_the_open_timeout() {
+    let out = Command::new(BIN)
+        .args(["recv", &format!("posix:{}", unique("none")), "--open-timeout", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such segment"));
+    let out = Command::new(BIN).args(["recv", "posix:/x", "--wait", "sometimes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
+    let name = unique("ping");
+    let target = format!("posix:{name}");
+    let mut pong =
+        Command::new(BIN).args(["pong", &target, "--create", "--quiet"]).spawn().unwrap();
+    let out = Command::new(BIN)
+        .args(["ping", &target, "-n", "2000", "--warmup", "100", "--floor", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["latency"]["samples"], 2000);
+    for key in ["latency", "floor_cacheline", "floor_futex"] {
+        let p50 = r[key]["p50"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 <= r[key]["p99"].as_f64().unwrap(), "{key}: {r}");
+    }
+    assert!(r["round_trips_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(pong.wait().unwrap().success(), "pong exits when ping disconnects");
+    assert!(!exists(&format!("{name}.req")) && !exists(&format!("{name}.rep")));
+}
+
+#[test]
+fn ping_stream_counts_every_message() {
+    let name = unique("stream");
+    let target = format!("posix:{name}");
+    let mut pong = Command::new(BIN)
+        .args(["pong", &target, "--create", "--quiet", "--wait", "block"])
+        .spawn()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "ping", &target, "--stream", "-n", "200000", "--size", "100", "--json", "--wait",
+            "block",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stream"]["messages"], 200000);
+    assert_eq!(r["stream"]["errors"], 0);
+    assert!(pong.wait().unwrap().success());
+}
+
+#[test]
+fn info_shows_a_channel_with_its_positions_and_endpoints() {
+    let name = unique("info");
+    let target = format!("posix:{name}");
+    let mut send = Command::new(BIN)
+        .args(["send", &target, "--create", "--capacity", "8K"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin.take().unwrap().write_all(b"one\ntwo\n").unwrap();
+    assert!(send.wait().unwrap().success());
+    let out = Command::new(BIN).args(["info", &target, "--json"]).output().unwrap();
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["header"]["object"], "spsc");
+    assert_eq!(info["object"]["channel"]["capacity"], 8192);
+    assert_eq!(info["object"]["channel"]["used"], 32);
+    assert_eq!(info["object"]["endpoints"][0]["role"], "sender");
+    assert_eq!(info["object"]["endpoints"][0]["state"], "closed");
+    assert_eq!(info["object"]["endpoints"][1]["state"], "free");
+    let text =
+        String::from_utf8(Command::new(BIN).args(["info", &target]).output().unwrap().stdout)
+            .unwrap();
+    assert!(text.contains("fill:") && text.contains("sender:"), "{text}");
+    // The messages are still there for a late receiver, which then removes the channel.
+    let out = Command::new(BIN).args(["recv", &target]).output().unwrap();
+    assert_eq!(out.stdout, b"one\ntwo\n");
+    assert!(!exists(&name));
+}
+
+#[test]
+fn demo_runs_ping_against_a_child_pong_and_cleans_up() {
+    let out = Command::new(BIN).args(["demo", "-n", "5000"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("shmkit one-way latency") && text.contains("floor: raw cache line"),
+        "{text}"
+    );
+    assert!(text.contains("stream:"), "{text}");
+    let pid = text.split("/shmkit.demo.").nth(1).and_then(|s| s.split('.').next()).unwrap();
+    assert!(!exists(&format!("/shmkit.demo.{pid}.req")));
+}
