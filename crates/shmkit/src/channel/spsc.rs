@@ -868,7 +868,9 @@ mod tests {
         let mut grant = tx.loan(100).unwrap();
         grant[..6].copy_from_slice(b"second");
         grant.commit(6);
-        drop(tx.loan(50).unwrap()); // abandoned: sends nothing
+        {
+            let _abandoned = tx.loan(50).unwrap(); // dropped without commit: sends nothing
+        }
         tx.try_send(b"").unwrap();
         assert_eq!(rx.recv(&mut buf), Ok(5));
         assert_eq!(buf, b"first");
