@@ -166,8 +166,24 @@ pub struct Endpoint {
     pub cpu: AtomicU32,
     /// Number of times this endpoint has been attached.
     pub attaches: AtomicU32,
+    /// [`endpoint_flags`]: how the holder wakes and waits. Holder writes; peers read
+    /// to choose between a fenced and a fence-free wake-up check.
+    pub flags: AtomicU32,
+    /// Zero.
+    pub reserved32: AtomicU32,
     /// Zero; room for later fields (e.g. an eventfd registration).
-    pub reserved: [AtomicU64; 4],
+    pub reserved: [AtomicU64; 3],
+}
+
+/// Bits of [`Endpoint::flags`].
+pub mod endpoint_flags {
+    /// The holder's process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: its
+    /// wake-up checks skip the CPU fence, so a peer going to sleep must run that
+    /// membarrier first (see `sync::wait`).
+    pub const FENCELESS: u32 = 1;
+    /// The holder parks without spinning (`WaitStrategy::Block`): peers waking it use
+    /// the fenced check, so its parking needs no membarrier.
+    pub const EAGER_PARK: u32 = 2;
 }
 
 const _: () = assert!(std::mem::size_of::<Endpoint>() == ENDPOINT_SIZE);
@@ -216,6 +232,7 @@ impl Endpoint {
         self.start_time.store(start, Ordering::Relaxed);
         self.waiting.store(0, Ordering::Relaxed);
         self.cpu.store(u32::MAX, Ordering::Relaxed);
+        self.flags.store(0, Ordering::Relaxed);
         self.attaches.fetch_add(1, Ordering::Relaxed);
         self.state.store(endpoint_state::ATTACHED, Ordering::Release);
         Ok(())

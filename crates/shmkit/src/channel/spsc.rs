@@ -342,6 +342,12 @@ pub struct Sender {
     shared: Arc<Shared>,
     producer: Producer,
     wait: WaitStrategy,
+    /// Our endpoint's flags (a local copy: read on every send).
+    flags: u32,
+    /// The CPU last recorded in our endpoint (refreshed every 64 messages).
+    cpu: u32,
+    /// Messages sent.
+    count: u64,
 }
 
 impl Sender {
@@ -371,7 +377,9 @@ impl Sender {
             }
         };
         let producer = Producer::recover(&*shared, shared.geo, w, r);
-        Ok(Sender { shared, producer, wait: WaitStrategy::default() })
+        let mut tx = Sender { shared, producer, wait: WaitStrategy::default(), flags: 0, cpu: u32::MAX, count: 0 };
+        tx.set_wait_strategy(WaitStrategy::default());
+        Ok(tx)
     }
 
     /// Whether the receiver has closed its end or died (a receiver that has not
@@ -383,6 +391,8 @@ impl Sender {
     /// Sets how blocking sends wait for room.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
+        self.flags = wait::flags_for(wait);
+        self.shared.endpoint(SENDER).flags.store(self.flags, Ordering::Relaxed);
     }
 
     /// Largest message this channel accepts.
@@ -464,7 +474,13 @@ impl Sender {
     #[inline]
     fn publish(&mut self, r: Reservation, len: u64) {
         self.producer.commit(&*self.shared, r, len);
-        wait::notify(self.shared.endpoint(RECEIVER));
+        wait::notify(self.shared.endpoint(RECEIVER), self.flags);
+        // Keep our CPU on record for the receiver's spin-or-park decision (a cached
+        // compare: the shared word is written only when we migrate).
+        self.count = self.count.wrapping_add(1);
+        if self.count % 64 == 1 {
+            wait::record_cpu(self.shared.endpoint(SENDER), &mut self.cpu);
+        }
     }
 
     #[inline]
@@ -582,6 +598,12 @@ pub struct Receiver {
     shared: Arc<Shared>,
     consumer: Consumer,
     wait: WaitStrategy,
+    /// Our endpoint's flags (a local copy: read on every receive).
+    flags: u32,
+    /// The CPU last recorded in our endpoint (refreshed every 64 messages).
+    cpu: u32,
+    /// Messages received.
+    count: u64,
     last_liveness: Instant,
 }
 
@@ -612,12 +634,10 @@ impl Receiver {
             }
         };
         let consumer = Consumer::new(shared.geo, r);
-        Ok(Receiver {
-            shared,
-            consumer,
-            wait: WaitStrategy::default(),
-            last_liveness: Instant::now(),
-        })
+        let mut rx =
+            Receiver { shared, consumer, wait: WaitStrategy::default(), flags: 0, cpu: u32::MAX, count: 0, last_liveness: Instant::now() };
+        rx.set_wait_strategy(WaitStrategy::default());
+        Ok(rx)
     }
 
     /// Whether the sender has closed its end or died (a sender that has not attached
@@ -635,6 +655,8 @@ impl Receiver {
     /// Sets how blocking receives wait for messages.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
+        self.flags = wait::flags_for(wait);
+        self.shared.endpoint(RECEIVER).flags.store(self.flags, Ordering::Relaxed);
     }
 
     /// Largest message this channel carries.
@@ -727,7 +749,11 @@ impl Receiver {
     #[inline]
     fn release(&mut self, frame: Frame) {
         self.consumer.release(&*self.shared, frame);
-        wait::notify(self.shared.endpoint(SENDER));
+        wait::notify(self.shared.endpoint(SENDER), self.flags);
+        self.count = self.count.wrapping_add(1);
+        if self.count % 64 == 1 {
+            wait::record_cpu(self.shared.endpoint(RECEIVER), &mut self.cpu);
+        }
     }
 
     #[inline]

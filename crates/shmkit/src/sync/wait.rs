@@ -14,6 +14,20 @@
 //! `waiting == 1` and bumps `futex`, which makes `FUTEX_WAIT` return at once if it has
 //! not slept yet. A waker that finds `waiting == 0` makes no system call.
 //!
+//! # Fence-free wake-up checks (asymmetric barrier)
+//! The waker's `fence(SeqCst)` stalls it until its stores reach the cache, once per
+//! message: in streaming that costs more than everything else. A process that
+//! registers for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` (flag
+//! [`endpoint_flags::FENCELESS`]) skips it and only keeps the compiler ordering; a
+//! sleeper whose peer is fenceless calls that membarrier after setting `waiting` and
+//! before re-checking. The kernel then makes every running thread of registered
+//! processes execute a full barrier: either the waker's publication was before its
+//! barrier (and the re-check sees it) or its load of `waiting` was after (and sees 1).
+//! The expensive side is the one about to sleep, which is about to make a system call
+//! anyway. A sleeper that parks without spinning (`Block`, flag
+//! [`endpoint_flags::EAGER_PARK`]) asks its wakers to keep the fence instead, so that
+//! blocking round trips do not pay for inter-processor interrupts.
+//!
 //! # Strategy
 //! Spinning costs a CPU but answers in well under a microsecond; a futex wake-up costs
 //! tens of microseconds across CPUs. [`WaitStrategy::Adaptive`] spins for about the cost
@@ -27,7 +41,7 @@
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::layout::{endpoint_state, Endpoint};
+use crate::layout::{endpoint_flags, endpoint_state, Endpoint};
 use crate::sync::futex;
 use crate::sync::peer::{self, Liveness};
 
@@ -115,13 +129,60 @@ pub fn peer_closed(peer: &Endpoint) -> bool {
     peer.state.load(Ordering::Acquire) == endpoint_state::CLOSED
 }
 
-/// Wakes the holder of `peer` if it is parked or about to park. Call after publishing.
+/// Whether this process may skip the fence in [`notify`]: registered (once) for
+/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, so that sleeping peers can make it execute one.
+pub fn fenceless() -> bool {
+    static REGISTERED: std::sync::OnceLock<(u32, bool)> = std::sync::OnceLock::new();
+    let pid = std::process::id();
+    let register = || {
+        use rustix::thread::{membarrier, MembarrierCommand};
+        // Opt out for comparison runs or kernels where the barrier misbehaves.
+        std::env::var_os("SHMKIT_NO_MEMBARRIER").is_none()
+            && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
+    };
+    let (cached_pid, registered) = *REGISTERED.get_or_init(|| (pid, register()));
+    // Registration belongs to the address space; a forked child registers anew.
+    if cached_pid == pid {
+        registered
+    } else {
+        register()
+    }
+}
+
+/// The [`Endpoint::flags`] this process should advertise with `strategy`.
+pub fn flags_for(strategy: WaitStrategy) -> u32 {
+    let mut flags = 0;
+    if fenceless() {
+        flags |= endpoint_flags::FENCELESS;
+    }
+    if strategy == WaitStrategy::Block {
+        flags |= endpoint_flags::EAGER_PARK;
+    }
+    flags
+}
+
+/// Wakes the holder of `peer` if it is parked or about to park. Call after publishing;
+/// `my_flags` are the caller's own [`Endpoint::flags`].
 #[inline]
-pub fn notify(peer: &Endpoint) {
-    fence(Ordering::SeqCst);
+pub fn notify(peer: &Endpoint, my_flags: u32) {
+    if my_flags & endpoint_flags::FENCELESS != 0
+        && peer.flags.load(Ordering::Relaxed) & endpoint_flags::EAGER_PARK == 0
+    {
+        // A sleeping peer runs membarrier(GLOBAL_EXPEDITED) before its re-check.
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
     if peer.waiting.load(Ordering::Relaxed) != 0 {
         wake(peer);
     }
+}
+
+/// The sleeper's half of the asymmetric barrier; false if it failed (the caller then
+/// naps briefly instead of trusting the wake-up).
+fn heavy_barrier() -> bool {
+    use rustix::thread::{membarrier, MembarrierCommand};
+    membarrier(MembarrierCommand::GlobalExpedited).is_ok()
 }
 
 /// Wakes the holder of `peer` unconditionally (on close).
@@ -146,6 +207,16 @@ pub fn current_cpu() -> u32 {
 /// ever paying for `clock_gettime`.
 const QUICK_SPINS: u32 = 256;
 
+/// Records the calling thread's CPU in `me` if it differs from `cached`.
+#[inline]
+pub fn record_cpu(me: &Endpoint, cached: &mut u32) {
+    let cpu = current_cpu();
+    if cpu != *cached {
+        *cached = cpu;
+        me.cpu.store(cpu, Ordering::Relaxed);
+    }
+}
+
 /// Waits until `ready` returns `Some`, the peer is gone, or `timeout` passes (measured
 /// from the end of the first, clock-free spins: at most a few microseconds late).
 ///
@@ -168,7 +239,10 @@ pub fn wait_for<T>(
         WaitStrategy::Block => (Duration::ZERO, 0),
     };
     let same_cpu = || peer.cpu.load(Ordering::Relaxed) == cpu;
-    if !spin.is_zero() && !same_cpu() {
+    // With the peer on our CPU, spinning or yielding only delays it (and sched_yield
+    // does not reliably hand over the CPU): park at once.
+    let (spin, yields) = if same_cpu() { (Duration::ZERO, 0) } else { (spin, yields) };
+    if !spin.is_zero() {
         for _ in 0..QUICK_SPINS {
             if let Some(v) = ready() {
                 return Ok(v);
@@ -208,12 +282,8 @@ pub fn wait_for<T>(
             if let Some(stop) = gone(now, &mut last_check) {
                 return finish(stop, &mut ready);
             }
-            if now.duration_since(start) >= spin {
+            if now.duration_since(start) >= spin || same_cpu() {
                 break;
-            }
-            if same_cpu() {
-                // Same CPU: the peer needs our time slice to make progress.
-                std::thread::yield_now();
             }
         }
     }
@@ -225,10 +295,16 @@ pub fn wait_for<T>(
         }
     }
     // Phase 3: park on the futex.
+    let mut barrier_ok = true;
     loop {
         let seq = me.futex.load(Ordering::Acquire);
         me.waiting.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
+        if peer.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0
+            && me.flags.load(Ordering::Relaxed) & endpoint_flags::EAGER_PARK == 0
+        {
+            barrier_ok = heavy_barrier();
+        }
         if let Some(v) = ready() {
             me.waiting.store(0, Ordering::Relaxed);
             return Ok(v);
@@ -238,7 +314,7 @@ pub fn wait_for<T>(
             me.waiting.store(0, Ordering::Relaxed);
             return finish(stop, &mut ready);
         }
-        let mut nap = LIVENESS_PERIOD;
+        let mut nap = if barrier_ok { LIVENESS_PERIOD } else { Duration::from_millis(1) };
         if let Some(d) = deadline {
             if now >= d {
                 me.waiting.store(0, Ordering::Relaxed);
