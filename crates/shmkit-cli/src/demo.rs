@@ -30,7 +30,7 @@ pub fn run(args: &Args) -> CliResult {
     );
     let exe = std::env::current_exe().context("cannot find the shmkit executable")?;
     let mut child = Command::new(exe)
-        .args(["pong", &name.to_string(), "--quiet", "--wait", &wait_arg(args.wait)])
+        .args(["pong", &name.to_string(), "--quiet", "--wait", &args.wait.to_string()])
         .stdin(Stdio::null())
         .spawn()
         .context("cannot start the pong process")?;
@@ -77,14 +77,4 @@ pub fn run(args: &Args) -> CliResult {
     }
     println!("demo: pong exited; removed {name}.req and {name}.rep");
     Ok(())
-}
-
-fn wait_arg(w: WaitStrategy) -> String {
-    match w {
-        WaitStrategy::BusySpin => "spin".into(),
-        WaitStrategy::Block => "block".into(),
-        WaitStrategy::Adaptive { spin, yields } => {
-            format!("adaptive:{}:{yields}", spin.as_micros())
-        }
-    }
 }

@@ -20,6 +20,9 @@ pub struct DumpArgs {
     /// Show every line; by default runs of all-zero lines are squeezed into `*`.
     #[arg(long, short)]
     all: bool,
+    /// Print `{"offset": N, "len": N, "hex": "..."}` instead of a dump.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,6 +39,9 @@ pub struct WriteArgs {
     /// Bytes as UTF-8 text (no terminating NUL is added).
     #[arg(long)]
     text: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Copies `len` bytes at `offset` out of the segment.
@@ -67,6 +73,13 @@ pub fn run_dump(args: &DumpArgs) -> CliResult {
     }
     let len = args.len.unwrap_or(size - args.offset);
     let (offset, len) = check_range(&seg, &args.target, args.offset, len)?;
+    if args.json {
+        let hex: String =
+            read_bytes(&seg, offset, len).iter().map(|b| format!("{b:02x}")).collect();
+        return crate::util::print_json(&serde_json::json!({
+            "target": args.target.to_string(), "offset": offset, "len": len, "hex": hex,
+        }));
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut squeezed = false;
@@ -128,6 +141,11 @@ pub fn run_write(args: &WriteArgs) -> CliResult {
     // SAFETY: offset + len <= seg.len() (checked); the mapping is writable; raw copy,
     // since other processes may access the bytes concurrently.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.as_ptr().add(offset), len) };
+    if args.json {
+        return crate::util::print_json(&serde_json::json!({
+            "target": args.target.to_string(), "offset": offset, "written": len,
+        }));
+    }
     println!("wrote {len} bytes at offset {offset} to {}", args.target);
     Ok(())
 }

@@ -361,7 +361,7 @@ pub fn measure(p: &mut Pinger, args: &PingArgs) -> CliResult<PingReport> {
     let mut report = PingReport {
         channel: args.channel.to_string(),
         size: args.size,
-        wait: format!("{:?}", args.chan.wait),
+        wait: args.chan.wait.to_string(),
         cpu_ping: wait::current_cpu(),
         cpu_pong: u32::MAX,
         latency: None,

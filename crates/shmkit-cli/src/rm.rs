@@ -12,15 +12,45 @@ pub struct Args {
     /// Remove segments that are not shmkit's too (like `ipcrm`).
     #[arg(long, short)]
     force: bool,
+    /// Print what was removed as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Removed {
+    target: String,
+    bytes: u64,
+    /// Processes that still have it mapped (SysV only; they keep it until they detach).
+    still_attached: u64,
 }
 
 pub fn run(args: &Args) -> CliResult {
     let mut failed = Vec::new();
+    let mut removed = Vec::new();
     for target in &args.targets {
-        if let Err(e) = remove(target, args.force) {
-            eprintln!("shmkit: {e}");
-            failed.push(target.to_string());
+        match remove(target, args.force) {
+            Ok(r) => {
+                if !args.json {
+                    if r.still_attached > 0 {
+                        println!(
+                            "removed {} ({} bytes); {} process(es) still attached keep it until they detach",
+                            r.target, r.bytes, r.still_attached
+                        );
+                    } else {
+                        println!("removed {} ({} bytes)", r.target, r.bytes);
+                    }
+                }
+                removed.push(r);
+            }
+            Err(e) => {
+                eprintln!("shmkit: {e}");
+                failed.push(target.to_string());
+            }
         }
+    }
+    if args.json {
+        crate::util::print_json(&removed)?;
     }
     if failed.is_empty() {
         Ok(())
@@ -29,7 +59,7 @@ pub fn run(args: &Args) -> CliResult {
     }
 }
 
-fn remove(target: &Name, force: bool) -> CliResult {
+fn remove(target: &Name, force: bool) -> CliResult<Removed> {
     let seg = Segment::open(target, &Options { read_only: true, ..Options::default() })
         .context(format!("cannot open {target}"))?;
     if !force && !layout::has_magic(&seg) {
@@ -38,10 +68,5 @@ fn remove(target: &Name, force: bool) -> CliResult {
     let d = seg.describe().context(format!("cannot describe {target}"))?;
     seg.remove().context(format!("cannot remove {target}"))?;
     let still = d.attach_count.map_or(0, |n| n.saturating_sub(1));
-    if still > 0 {
-        println!("removed {target} ({} bytes); {still} process(es) still attached keep it until they detach", d.size);
-    } else {
-        println!("removed {target} ({} bytes)", d.size);
-    }
-    Ok(())
+    Ok(Removed { target: target.to_string(), bytes: d.size, still_attached: still })
 }

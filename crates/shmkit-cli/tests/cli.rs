@@ -97,15 +97,25 @@ fn write_then_dump_shows_the_bytes_like_xxd() {
     ok(&["write", &target, "--offset", "0x20a", "--hex", "de ad be ef"]);
     let dump = ok(&["dump", &target, "--offset", "512", "--len", "16"]);
     assert_eq!(dump, "00000200: 6865 6c6c 6f2c 2073 686d dead beef 0000  hello, shm......\n");
+    let j: Value =
+        serde_json::from_str(&ok(&["dump", &target, "--offset", "0x20a", "--len", "4", "--json"]))
+            .unwrap();
+    assert_eq!(j["hex"], "deadbeef");
+    let j: Value =
+        serde_json::from_str(&ok(&["write", &target, "--offset", "0", "--hex", "00", "--json"]))
+            .unwrap();
+    assert_eq!(j["written"], 1);
     let whole = ok(&["dump", &target]);
-    assert!(whole.starts_with("00000000: 5348 4d4b 4954 0001"), "{whole}");
+    assert!(whole.starts_with("00000000: 0048 4d4b 4954 0001"), "{whole}");
     assert!(whole.contains("\n*\n"), "zero runs are squeezed");
     let out = shmkit(&["dump", &target, "--offset", "4000", "--len", "200"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the segment"));
     let out = shmkit(&["write", &target, "--offset", "4095", "--text", "xy"]);
     assert_eq!(out.status.code(), Some(1));
-    ok(&["rm", &target]);
+    // The magic is broken now: removal needs --force.
+    let removed: Value = serde_json::from_str(&ok(&["rm", "--force", "--json", &target])).unwrap();
+    assert_eq!(removed[0]["bytes"], 4096);
     assert!(!path.exists());
 }
 

@@ -31,7 +31,10 @@ fn main() {
                 black_box(c.try_pop_into(&mem, &mut out).unwrap());
             }
         });
-        let (mut tx, mut rx) = spsc::pair(spsc::create_memfd(&Config { capacity: 1 << 16, ..Config::default() }).unwrap()).unwrap();
+        let (mut tx, mut rx) = spsc::pair(
+            spsc::create_memfd(&Config { capacity: 1 << 16, ..Config::default() }).unwrap(),
+        )
+        .unwrap();
         report(&format!("spsc try_send+try_recv, {size} B"), N, || {
             for _ in 0..N {
                 tx.try_send(black_box(&msg)).unwrap();

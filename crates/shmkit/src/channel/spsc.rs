@@ -377,7 +377,14 @@ impl Sender {
             }
         };
         let producer = Producer::recover(&*shared, shared.geo, w, r);
-        let mut tx = Sender { shared, producer, wait: WaitStrategy::default(), flags: 0, cpu: u32::MAX, count: 0 };
+        let mut tx = Sender {
+            shared,
+            producer,
+            wait: WaitStrategy::default(),
+            flags: 0,
+            cpu: u32::MAX,
+            count: 0,
+        };
         tx.set_wait_strategy(WaitStrategy::default());
         Ok(tx)
     }
@@ -634,8 +641,15 @@ impl Receiver {
             }
         };
         let consumer = Consumer::new(shared.geo, r);
-        let mut rx =
-            Receiver { shared, consumer, wait: WaitStrategy::default(), flags: 0, cpu: u32::MAX, count: 0, last_liveness: Instant::now() };
+        let mut rx = Receiver {
+            shared,
+            consumer,
+            wait: WaitStrategy::default(),
+            flags: 0,
+            cpu: u32::MAX,
+            count: 0,
+            last_liveness: Instant::now(),
+        };
         rx.set_wait_strategy(WaitStrategy::default());
         Ok(rx)
     }

@@ -68,6 +68,18 @@ impl Default for WaitStrategy {
     }
 }
 
+impl std::fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitStrategy::BusySpin => f.write_str("spin"),
+            WaitStrategy::Block => f.write_str("block"),
+            WaitStrategy::Adaptive { spin, yields } => {
+                write!(f, "adaptive:{}:{yields}", spin.as_micros())
+            }
+        }
+    }
+}
+
 impl std::str::FromStr for WaitStrategy {
     type Err = String;
 
