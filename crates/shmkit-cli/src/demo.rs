@@ -11,8 +11,13 @@ use crate::chan::ChanArgs;
 use crate::ping::{self, PingArgs, Pinger};
 use crate::util::{fail, CliResult, Context};
 
+/// Without a subcommand: the main job (ping against a pong child, against the floor).
+/// `demo server` / `demo client`: the "IPC - Shared Memory" article's demo protocol.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    role: Option<ArticleRole>,
     /// Round trips to measure.
     #[arg(long, short = 'n', default_value = "200000")]
     count: u64,
@@ -21,7 +26,24 @@ pub struct Args {
     wait: WaitStrategy,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum ArticleRole {
+    /// The article's server: wait for ping, answer pong until the client says end.
+    Server(crate::article::ArticleArgs),
+    /// The article's client: send ping, read the reply, N rounds, then end.
+    Client(crate::article::ArticleArgs),
+}
+
 pub fn run(args: &Args) -> CliResult {
+    match &args.role {
+        Some(ArticleRole::Server(a)) => {
+            return crate::article::run(crate::article::Role::Server, a)
+        }
+        Some(ArticleRole::Client(a)) => {
+            return crate::article::run(crate::article::Role::Client, a)
+        }
+        None => {}
+    }
     let name = Name::Posix(format!("/shmkit.demo.{}", std::process::id()));
     let (tx, rx) = ping::create_pair(&name, &ping::demo_config(), args.wait)?;
     println!(
