@@ -56,8 +56,9 @@ pub fn run(args: &Args) -> CliResult {
         .stdin(Stdio::null())
         .spawn()
         .context("cannot start the pong process")?;
-    println!("demo: started pong as pid {}", child.id());
-    let result = (|| {
+    let child_pid = child.id();
+    println!("demo: started pong as pid {child_pid}");
+    let result = (|| -> CliResult {
         let mut p = Pinger::from_parts(tx, rx)?;
         let chan = ChanArgs {
             create: false,
@@ -89,7 +90,12 @@ pub fn run(args: &Args) -> CliResult {
         ping_args.size = 64 * 1024;
         ping_args.count = 20_000;
         println!("demo: streaming 20,000 messages of 64 KiB one way:");
-        ping::print_report(&ping::measure(&mut p, &ping_args)?, false)
+        ping::print_report(&ping::measure(&mut p, &ping_args)?, false)?;
+        // Both processes have touched the request ring: show it from both sides.
+        let (req, _) = ping::duplex(&name)?;
+        println!("demo: one segment, two processes:");
+        crate::where_::print(&crate::where_::report(&req, &[std::process::id(), child_pid], 4)?);
+        Ok(())
     })();
     // Dropping the pinger closed our ends: pong sees the disconnect and exits.
     let status = child.wait().context("waiting for pong")?;

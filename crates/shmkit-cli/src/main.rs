@@ -16,6 +16,7 @@ mod pipe;
 mod rm;
 mod stats;
 mod util;
+mod where_;
 
 use clap::{Parser, Subcommand};
 
@@ -51,8 +52,11 @@ enum Command {
     Ping(ping::PingArgs),
     /// Echo messages back to a ping process.
     Pong(ping::PongArgs),
-    /// Start a pong child, measure latency against the physical floor, and clean up.
+    /// Start a pong child, measure latency against the physical floor, and clean up;
+    /// or `demo server|client`: the "IPC - Shared Memory" article's ping/pong.
     Demo(demo::Args),
+    /// Show where each process maps a segment: virtual addresses and physical frames.
+    Where(where_::Args),
 }
 
 fn main() {
@@ -69,6 +73,7 @@ fn main() {
         Command::Ping(a) => ping::run_ping(a),
         Command::Pong(a) => ping::run_pong(a),
         Command::Demo(a) => demo::run(a),
+        Command::Where(a) => where_::run(a),
     };
     if let Err(e) = result {
         eprintln!("shmkit: {e}");
