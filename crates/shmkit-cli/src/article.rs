@@ -228,13 +228,14 @@ pub fn run(role: Role, args: &ArticleArgs) -> CliResult {
         std::fs::remove_file(&args.path)
             .context(format!("cannot remove {}", args.path.display()))?;
     }
-    let per = if rounds > 0 { total.as_secs_f64() * 1e6 / rounds as f64 } else { 0.0 };
+    let per = if rounds > 0 { total.as_secs_f64() * 1e9 / rounds as f64 } else { 0.0 };
     println!(
-        "{}: {rounds} rounds ({:?} dialect, key 0x{:08x}) in {:.1} ms: {per:.1} µs per round trip{}",
+        "{}: {rounds} rounds ({:?} dialect, key 0x{:08x}) in {}: {} per round trip{}",
         if role == Role::Server { "Server" } else { "Client" },
         args.dialect,
         shm.key as u32,
-        total.as_secs_f64() * 1e3,
+        crate::stats::ns(total.as_secs_f64() * 1e9),
+        crate::stats::ns(per),
         if role == Role::Server { "; removed the segment and the file" } else { "" }
     );
     Ok(())
