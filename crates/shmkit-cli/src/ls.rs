@@ -114,47 +114,35 @@ pub fn run(args: &Args) -> CliResult {
     Ok(())
 }
 
-/// Rows of `/proc/sysvipc/shm`:
-/// `key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss swap`.
+/// Every SysV segment (from `/proc/sysvipc/shm`, via the library).
 pub fn sysv_rows() -> CliResult<Vec<SysvRow>> {
-    let text = std::fs::read_to_string("/proc/sysvipc/shm").context("reading /proc/sysvipc/shm")?;
     let mut rows = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 14 {
-            continue;
-        }
-        let num = |i: usize| f[i].parse::<i64>().unwrap_or(0);
-        let key = num(0) as i32;
-        let shmid = num(1) as i32;
-        let mode = u32::from_str_radix(f[2], 8).unwrap_or(0);
-        let bytes = f[3].parse::<u64>().unwrap_or(0);
-        let uid = num(7) as u32;
+    for st in sysv::list().context("listing SysV segments")? {
         let mut status = Vec::new();
-        if mode & sysv::MODE_DEST != 0 {
+        if st.mode & sysv::MODE_DEST != 0 {
             status.push("dest");
         }
-        if mode & sysv::MODE_LOCKED != 0 {
+        if st.mode & sysv::MODE_LOCKED != 0 {
             status.push("locked");
         }
-        let name = Name::SysVId(shmid);
-        let view = if bytes as usize >= shmkit::layout::HEADER_SIZE {
+        let name = Name::SysVId(st.id);
+        let view = if st.size as usize >= shmkit::layout::HEADER_SIZE {
             inspect::open_and_inspect(&name).ok()
         } else {
             Some(View { shmkit: false, invalid: None, header: None, creator_alive: None })
         };
         rows.push(SysvRow {
-            key: format!("0x{:08x}", key as u32),
-            shmid,
-            owner: user_name(uid),
-            uid,
-            perms: format!("{:04o}", mode & 0o777),
-            bytes,
-            nattch: num(6) as u64,
-            cpid: num(4) as u32,
-            lpid: num(5) as u32,
+            key: format!("0x{:08x}", st.key as u32),
+            shmid: st.id,
+            owner: user_name(st.uid),
+            uid: st.uid,
+            perms: format!("{:04o}", st.mode & 0o777),
+            bytes: st.size,
+            nattch: st.nattch,
+            cpid: st.cpid,
+            lpid: st.lpid,
             status: status.join(","),
-            target: if key == 0 { name.to_string() } else { Name::SysVKey(key).to_string() },
+            target: if st.key == 0 { name.to_string() } else { Name::SysVKey(st.key).to_string() },
             view,
         });
     }

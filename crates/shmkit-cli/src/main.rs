@@ -8,6 +8,7 @@ mod channel_view;
 mod create;
 mod demo;
 mod dump;
+mod gc;
 mod info;
 mod inspect;
 mod ls;
@@ -40,6 +41,8 @@ enum Command {
     Info(info::Args),
     /// Remove segments (shmkit's only, unless --force).
     Rm(rm::Args),
+    /// Remove shmkit segments whose creator and endpoints are all dead.
+    Gc(gc::Args),
     /// Hex-dump a segment's bytes, like xxd.
     Dump(dump::DumpArgs),
     /// Write bytes into a segment at an offset.
@@ -66,6 +69,7 @@ fn main() {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),
         Command::Rm(a) => rm::run(a),
+        Command::Gc(a) => gc::run(a),
         Command::Dump(a) => dump::run_dump(a),
         Command::Write(a) => dump::run_write(a),
         Command::Send(a) => pipe::run_send(a),

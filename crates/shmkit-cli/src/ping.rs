@@ -345,8 +345,13 @@ impl<'a> FloorWords<'a> {
 
 pub fn run_ping(args: &PingArgs) -> CliResult {
     let mut p = Pinger::connect(&args.channel, &args.chan)?;
-    let report = measure(&mut p, args)?;
-    print_report(&report, args.json)
+    let report = measure(&mut p, args);
+    // Close both ends, then whichever side finishes last removes the pair.
+    drop(p);
+    let (req, rep) = duplex(&args.channel)?;
+    chan::finish(&req, RECEIVER);
+    chan::finish(&rep, SENDER);
+    print_report(&report?, args.json)
 }
 
 /// Runs what `args` asks for over a connected pinger.

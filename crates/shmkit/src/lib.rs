@@ -63,6 +63,7 @@
 
 pub mod channel;
 pub mod error;
+pub mod gc;
 pub mod layout;
 pub mod segment;
 pub mod sync;

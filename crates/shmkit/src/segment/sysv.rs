@@ -196,3 +196,51 @@ pub(crate) fn describe(id: i32) -> Result<Description> {
         name: String::new(),
     })
 }
+
+/// Every SysV segment on the system, from `/proc/sysvipc/shm` (no attach, no side
+/// effects): `key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime`.
+pub fn list() -> Result<Vec<Stat>> {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm")
+        .map_err(|e| Error::io("read", "/proc/sysvipc/shm", e))?;
+    Ok(text.lines().skip(1).filter_map(parse_proc_line).collect())
+}
+
+fn parse_proc_line(line: &str) -> Option<Stat> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 14 {
+        return None;
+    }
+    let num = |i: usize| f[i].parse::<i64>().ok();
+    Some(Stat {
+        key: num(0)? as i32,
+        id: num(1)? as i32,
+        mode: u32::from_str_radix(f[2], 8).ok()?,
+        size: f[3].parse().ok()?,
+        cpid: num(4)? as u32,
+        lpid: num(5)? as u32,
+        nattch: num(6)? as u64,
+        uid: num(7)? as u32,
+        gid: num(8)? as u32,
+        cuid: num(9)? as u32,
+        cgid: num(10)? as u32,
+        atime: num(11)?,
+        dtime: num(12)?,
+        ctime: num(13)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_lines_parse_including_negative_keys() {
+        let line = "   -1234      32769  1600    4096  10  11  2  0  0  0  0  1  2  3  4096  0";
+        let st = parse_proc_line(line).unwrap();
+        assert_eq!(
+            (st.key, st.id, st.mode, st.size, st.nattch, st.ctime),
+            (-1234, 32769, 0o1600, 4096, 2, 3)
+        );
+        assert!(parse_proc_line("key shmid").is_none());
+    }
+}
