@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::BufRead;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use common::*;
@@ -43,7 +43,7 @@ fn peer_entry() {
     }
 }
 
-fn killed_holder(name: &Name) -> Child {
+fn killed_holder(name: &Name) {
     let mut child =
         peer_command("hold", &[name.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -54,7 +54,6 @@ fn killed_holder(name: &Name) -> Child {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    child
 }
 
 fn verdict<'a>(all: &'a [Verdict], name: &Name) -> Option<&'a Verdict> {
