@@ -15,6 +15,7 @@ mod ls;
 mod ping;
 mod pipe;
 mod rm;
+mod soak;
 mod stats;
 mod util;
 mod where_;
@@ -60,6 +61,10 @@ enum Command {
     Demo(demo::Args),
     /// Show where each process maps a segment: virtual addresses and physical frames.
     Where(where_::Args),
+    /// Stream N checksummed messages to a verifying process; report loss and rate.
+    Soak(soak::Args),
+    #[command(name = "__soak-verify", hide = true)]
+    SoakVerify(soak::ChildArgs),
 }
 
 fn main() {
@@ -78,6 +83,8 @@ fn main() {
         Command::Pong(a) => ping::run_pong(a),
         Command::Demo(a) => demo::run(a),
         Command::Where(a) => where_::run(a),
+        Command::Soak(a) => soak::run(a),
+        Command::SoakVerify(a) => soak::run_child(a),
     };
     if let Err(e) = result {
         eprintln!("shmkit: {e}");

@@ -195,3 +195,18 @@ fn demo_runs_ping_against_a_child_pong_and_cleans_up() {
     let pid = text.split("/shmkit.demo.").nth(1).and_then(|s| s.split('.').next()).unwrap();
     assert!(!exists(&format!("/shmkit.demo.{pid}.req")));
 }
+
+#[test]
+fn soak_verifies_every_message_in_a_second_process() {
+    let out = Command::new(BIN)
+        .args(["soak", "-n", "300000", "--sizes", "0,7,16,64,1K", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["received"], 300000);
+    for key in ["lost", "duplicated", "reordered", "corrupt"] {
+        assert_eq!(r[key], 0, "{key}: {r}");
+    }
+    assert!(r["messages_per_sec"].as_f64().unwrap() > 0.0);
+}

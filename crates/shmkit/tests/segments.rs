@@ -286,3 +286,48 @@ fn a_segment_created_0600_by_root_is_refused_to_an_unprivileged_user() {
         drop(seg);
     }
 }
+
+#[test]
+fn creation_beyond_the_space_of_dev_shm_fails_with_enospc_not_a_later_sigbus() {
+    // A request larger than the whole /dev/shm filesystem: fallocate refuses it at once
+    // (a request between "free" and "total" would first allocate all the free memory).
+    let vfs = rustix::fs::statvfs("/dev/shm").unwrap();
+    let total = vfs.f_blocks * vfs.f_frsize;
+    let name = Name::Posix(format!("/{}", unique("enospc")));
+    let err =
+        Segment::create(&name, (total + (1 << 20)) as usize, &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("no space left on device"), "{err}");
+    assert!(err.to_string().contains("fallocate"), "{err}");
+    assert!(
+        !posix_exists(&name.to_string()["posix:".len()..]),
+        "a failed creation leaves nothing behind"
+    );
+}
+
+#[test]
+fn a_file_segment_on_a_full_filesystem_fails_at_creation() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("tinyfs"));
+    std::fs::create_dir(&dir).unwrap();
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings; a private tmpfs of 1 MiB on our own directory.
+    let rc = unsafe {
+        libc::mount(c"tmpfs".as_ptr(), c.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=1m".as_ptr().cast())
+    };
+    if rc != 0 {
+        println!("skipped: mount failed: {}", std::io::Error::last_os_error());
+        std::fs::remove_dir(&dir).unwrap();
+        return;
+    }
+    let path = dir.join("seg");
+    let err = Segment::create(&Name::File(path.clone()), 4 << 20, &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("no space left on device"), "{err}");
+    assert!(!path.exists(), "a failed creation leaves nothing behind");
+    // SAFETY: unmounting what we mounted.
+    unsafe { libc::umount(c.as_ptr()) };
+    std::fs::remove_dir(&dir).unwrap();
+}
