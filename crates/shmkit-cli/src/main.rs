@@ -23,10 +23,15 @@ mod where_;
 use clap::{Parser, Subcommand};
 
 /// Inter-process communication through shared memory on Linux.
-///
-/// Targets name a segment: sysv:0xKEY, sysv-id:ID, posix:/NAME, file:PATH, ftok:PATH:PROJ.
 #[derive(Parser, Debug)]
-#[command(name = "shmkit", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "shmkit",
+    version,
+    propagate_version = true,
+    after_help = "Targets name a segment: sysv:0xKEY, sysv-id:ID, posix:/NAME, file:PATH, ftok:PATH:PROJ.\n\
+                  Channels (send, recv, ping, pong) live in such segments; ping/pong use NAME.req and NAME.rep.\n\
+                  Failures print `shmkit: <what>: <why>` and exit 1; usage errors exit 2."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
