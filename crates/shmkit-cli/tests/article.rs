@@ -164,8 +164,10 @@ fn shmkit_side(role: &str, dialect: Dialect, path: &Path, wait: &str) -> Child {
 }
 
 fn key_exists(path: &Path) -> bool {
-    let key = shmkit::segment::sysv::ftok(path, 42);
-    let Ok(key) = key else { return false };
+    shmkit::segment::sysv::ftok(path, 42).is_ok_and(sysv_key_in_use)
+}
+
+fn sysv_key_in_use(key: i32) -> bool {
     std::fs::read_to_string("/proc/sysvipc/shm")
         .unwrap()
         .lines()
@@ -178,9 +180,11 @@ fn shmkit_server_vs_raw_client(dialect: Dialect, wait: &str) {
     let server = shmkit_side("server", dialect, &path, wait);
     // Let the server create the rendezvous first half the time; either order works.
     let raw = Raw::attach(&path, dialect, wait == "spin");
+    let key = shmkit::segment::sysv::ftok(&path, 42).unwrap();
     raw.client(dialect);
     raw.detach();
     let out = server.wait_with_output().unwrap();
+    assert!(!sysv_key_in_use(key), "the server removes the segment");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("Server: Received ping").count(), ROUNDS, "{text}");
@@ -202,8 +206,10 @@ fn raw_server_vs_shmkit_client(dialect: Dialect, wait: &str) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let raw = Raw::attach(&path, dialect, wait == "spin");
+    let key = shmkit::segment::sysv::ftok(&path, 42).unwrap();
     let rounds = raw.server(dialect);
     raw.remove();
+    assert!(!sysv_key_in_use(key));
     std::fs::remove_file(&path).unwrap();
     let out = client.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
