@@ -28,12 +28,10 @@ fn random_operation_sequences_agree_with_a_fifo_model() {
         let max = tx.max_message();
         let mut model: VecDeque<Vec<u8>> = VecDeque::new();
         let mut buf = Vec::new();
-        let mut counter = 0u32;
-        for step in 0..2000 {
+        for step in 0..2000u32 {
             let op = next() % 6;
             let len = (next() % (max as u64 + 20)) as usize; // sometimes too large
-            counter += 1;
-            let msg: Vec<u8> = (0..len).map(|i| (i as u32 ^ counter) as u8).collect();
+            let msg: Vec<u8> = (0..len).map(|i| (i as u32 ^ (step + 1)) as u8).collect();
             let ctx = format!("seed {seed} step {step} op {op} len {len}");
             match op {
                 0 | 1 => match tx.try_send(&msg) {
