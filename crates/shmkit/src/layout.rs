@@ -449,30 +449,38 @@ pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
 
 /// [`validate`], waiting up to `timeout` while the creator is still initialising
 /// (state INITIALISING, or a header still all zero because creation has only just
-/// begun).
+/// begun). A creator recorded as dead will never finish: that is `Corrupt` at once.
 pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
     let deadline = Instant::now() + timeout;
+    let h = header(seg)?;
     loop {
         let result = validate(seg);
-        let blank = header(seg).is_ok_and(|h| {
-            h.magic.load(Ordering::Relaxed) == 0 && h.state.load(Ordering::Acquire) == state::EMPTY
-        });
-        match result {
-            Err(Error::NotReady { .. }) | Err(Error::Incompatible { field: "magic", .. })
-                if blank || result_not_ready(&result) =>
-            {
-                if Instant::now() >= deadline {
-                    return Err(Error::NotReady { what: "segment".into() });
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            other => return other,
+        let state = h.state.load(Ordering::Acquire);
+        let blank = h.magic.load(Ordering::Relaxed) == 0 && state == state::EMPTY;
+        let waiting = match &result {
+            Err(Error::NotReady { .. }) => true,
+            Err(Error::Incompatible { field: "magic", .. }) => blank,
+            _ => false,
+        };
+        if !waiting {
+            return result;
         }
+        if state == state::INITIALISING {
+            let pid = h.creator_pid.load(Ordering::Relaxed);
+            let start = h.creator_start.load(Ordering::Relaxed);
+            if let Ok(pid) = u32::try_from(pid) {
+                if pid != 0 && peer::liveness(pid, start) == peer::Liveness::Dead {
+                    return Err(Error::corrupt(format!(
+                        "creator pid {pid} died while initialising the segment"
+                    )));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotReady { what: "segment".into() });
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
-}
-
-fn result_not_ready(r: &Result<HeaderInfo>) -> bool {
-    matches!(r, Err(Error::NotReady { .. }))
 }
 
 /// Whether `seg` starts with the shmkit magic (without validating anything else).

@@ -331,3 +331,17 @@ fn a_file_segment_on_a_full_filesystem_fails_at_creation() {
     unsafe { libc::umount(c.as_ptr()) };
     std::fs::remove_dir(&dir).unwrap();
 }
+
+#[test]
+fn a_segment_whose_creator_died_while_initialising_is_refused_at_once() {
+    let seg = Segment::create_memfd("half", 8192).unwrap();
+    let h = layout::init(&seg, ObjectKind::Raw, 1, &[]).unwrap();
+    // Never published, and the recorded creator is a pid that does not exist.
+    h.creator_pid.store(u64::from(u32::MAX - 7), Ordering::Relaxed);
+    let start = std::time::Instant::now();
+    match layout::wait_ready(&seg, std::time::Duration::from_secs(30)) {
+        Err(Error::Corrupt { what }) => assert!(what.contains("died while initialising"), "{what}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "no waiting for a dead creator");
+}
