@@ -335,19 +335,70 @@ fn stop_fault(stop: Stop) -> Fault {
     }
 }
 
+/// What each end keeps about its own endpoint: shared by [`Sender`] and [`Receiver`].
+#[derive(Debug)]
+struct Side {
+    /// Our endpoint index.
+    me: u32,
+    /// The peer's endpoint index.
+    peer: u32,
+    wait: WaitStrategy,
+    /// Our endpoint's flags (a local copy: read on every operation).
+    flags: u32,
+    /// The CPU last recorded in our endpoint (refreshed every 64 operations).
+    cpu: u32,
+    /// Messages sent or received.
+    count: u64,
+}
+
+impl Side {
+    /// Claims endpoint `me` (called `what` in errors) and reads the positions; a claim
+    /// whose positions are corrupt is given up again.
+    fn attach(shared: &Shared, me: u32, peer: u32, what: &str) -> Result<(Side, u64, u64)> {
+        shared.endpoint(me).claim(what)?;
+        let (w, r) = positions(shared).inspect_err(|_| shared.endpoint(me).close())?;
+        let mut side =
+            Side { me, peer, wait: WaitStrategy::default(), flags: 0, cpu: u32::MAX, count: 0 };
+        side.set_wait(shared, WaitStrategy::default());
+        Ok((side, w, r))
+    }
+
+    fn set_wait(&mut self, shared: &Shared, wait: WaitStrategy) {
+        self.wait = wait;
+        self.flags = wait::flags_for(wait);
+        shared.endpoint(self.me).flags.store(self.flags, Ordering::Relaxed);
+    }
+
+    /// After publishing or releasing: wake the peer if it sleeps, and keep our CPU on
+    /// record for its spin-or-park decision (a cached compare: the shared word is
+    /// written only when we migrate).
+    #[inline]
+    fn done(&mut self, shared: &Shared) {
+        wait::notify(shared.endpoint(self.peer), self.flags);
+        self.count = self.count.wrapping_add(1);
+        if self.count % 64 == 1 {
+            wait::record_cpu(shared.endpoint(self.me), &mut self.cpu);
+        }
+    }
+
+    fn peer_gone(&self, shared: &Shared) -> bool {
+        wait::peer_gone(shared.endpoint(self.peer)).is_some()
+    }
+
+    /// Closes our endpoint and wakes the peer so it notices.
+    fn close(&self, shared: &Shared) {
+        shared.endpoint(self.me).close();
+        wait::wake(shared.endpoint(self.peer));
+    }
+}
+
 /// The sending end. Dropping it closes the channel for the receiver, which still gets
 /// every message sent before.
 #[derive(Debug)]
 pub struct Sender {
     shared: Arc<Shared>,
     producer: Producer,
-    wait: WaitStrategy,
-    /// Our endpoint's flags (a local copy: read on every send).
-    flags: u32,
-    /// The CPU last recorded in our endpoint (refreshed every 64 messages).
-    cpu: u32,
-    /// Messages sent.
-    count: u64,
+    side: Side,
 }
 
 impl Sender {
@@ -368,38 +419,20 @@ impl Sender {
     }
 
     fn attach(shared: Arc<Shared>) -> Result<Sender> {
-        shared.endpoint(SENDER).claim("sender")?;
-        let (w, r) = match positions(&shared) {
-            Ok(p) => p,
-            Err(e) => {
-                shared.endpoint(SENDER).close();
-                return Err(e);
-            }
-        };
+        let (side, w, r) = Side::attach(&shared, SENDER, RECEIVER, "sender")?;
         let producer = Producer::recover(&*shared, shared.geo, w, r);
-        let mut tx = Sender {
-            shared,
-            producer,
-            wait: WaitStrategy::default(),
-            flags: 0,
-            cpu: u32::MAX,
-            count: 0,
-        };
-        tx.set_wait_strategy(WaitStrategy::default());
-        Ok(tx)
+        Ok(Sender { shared, producer, side })
     }
 
     /// Whether the receiver has closed its end or died (a receiver that has not
     /// attached yet is not gone).
     pub fn peer_gone(&self) -> bool {
-        wait::peer_gone(self.shared.endpoint(RECEIVER)).is_some()
+        self.side.peer_gone(&self.shared)
     }
 
     /// Sets how blocking sends wait for room.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.flags = wait::flags_for(wait);
-        self.shared.endpoint(SENDER).flags.store(self.flags, Ordering::Relaxed);
+        self.side.set_wait(&self.shared, wait);
     }
 
     /// Largest message this channel accepts.
@@ -481,13 +514,7 @@ impl Sender {
     #[inline]
     fn publish(&mut self, r: Reservation, len: u64) {
         self.producer.commit(&*self.shared, r, len);
-        wait::notify(self.shared.endpoint(RECEIVER), self.flags);
-        // Keep our CPU on record for the receiver's spin-or-park decision (a cached
-        // compare: the shared word is written only when we migrate).
-        self.count = self.count.wrapping_add(1);
-        if self.count % 64 == 1 {
-            wait::record_cpu(self.shared.endpoint(SENDER), &mut self.cpu);
-        }
+        self.side.done(&self.shared);
     }
 
     #[inline]
@@ -512,17 +539,13 @@ impl Sender {
         let Some(timeout) = deadline.timeout() else { return Err(Fault::Full) };
         let producer = &mut self.producer;
         let result =
-            wait::wait_for(
-                self.wait,
-                shared.endpoint(SENDER),
-                receiver,
-                timeout,
-                || match producer.try_reserve(shared, len as u64) {
+            wait::wait_for(self.side.wait, shared.endpoint(SENDER), receiver, timeout, || {
+                match producer.try_reserve(shared, len as u64) {
                     Ok(r) => Some(Ok(r)),
                     Err(ReserveError::Full) => None,
                     Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
-                },
-            );
+                }
+            });
         match result {
             Ok(r) => r,
             Err(stop) => Err(stop_fault(stop)),
@@ -532,9 +555,7 @@ impl Sender {
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        let receiver = self.shared.endpoint(RECEIVER);
-        self.shared.endpoint(SENDER).close();
-        wait::wake(receiver);
+        self.side.close(&self.shared);
     }
 }
 
@@ -604,13 +625,7 @@ pub enum RecvIntoError {
 pub struct Receiver {
     shared: Arc<Shared>,
     consumer: Consumer,
-    wait: WaitStrategy,
-    /// Our endpoint's flags (a local copy: read on every receive).
-    flags: u32,
-    /// The CPU last recorded in our endpoint (refreshed every 64 messages).
-    cpu: u32,
-    /// Messages received.
-    count: u64,
+    side: Side,
     last_liveness: Instant,
 }
 
@@ -632,32 +647,15 @@ impl Receiver {
     }
 
     fn attach(shared: Arc<Shared>) -> Result<Receiver> {
-        shared.endpoint(RECEIVER).claim("receiver")?;
-        let (_, r) = match positions(&shared) {
-            Ok(p) => p,
-            Err(e) => {
-                shared.endpoint(RECEIVER).close();
-                return Err(e);
-            }
-        };
+        let (side, _, r) = Side::attach(&shared, RECEIVER, SENDER, "receiver")?;
         let consumer = Consumer::new(shared.geo, r);
-        let mut rx = Receiver {
-            shared,
-            consumer,
-            wait: WaitStrategy::default(),
-            flags: 0,
-            cpu: u32::MAX,
-            count: 0,
-            last_liveness: Instant::now(),
-        };
-        rx.set_wait_strategy(WaitStrategy::default());
-        Ok(rx)
+        Ok(Receiver { shared, consumer, side, last_liveness: Instant::now() })
     }
 
     /// Whether the sender has closed its end or died (a sender that has not attached
     /// yet is not gone).
     pub fn peer_gone(&self) -> bool {
-        wait::peer_gone(self.shared.endpoint(SENDER)).is_some()
+        self.side.peer_gone(&self.shared)
     }
 
     /// Whether a sender is attached now.
@@ -668,9 +666,7 @@ impl Receiver {
 
     /// Sets how blocking receives wait for messages.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.flags = wait::flags_for(wait);
-        self.shared.endpoint(RECEIVER).flags.store(self.flags, Ordering::Relaxed);
+        self.side.set_wait(&self.shared, wait);
     }
 
     /// Largest message this channel carries.
@@ -763,11 +759,7 @@ impl Receiver {
     #[inline]
     fn release(&mut self, frame: Frame) {
         self.consumer.release(&*self.shared, frame);
-        wait::notify(self.shared.endpoint(SENDER), self.flags);
-        self.count = self.count.wrapping_add(1);
-        if self.count % 64 == 1 {
-            wait::record_cpu(self.shared.endpoint(RECEIVER), &mut self.cpu);
-        }
+        self.side.done(&self.shared);
     }
 
     #[inline]
@@ -802,7 +794,7 @@ impl Receiver {
                 (None, None) => Err(Fault::Empty),
             };
         };
-        match wait::wait_for(self.wait, shared.endpoint(RECEIVER), sender, timeout, peek) {
+        match wait::wait_for(self.side.wait, shared.endpoint(RECEIVER), sender, timeout, peek) {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
         }
@@ -811,9 +803,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let sender = self.shared.endpoint(SENDER);
-        self.shared.endpoint(RECEIVER).close();
-        wait::wake(sender);
+        self.side.close(&self.shared);
     }
 }
 
