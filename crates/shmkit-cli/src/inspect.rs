@@ -4,7 +4,7 @@
 use serde::Serialize;
 use shmkit::layout::{self, HeaderInfo};
 use shmkit::sync::peer::Liveness;
-use shmkit::{Error, Name, Options, Segment};
+use shmkit::{Name, Options, Segment};
 
 /// The shmkit view of one segment.
 #[derive(Debug, Serialize)]
@@ -38,10 +38,14 @@ impl View {
     }
 }
 
-/// Opens `name` read-only and inspects its header.
-pub fn open_and_inspect(name: &Name) -> Result<View, Error> {
-    let seg = Segment::open(name, &Options { read_only: true, ..Options::default() })?;
-    Ok(inspect(&seg))
+/// The view of a listed segment of `size` bytes: one too small for a header is not
+/// shmkit's and is not opened; `None` if it cannot be opened for reading.
+pub fn inspect_listed(name: &Name, size: u64) -> Option<View> {
+    if size < shmkit::layout::HEADER_SIZE as u64 {
+        return Some(View { shmkit: false, invalid: None, header: None, creator_alive: None });
+    }
+    let seg = Segment::open(name, &Options { read_only: true, ..Options::default() }).ok()?;
+    Some(inspect(&seg))
 }
 
 /// Inspects the header of a mapped segment.

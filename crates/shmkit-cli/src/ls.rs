@@ -126,11 +126,7 @@ pub fn sysv_rows() -> CliResult<Vec<SysvRow>> {
             status.push("locked");
         }
         let name = Name::SysVId(st.id);
-        let view = if st.size as usize >= shmkit::layout::HEADER_SIZE {
-            inspect::open_and_inspect(&name).ok()
-        } else {
-            Some(View { shmkit: false, invalid: None, header: None, creator_alive: None })
-        };
+        let view = inspect::inspect_listed(&name, st.size);
         rows.push(SysvRow {
             key: format!("0x{:08x}", st.key as u32),
             shmid: st.id,
@@ -166,11 +162,7 @@ pub fn posix_rows() -> CliResult<Vec<PosixRow>> {
         }
         let name = format!("/{file_name}");
         let target = Name::Posix(name.clone());
-        let view = if meta.len() as usize >= shmkit::layout::HEADER_SIZE {
-            inspect::open_and_inspect(&target).ok()
-        } else {
-            Some(View { shmkit: false, invalid: None, header: None, creator_alive: None })
-        };
+        let view = inspect::inspect_listed(&target, meta.len());
         rows.push(PosixRow {
             owner: user_name(meta.uid()),
             uid: meta.uid(),
