@@ -106,24 +106,26 @@ impl Shm {
             Dialect::C => 0o600,
         };
         let opts = Options { mode, open_existing: true, ..Options::default() };
+        let wrong_size = |found: &dyn std::fmt::Display| {
+            fail(format!(
+                "the SysV segment under key 0x{:08x} has {found} bytes; the demo protocol uses {SIZE}",
+                key as u32
+            ))
+        };
         let seg = match Segment::create(&Name::SysVKey(key), SIZE, &opts) {
             Ok(seg) => seg,
-            Err(Error::Incompatible { found, .. }) => {
-                return fail(format!(
-                    "the SysV segment under key 0x{:08x} has {found} bytes; the demo protocol uses {SIZE}",
-                    key as u32
-                ))
+            // Smaller than asked for (shmget refuses it).
+            Err(Error::Incompatible { found, .. }) => return wrong_size(&found),
+            Err(e) => {
+                return Err(e)
+                    .context(format!("cannot get the segment for key 0x{:08x}", key as u32))
             }
-            Err(e) => return Err(e).context(format!("cannot get the segment for key 0x{:08x}", key as u32)),
         };
         // Only the server's explicit removal ends the segment's life.
         seg.persist();
+        // Larger than asked for (shmget accepts it).
         if seg.len() != SIZE {
-            return fail(format!(
-                "the SysV segment under key 0x{:08x} has {} bytes; the demo protocol uses {SIZE}",
-                key as u32,
-                seg.len()
-            ));
+            return wrong_size(&seg.len());
         }
         Ok(Shm { seg, key })
     }
