@@ -7,8 +7,7 @@ use std::process::{Command, Stdio};
 use shmkit::channel::WaitStrategy;
 use shmkit::Name;
 
-use crate::chan::ChanArgs;
-use crate::ping::{self, PingArgs, Pinger};
+use crate::ping::{self, Pinger, Run};
 use crate::util::{fail, CliResult, Context};
 
 /// Without a subcommand: the main job (ping against a pong child, against the floor).
@@ -60,23 +59,14 @@ pub fn run(args: &Args) -> CliResult {
     println!("demo: started pong as pid {child_pid}");
     let result = (|| -> CliResult {
         let mut p = Pinger::from_parts(tx, rx)?;
-        let chan = ChanArgs {
-            create: false,
-            capacity: 0,
-            max_msg: None,
-            mode: 0o600,
-            wait: args.wait,
-            open_timeout: 0.0,
-        };
-        let mut ping_args = PingArgs {
+        let mut ping_args = Run {
             channel: name.clone(),
-            chan,
+            wait: args.wait,
             count: args.count,
             size: 64,
             warmup: args.count / 10,
             floor: true,
             stream: false,
-            json: false,
         };
         println!(
             "demo: {} round trips of 64 B, then the floor between the same two processes:",

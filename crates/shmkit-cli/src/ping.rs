@@ -345,7 +345,7 @@ impl<'a> FloorWords<'a> {
 
 pub fn run_ping(args: &PingArgs) -> CliResult {
     let mut p = Pinger::connect(&args.channel, &args.chan)?;
-    let report = measure(&mut p, args);
+    let report = measure(&mut p, &args.run());
     // Close both ends, then whichever side finishes last removes the pair.
     drop(p);
     let (req, rep) = duplex(&args.channel)?;
@@ -355,7 +355,35 @@ pub fn run_ping(args: &PingArgs) -> CliResult {
 }
 
 /// Runs what `args` asks for over a connected pinger.
-pub fn measure(p: &mut Pinger, args: &PingArgs) -> CliResult<PingReport> {
+/// What one measurement over a connected pinger does (from `ping`'s options, or
+/// built by `demo`).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub channel: Name,
+    /// How both sides wait (for the report).
+    pub wait: WaitStrategy,
+    pub size: u64,
+    pub count: u64,
+    pub warmup: u64,
+    pub floor: bool,
+    pub stream: bool,
+}
+
+impl PingArgs {
+    fn run(&self) -> Run {
+        Run {
+            channel: self.channel.clone(),
+            wait: self.chan.wait,
+            size: self.size,
+            count: self.count,
+            warmup: self.warmup,
+            floor: self.floor,
+            stream: self.stream,
+        }
+    }
+}
+
+pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
     let size = usize::try_from(args.size).map_err(|_| Failure("size too large".into()))?;
     if size > p.tx.max_message() {
         return fail(format!(
@@ -366,7 +394,7 @@ pub fn measure(p: &mut Pinger, args: &PingArgs) -> CliResult<PingReport> {
     let mut report = PingReport {
         channel: args.channel.to_string(),
         size: args.size,
-        wait: args.chan.wait.to_string(),
+        wait: args.wait.to_string(),
         cpu_ping: wait::current_cpu(),
         cpu_pong: u32::MAX,
         latency: None,
