@@ -126,15 +126,7 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
                 out.flush().context("writing output")?;
                 match timeout {
                     Some(t) => rx.recv_timeout(&mut buf, t),
-                    None => rx.recv(&mut buf).map_err(|e| match e {
-                        shmkit::channel::RecvError::Disconnected => RecvTimeoutError::Disconnected,
-                        shmkit::channel::RecvError::PeerDead { pid } => {
-                            RecvTimeoutError::PeerDead { pid }
-                        }
-                        shmkit::channel::RecvError::Corrupt { what } => {
-                            RecvTimeoutError::Corrupt { what }
-                        }
-                    }),
+                    None => rx.recv(&mut buf).map_err(RecvTimeoutError::from),
                 }
             }
         };

@@ -205,3 +205,15 @@ recv_error!(
         Timeout
     }
 );
+
+impl From<RecvError> for RecvTimeoutError {
+    /// A blocking receive's outcome as a timed receive's: every `RecvError` is also a
+    /// `RecvTimeoutError`.
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Disconnected => RecvTimeoutError::Disconnected,
+            RecvError::PeerDead { pid } => RecvTimeoutError::PeerDead { pid },
+            RecvError::Corrupt { what } => RecvTimeoutError::Corrupt { what },
+        }
+    }
+}
