@@ -3,6 +3,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod article;
+mod bench;
 mod chan;
 mod channel_view;
 mod create;
@@ -68,6 +69,11 @@ enum Command {
     Where(where_::Args),
     /// Stream N checksummed messages to a verifying process; report loss and rate.
     Soak(soak::Args),
+    /// Compare every IPC mechanism (pipes, sockets, queues, signals, raw shm, shmkit)
+    /// against the machine's physical floor, measured in the same run.
+    Bench(bench::Args),
+    #[command(name = "__bench-peer", hide = true)]
+    BenchPeer(bench::harness::PeerArgs),
     #[command(name = "__soak-verify", hide = true)]
     SoakVerify(soak::ChildArgs),
 }
@@ -90,6 +96,8 @@ fn main() {
         Command::Where(a) => where_::run(a),
         Command::Soak(a) => soak::run(a),
         Command::SoakVerify(a) => soak::run_child(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchPeer(a) => bench::harness::run(a),
     };
     if let Err(e) = result {
         eprintln!("shmkit: {e}");

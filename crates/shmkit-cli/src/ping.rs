@@ -414,28 +414,11 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
             report.floor_futex = Some(p.floor(true, args.warmup / 10, args.count / 10)?);
         }
         let (b, rate) = p.round_trips(size, args.warmup / 10, args.count - half)?;
-        report.latency = Some(merge(a, b));
+        report.latency = Some(a.merge(&b));
         report.round_trips_per_sec = Some(rate);
     }
     report.cpu_pong = p.pong_cpu();
     Ok(report)
-}
-
-/// Combines two halves measured around the floor: percentiles are averaged weighted by
-/// sample count (both halves are large and from the same distribution).
-fn merge(a: Summary, b: Summary) -> Summary {
-    let (wa, wb) = (a.samples as f64, b.samples as f64);
-    let w = |x: f64, y: f64| if wa + wb == 0.0 { 0.0 } else { (x * wa + y * wb) / (wa + wb) };
-    Summary {
-        samples: a.samples + b.samples,
-        min: a.min.min(b.min),
-        p50: w(a.p50, b.p50),
-        p90: w(a.p90, b.p90),
-        p99: w(a.p99, b.p99),
-        p999: w(a.p999, b.p999),
-        max: a.max.max(b.max),
-        mean: w(a.mean, b.mean),
-    }
 }
 
 fn cpu(c: u32) -> String {

@@ -1,9 +1,9 @@
 //! Latency percentiles from raw samples.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Percentiles of a set of durations, in nanoseconds.
-#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
 pub struct Summary {
     pub samples: u64,
     pub min: f64,
@@ -34,6 +34,23 @@ impl Summary {
             p999: rank(99.9),
             max: ns[ns.len() - 1],
             mean: ns.iter().sum::<f64>() / ns.len() as f64,
+        }
+    }
+
+    /// Combines two runs of the same measurement: percentiles are averaged weighted by
+    /// sample count (both runs are large and from the same distribution).
+    pub fn merge(&self, other: &Summary) -> Summary {
+        let (wa, wb) = (self.samples as f64, other.samples as f64);
+        let w = |x: f64, y: f64| if wa + wb == 0.0 { 0.0 } else { (x * wa + y * wb) / (wa + wb) };
+        Summary {
+            samples: self.samples + other.samples,
+            min: self.min.min(other.min),
+            p50: w(self.p50, other.p50),
+            p90: w(self.p90, other.p90),
+            p99: w(self.p99, other.p99),
+            p999: w(self.p999, other.p999),
+            max: self.max.max(other.max),
+            mean: w(self.mean, other.mean),
         }
     }
 
