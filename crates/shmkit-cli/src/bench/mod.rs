@@ -236,7 +236,10 @@ pub fn run(args: &Args) -> CliResult {
     if !to_stdout {
         report.print_table();
     }
-    Ok(())
+    match report.rows.iter().filter(|r| r.status == "failed").count() {
+        0 => Ok(()),
+        n => fail(format!("{n} of {} rows failed (their notes say why)", report.rows.len())),
+    }
 }
 
 fn run_row(plan: &Plan, mech: Mech, size: usize, index: usize) -> Row {

@@ -1,0 +1,189 @@
+//! `shmkit bench` end to end: every mechanism at every size runs in real peer
+//! processes and reports figures; large messages survive partial reads; a hung row is
+//! killed and reported without hanging the run. No timing thresholds: the figures
+//! only have to exist and be consistent.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn shmkit(args: &[&str]) -> (Output, u32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shmkit");
+    let pid = child.id();
+    (child.wait_with_output().expect("wait for shmkit"), pid)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("shmkit-benchtest.{}.{name}", std::process::id()))
+}
+
+/// Runs `bench ARGS --json FILE`; returns the exit status, the report and stderr.
+fn bench(args: &[&str]) -> (bool, Value, String) {
+    let json = scratch(&format!("{}.json", args.join("_").replace(['/', ','], "-")));
+    let mut all = vec!["bench", "--json", json.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (out, pid) = shmkit(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    std::fs::remove_file(&json).unwrap();
+    assert_no_leftovers(pid);
+    (out.status.success(), serde_json::from_str(&text).unwrap(), stderr)
+}
+
+/// Nothing of run `pid` is left in /dev/shm or the temporary directory.
+fn assert_no_leftovers(pid: u32) {
+    let prefix = format!("shmkit.bench.{pid}.");
+    let shm: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(shm.is_empty(), "left in /dev/shm: {shm:?}");
+    let dir = std::env::temp_dir().join(format!("shmkit-bench.{pid}"));
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+fn rows(report: &Value) -> &Vec<Value> {
+    report["rows"].as_array().expect("rows")
+}
+
+fn mechanisms() -> Vec<String> {
+    let (out, _) = shmkit(&["bench", "--list"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn quick_bench_reports_every_mechanism_at_every_size() {
+    let svg = scratch("chart.svg");
+    let (ok, report, stderr) = bench(&["--quick", "--chart", svg.to_str().unwrap()]);
+    assert!(ok, "bench failed: {stderr}");
+    let mechs = mechanisms();
+    assert!(mechs.len() >= 19, "{mechs:?}");
+    for size in [64u64, 1024, 65536, 1 << 20] {
+        for mech in &mechs {
+            let found: Vec<&Value> = rows(&report)
+                .iter()
+                .filter(|r| r["mechanism"] == mech.as_str() && r["size"] == size)
+                .collect();
+            assert_eq!(found.len(), 1, "{mech} {size}: {found:?}");
+            let r = found[0];
+            if r["status"] == "n/a" {
+                // Only a real system limit below the size excuses a row.
+                let note = r["note"].as_str().unwrap();
+                let limit: u64 = note
+                    .split("limit ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(limit < size, "{mech} {size}: {note}");
+                continue;
+            }
+            assert_eq!(r["status"], "ok", "{mech} {size}: {r}");
+            let positive = |v: &Value| v.as_f64().is_some_and(|x| x > 0.0);
+            if r["class"] != "copy" {
+                assert!(positive(&r["latency"]["p50"]), "{mech} {size}: {r}");
+                assert!(positive(&r["round_trips_per_sec"]), "{mech} {size}: {r}");
+                assert!(r["latency"]["p50"].as_f64() <= r["latency"]["max"].as_f64());
+                assert!(r["cpu_pong"].is_u64(), "{mech} {size}: {r}");
+            }
+            if r["class"] != "floor" {
+                assert!(positive(&r["stream"]["messages_per_sec"]), "{mech} {size}: {r}");
+                assert!(positive(&r["stream"]["bytes_per_sec"]), "{mech} {size}: {r}");
+            }
+            if r["class"] == "ipc" {
+                assert!(positive(&r["vs_floor"]), "{mech} {size}: {r}");
+            }
+        }
+    }
+    // Pinned by default on a machine with two CPUs: the peers report where they ran.
+    if report["machine"]["allowed_cpus"].as_array().unwrap().len() >= 2 {
+        let r = rows(&report).iter().find(|r| r["mechanism"] == "shmkit-spin").unwrap();
+        assert_eq!(r["cpu_ping"], report["settings"]["cpu_ping"]);
+        assert_eq!(r["cpu_pong"], report["settings"]["cpu_pong"]);
+    }
+    assert!(report["machine"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    for mech in &mechs {
+        assert!(chart.contains(&format!(">{mech}<")), "{mech} missing from the chart");
+    }
+}
+
+#[test]
+fn large_messages_cross_stream_sockets_whole_despite_partial_reads() {
+    // 64 KiB and 1 MiB messages arrive in many pieces over unix stream sockets and
+    // TCP (ipc-bench treats a short read as fatal at these sizes).
+    let (ok, report, stderr) =
+        bench(&["--mech", "unix-stream,tcp", "--sizes", "64K,1M", "--count", "200"]);
+    assert!(ok, "bench failed: {stderr}");
+    for mech in ["unix-stream", "tcp"] {
+        for size in [65536u64, 1 << 20] {
+            let r = rows(&report)
+                .iter()
+                .find(|r| r["mechanism"] == mech && r["size"] == size)
+                .unwrap_or_else(|| panic!("{mech} {size} missing"));
+            assert_eq!(r["status"], "ok", "{r}");
+            // Every round trip and every streamed message came back whole and in order
+            // (ping checks each reply's sequence number, pong each streamed one).
+            assert_eq!(r["round_trips"], 200, "{r}");
+            assert_eq!(r["stream"]["messages"], 200, "{r}");
+        }
+    }
+}
+
+#[test]
+fn a_row_that_outlives_its_timeout_is_killed_and_reported() {
+    // Sleep-polling takes tens of µs per round trip: 10^8 of them cannot finish in 1 s.
+    let (ok, report, stderr) = bench(&[
+        "--mech",
+        "sysv-shm-sleep",
+        "--sizes",
+        "64",
+        "--count",
+        "100000000",
+        "--timeout",
+        "1",
+    ]);
+    assert!(!ok, "a failed row must fail the run");
+    assert!(stderr.contains("rows failed"), "{stderr}");
+    let r = rows(&report).iter().find(|r| r["mechanism"] == "sysv-shm-sleep").unwrap();
+    assert_eq!(r["status"], "failed");
+    assert!(r["note"].as_str().unwrap().contains("timed out"), "{r}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    let (out, _) = shmkit(&["bench", "--mech", "carrier-pigeon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown mechanism") && err.contains("shmkit-spin"), "{err}");
+    for (args, says) in [
+        (&["bench", "--sizes", "4"][..], "out of range"),
+        (&["bench", "--pin", "0,4096"][..], "not available"),
+        (&["bench", "--duration", "0"][..], "--duration"),
+    ] {
+        let (out, _) = shmkit(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (out, _) = shmkit(&["bench", "--pin", "sideways"]);
+    assert_eq!(out.status.code(), Some(2));
+}
