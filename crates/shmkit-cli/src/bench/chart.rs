@@ -19,7 +19,16 @@ const TOP: f64 = 70.0;
 struct Panel<'a> {
     title: &'a str,
     value: &'a dyn Fn(&super::report::Row) -> Option<f64>,
-    label: &'a dyn Fn(f64) -> String,
+    /// Units for 10^0, 10^3, 10^6, … of the value.
+    units: &'a [&'a str],
+}
+
+/// `10^d` of a value with `units` per factor 1000: `100 ns`, `1 µs`, `10 GB/s`.
+fn decade_label(d: i32, units: &[&str]) -> String {
+    let d = d.max(0) as usize;
+    let unit = units[(d / 3).min(units.len() - 1)];
+    let mantissa = 10f64.powi((d - 3 * (d / 3).min(units.len() - 1)) as i32);
+    format!("{mantissa} {unit}")
 }
 
 pub fn write(report: &Report, path: &Path) -> CliResult {
@@ -37,7 +46,7 @@ fn render(report: &Report) -> String {
     }
     let group = ROW * sizes.len() as f64 + 6.0;
     let height = TOP + group * mechs.len() as f64 + 50.0;
-    let width = 2.0 * (LABEL + PANEL) + 40.0;
+    let width = 2.0 * (LABEL + PANEL) + 80.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -62,12 +71,12 @@ fn render(report: &Report) -> String {
     let latency = Panel {
         title: "one-way latency p50 (log scale, lower is better)",
         value: &|r| r.latency.filter(|_| r.status == "ok").map(|l| l.p50),
-        label: &|v| ns(v),
+        units: &["ns", "µs", "ms", "s"],
     };
     let stream = Panel {
         title: "streaming throughput, bytes/s (log scale, higher is better)",
         value: &|r| r.stream.filter(|_| r.status == "ok").map(|t| t.bytes_per_sec),
-        label: &|v| format!("{}B/s", rate(v)),
+        units: &["B/s", "kB/s", "MB/s", "GB/s", "TB/s"],
     };
     for (p, panel) in [latency, stream].iter().enumerate() {
         let x0 = 10.0 + p as f64 * (LABEL + PANEL + 20.0);
@@ -95,13 +104,15 @@ fn draw_panel(s: &mut String, report: &Report, mechs: &[&str], panel: &Panel, x0
     let hi = values.iter().copied().fold(0.0, f64::max).log10().ceil().max(lo + 1.0);
     let px = |v: f64| x0 + LABEL + (v.log10() - lo) / (hi - lo) * PANEL;
     let bottom = TOP + group * mechs.len() as f64;
-    for decade in lo as i32..=hi as i32 {
+    // At most about six labelled decades, so the labels never overlap.
+    let step = ((hi - lo) / 6.0).ceil().max(1.0) as usize;
+    for decade in (lo as i32..=hi as i32).step_by(step) {
         let x = px(10f64.powi(decade));
         let _ = writeln!(
             s,
             r##"<line x1="{x}" y1="{TOP}" x2="{x}" y2="{bottom}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
             bottom + 14.0,
-            esc(&(panel.label)(10f64.powi(decade)))
+            esc(&decade_label(decade, panel.units))
         );
     }
     for (m, mech) in mechs.iter().enumerate() {
@@ -131,9 +142,18 @@ fn draw_panel(s: &mut String, report: &Report, mechs: &[&str], panel: &Panel, x0
                 ROW - 1.0,
                 COLOURS[i % COLOURS.len()],
                 human_size(*size),
-                esc(&(panel.label)(v))
+                esc(&figure(v, panel.units))
             );
         }
+    }
+}
+
+/// A bar's exact figure, for its tooltip.
+fn figure(v: f64, units: &[&str]) -> String {
+    if units[0] == "ns" {
+        ns(v)
+    } else {
+        format!("{}B/s", rate(v))
     }
 }
 
