@@ -230,7 +230,7 @@ impl Report {
             let pb = self.find(b, size).and_then(Row::p50);
             if let (Some(pa), Some(pb)) = (pa, pb) {
                 out.push(Comparison {
-                    what: format!("{} B p50: {a} {} / {b} {}", size, ns(pa), ns(pb)),
+                    what: format!("{} p50: {a} {} / {b} {}", human_size(size), ns(pa), ns(pb)),
                     ratio: pa / pb,
                 });
             }
