@@ -57,6 +57,13 @@ pub fn run(args: &Args) -> CliResult {
         .context("cannot start the pong process")?;
     let child_pid = child.id();
     println!("demo: started pong as pid {child_pid}");
+    // One process per CPU, as a latency-sensitive pair would be deployed; left to the
+    // scheduler the two can share a CPU for a while and measure a context switch.
+    if let Some((mine, pong)) = crate::cpus::pair() {
+        if crate::cpus::pin(0, mine).and(crate::cpus::pin(child_pid, pong)).is_ok() {
+            println!("demo: pinned this process to CPU {mine} and pong to CPU {pong}");
+        }
+    }
     let result = (|| -> CliResult {
         let mut p = Pinger::from_parts(tx, rx)?;
         let mut ping_args = Run {

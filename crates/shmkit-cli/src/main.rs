@@ -6,6 +6,7 @@ mod article;
 mod bench;
 mod chan;
 mod channel_view;
+mod cpus;
 mod create;
 mod demo;
 mod dump;

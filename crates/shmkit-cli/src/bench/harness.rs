@@ -100,7 +100,7 @@ impl Budget {
 
 pub fn run(args: &PeerArgs) -> CliResult {
     if let Some(cpu) = args.cpu {
-        pin(cpu).map_err(|e| Failure(format!("cannot pin to CPU {cpu}: {e}")))?;
+        crate::cpus::pin(0, cpu).map_err(|e| Failure(format!("cannot pin to CPU {cpu}: {e}")))?;
     }
     let ctx = Ctx {
         mech: args.mech,
@@ -322,23 +322,5 @@ fn memcpy(args: &PeerArgs) -> CliResult {
         }),
     };
     println!("{}", serde_json::to_string(&figures).map_err(|e| Failure(e.to_string()))?);
-    Ok(())
-}
-
-/// `sched_setaffinity(0, {cpu})`.
-fn pin(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it (cpu is below
-    // CPU_SETSIZE, checked above) and sched_setaffinity reads size_of bytes of it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
     Ok(())
 }

@@ -113,22 +113,9 @@ impl FromStr for Pin {
     }
 }
 
-/// The CPUs this process may run on (`sched_getaffinity`).
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes size_of bytes of it and
-    // CPU_ISSET reads within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
-    }
-}
-
 /// (ping CPU, pong CPU) for `pin`, checked against the allowed CPUs.
 fn placement(pin: Pin) -> CliResult<(Option<usize>, Option<usize>)> {
-    let allowed = allowed_cpus();
+    let allowed = crate::cpus::allowed();
     let check = |c: usize| {
         if allowed.is_empty() || allowed.contains(&c) {
             Ok(c)

@@ -130,7 +130,7 @@ impl Machine {
         Machine {
             cpu_model: field("model name").unwrap_or_else(|| "unknown CPU".into()),
             logical_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            allowed_cpus: super::allowed_cpus(),
+            allowed_cpus: crate::cpus::allowed(),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
             virtualised: field("flags").is_some_and(|f| f.split(' ').any(|w| w == "hypervisor")),
