@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
-use shmkit::channel::spsc;
+use shmkit::channel::{broadcast, spsc};
 use shmkit::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use shmkit::sync::peer::Liveness;
 use shmkit::Segment;
@@ -28,12 +28,16 @@ pub struct ObjectView {
     pub endpoints: Vec<EndpointView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<spsc::Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<broadcast::Status>,
 }
 
 fn role(object: ObjectKind, index: u32) -> &'static str {
     match (object, index) {
         (ObjectKind::Spsc, spsc::SENDER) => "sender",
         (ObjectKind::Spsc, spsc::RECEIVER) => "receiver",
+        (ObjectKind::Broadcast, broadcast::PUBLISHER) => "publisher",
+        (ObjectKind::Broadcast, _) => "subscriber",
         _ => "endpoint",
     }
 }
@@ -62,12 +66,18 @@ pub fn object_view(seg: &Segment, h: &HeaderInfo) -> ObjectView {
         .filter_map(|i| {
             layout::endpoint(seg, h, i).ok().map(|ep| endpoint_view(role(h.object, i), ep))
         })
+        // A broadcast channel has up to 64 subscriber records: show the used ones.
+        .filter(|e| h.object != ObjectKind::Broadcast || e.state != "free" || e.role == "publisher")
         .collect();
     let channel = match h.object {
         ObjectKind::Spsc => spsc::status(seg, h).ok(),
-        ObjectKind::Raw => None,
+        _ => None,
     };
-    ObjectView { endpoints, channel }
+    let broadcast = match h.object {
+        ObjectKind::Broadcast => broadcast::status(seg, h).ok(),
+        _ => None,
+    };
+    ObjectView { endpoints, channel, broadcast }
 }
 
 /// Lines for the text form of `info`.
@@ -81,7 +91,29 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
         let pct = if c.capacity == 0 { 0.0 } else { 100.0 * c.used as f64 / c.capacity as f64 };
         out.push(("fill", format!("{} bytes ({pct:.1}%)", c.used)));
     }
-    for e in &view.endpoints {
+    if let Some(b) = &view.broadcast {
+        out.push(("slots", format!("{} x {} bytes", b.slots, b.slot_size)));
+        out.push(("max message", b.max_message.to_string()));
+        out.push(("overflow", b.overflow.to_string()));
+        out.push(("published", b.head.to_string()));
+        let live = b.subscribers.iter().filter(|s| s.state == "attached").count();
+        out.push(("subscribers", format!("{live} attached of {} records", b.subscriber_records)));
+        for s in &b.subscribers {
+            let alive = match s.alive {
+                Liveness::Alive => ", alive",
+                Liveness::Dead if s.state == "attached" => ", DEAD",
+                _ => "",
+            };
+            out.push((
+                "subscriber",
+                format!(
+                    "#{} pid {} {}{alive}: cursor {}, lag {}, missed {}, received {}",
+                    s.index, s.pid, s.state, s.cursor, s.lag, s.missed, s.received
+                ),
+            ));
+        }
+    }
+    for e in view.endpoints.iter().filter(|e| view.broadcast.is_none() || e.role == "publisher") {
         let alive = match e.alive {
             Some(true) => ", alive",
             Some(false) => ", DEAD",

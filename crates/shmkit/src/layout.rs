@@ -67,6 +67,8 @@ pub enum ObjectKind {
     Raw = 1,
     /// A single-producer single-consumer message channel.
     Spsc = 2,
+    /// A one-publisher, many-subscriber message channel.
+    Broadcast = 3,
 }
 
 impl ObjectKind {
@@ -75,6 +77,7 @@ impl ObjectKind {
         match tag {
             1 => Some(ObjectKind::Raw),
             2 => Some(ObjectKind::Spsc),
+            3 => Some(ObjectKind::Broadcast),
             _ => None,
         }
     }
@@ -84,6 +87,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Raw => "raw",
             ObjectKind::Spsc => "spsc",
+            ObjectKind::Broadcast => "broadcast",
         }
     }
 }

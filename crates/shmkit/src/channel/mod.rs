@@ -1,12 +1,15 @@
 //! Channels over shared segments.
 //!
 //! - [`spsc`]: one sender, one receiver, variable-length messages, zero-copy loans.
+//! - [`broadcast`]: one publisher, up to 64 subscribers, each with its own cursor;
+//!   slow subscribers are either overtaken (`Lagged`) or waited for.
 //!
 //! Errors follow crossbeam's vocabulary (`Full`, `Empty`, `Timeout`, `Disconnected`)
 //! plus what shared memory adds: `PeerDead` (the other process died without closing),
 //! `TooLarge`, and `Corrupt` (the segment holds impossible values; never a panic).
 //! Send errors hand the message back.
 
+pub mod broadcast;
 pub mod ring;
 pub mod spsc;
 
@@ -25,6 +28,8 @@ pub(crate) enum Fault {
     PeerDead(u32),
     TooLarge(usize, usize),
     Corrupt(String),
+    /// A broadcast subscriber fell a ring behind and skipped this many messages.
+    Lagged(u64),
 }
 
 macro_rules! send_error {
@@ -132,23 +137,33 @@ send_error!(
     }
 );
 
+/// Declares a receive error enum: the listed unit variants, optionally a `Lagged`
+/// variant (broadcast), then what every receive can end with. `$peer` names the other
+/// side in messages ("sender", "publisher").
 macro_rules! recv_error {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),* }) => {
+    ($(#[$doc:meta])* $name:ident ($peer:literal) {
+        $($(#[$vdoc:meta])* $variant:ident),*
+    } $(+ $lagged:ident)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum $name {
             $($(#[$vdoc])* $variant,)*
-            /// The sender closed its end and every message it sent has been received.
+            $(
+                /// This subscriber fell more than a ring behind: `missed` messages were
+                /// overwritten before it read them. The next receive returns the oldest
+                /// message still available.
+                $lagged { missed: u64 },
+            )?
+            #[doc = concat!("The ", $peer, " closed its end and every message it sent has been received.")]
             Disconnected,
-            /// The sender's process died and every message it committed has been
-            /// received.
+            #[doc = concat!("The ", $peer, "'s process died and every message it committed has been received.")]
             PeerDead { pid: u32 },
             /// The segment holds values no correct peer writes.
             Corrupt { what: String },
         }
 
         impl $name {
-            /// True when the sender is gone (closed or dead) and the channel is drained.
+            #[doc = concat!("True when the ", $peer, " is gone (closed or dead) and the channel is drained.")]
             pub fn is_disconnected(&self) -> bool {
                 matches!(self, $name::Disconnected | $name::PeerDead { .. })
             }
@@ -157,6 +172,7 @@ macro_rules! recv_error {
             pub(crate) fn from_fault(fault: Fault) -> Self {
                 match fault {
                     $(Fault::$variant => $name::$variant,)*
+                    $(Fault::Lagged(missed) => $name::$lagged { missed },)?
                     Fault::Disconnected => $name::Disconnected,
                     Fault::PeerDead(pid) => $name::PeerDead { pid },
                     Fault::Corrupt(what) => $name::Corrupt { what },
@@ -165,12 +181,15 @@ macro_rules! recv_error {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 match self {
-                    $($name::$variant => f.write_str(recv_text(stringify!($variant))),)*
-                    $name::Disconnected => f.write_str("the sender closed the channel"),
-                    $name::PeerDead { pid } => write!(f, "the sender (pid {pid}) died"),
+                    $($name::$variant => f.write_str($crate::channel::recv_text(stringify!($variant))),)*
+                    $($name::$lagged { missed } => {
+                        write!(f, "lagged: {missed} messages were overwritten before they were read")
+                    })?
+                    $name::Disconnected => write!(f, "the {} closed the channel", $peer),
+                    $name::PeerDead { pid } => write!(f, "the {} (pid {pid}) died", $peer),
                     $name::Corrupt { what } => write!(f, "corrupt channel: {what}"),
                 }
             }
@@ -179,8 +198,9 @@ macro_rules! recv_error {
         impl std::error::Error for $name {}
     };
 }
+pub(crate) use recv_error;
 
-fn recv_text(variant: &str) -> &'static str {
+pub(crate) fn recv_text(variant: &str) -> &'static str {
     match variant {
         "Empty" => "receiving on an empty channel",
         _ => "timed out receiving on an empty channel",
@@ -189,18 +209,18 @@ fn recv_text(variant: &str) -> &'static str {
 
 recv_error!(
     /// Error of [`Receiver::recv`].
-    RecvError {}
+    RecvError("sender") {}
 );
 recv_error!(
     /// Error of [`Receiver::try_recv`].
-    TryRecvError {
+    TryRecvError("sender") {
         /// No message now.
         Empty
     }
 );
 recv_error!(
     /// Error of [`Receiver::recv_timeout`].
-    RecvTimeoutError {
+    RecvTimeoutError("sender") {
         /// No message before the deadline.
         Timeout
     }

@@ -538,8 +538,9 @@ impl Sender {
         }
         let Some(timeout) = deadline.timeout() else { return Err(Fault::Full) };
         let producer = &mut self.producer;
+        let me = shared.endpoint(SENDER);
         let result =
-            wait::wait_for(self.side.wait, shared.endpoint(SENDER), receiver, timeout, || {
+            wait::wait_for(self.side.wait, me, wait::Park::of(me), receiver, timeout, || {
                 match producer.try_reserve(shared, len as u64) {
                     Ok(r) => Some(Ok(r)),
                     Err(ReserveError::Full) => None,
@@ -794,7 +795,8 @@ impl Receiver {
                 (None, None) => Err(Fault::Empty),
             };
         };
-        match wait::wait_for(self.side.wait, shared.endpoint(RECEIVER), sender, timeout, peek) {
+        let me = shared.endpoint(RECEIVER);
+        match wait::wait_for(self.side.wait, me, wait::Park::of(me), sender, timeout, peek) {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
         }

@@ -1,11 +1,12 @@
 //! How a side waits for its peer: spin, then yield, then park on a shared futex.
 //!
 //! # The sleep/wake protocol (no lost wake-ups, no syscall on the hot path)
-//! The sleeper owns an [`Endpoint`]'s `futex` and `waiting` words:
+//! The sleeper parks on a `futex` and a `waiting` word ([`Park`]: its [`Endpoint`]'s
+//! own, or a pair shared by many sleepers, where `waiting` counts them):
 //! ```text
 //! sleeper                                  waker (after publishing, Release)
 //! seq = futex.load(Acquire)                fence(SeqCst)
-//! waiting.store(1); fence(SeqCst)          if waiting.load() == 1 {
+//! waiting += 1; fence(SeqCst)             if waiting.load() != 0 {
 //! if condition holds: done                     futex.fetch_add(1); FUTEX_WAKE
 //! FUTEX_WAIT(futex, seq, timeout)          }
 //! ```
@@ -38,7 +39,7 @@
 //! A parked side wakes at least every [`LIVENESS_PERIOD`] to check that its peer is
 //! alive, so a peer killed by SIGKILL is noticed within that period.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::layout::{endpoint_flags, endpoint_state, Endpoint};
@@ -203,6 +204,43 @@ pub fn wake(peer: &Endpoint) {
     futex::wake(&peer.futex, 1);
 }
 
+/// The two words a waiter parks on: `futex` (a sequence bumped by every wake-up) and
+/// `waiting` (how many sleep or are about to). An endpoint's own pair for a side with
+/// one peer; a shared pair when one waker serves many sleepers (a broadcast's
+/// subscribers), so that waking them costs one check however many there are.
+#[derive(Debug, Clone, Copy)]
+pub struct Park<'a> {
+    pub futex: &'a AtomicU32,
+    pub waiting: &'a AtomicU32,
+}
+
+impl<'a> Park<'a> {
+    /// The endpoint's own words.
+    pub fn of(e: &'a Endpoint) -> Park<'a> {
+        Park { futex: &e.futex, waiting: &e.waiting }
+    }
+
+    /// After publishing: wakes every sleeper, if there is one. Fenceless callers rely on
+    /// the sleepers' membarrier, as in [`notify`].
+    #[inline]
+    pub fn notify_all(&self, my_flags: u32) {
+        if my_flags & endpoint_flags::FENCELESS != 0 {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+        if self.waiting.load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every sleeper unconditionally.
+    pub fn wake_all(&self) {
+        self.futex.fetch_add(1, Ordering::Release);
+        futex::wake(self.futex, i32::MAX as u32);
+    }
+}
+
 /// The CPU this thread runs on, or `u32::MAX`.
 #[inline]
 pub fn current_cpu() -> u32 {
@@ -237,6 +275,7 @@ pub fn record_cpu(me: &Endpoint, cached: &mut u32) {
 pub fn wait_for<T>(
     strategy: WaitStrategy,
     me: &Endpoint,
+    park: Park<'_>,
     peer: &Endpoint,
     timeout: Option<Duration>,
     mut ready: impl FnMut() -> Option<T>,
@@ -309,8 +348,8 @@ pub fn wait_for<T>(
     // Phase 3: park on the futex.
     let mut barrier_ok = true;
     loop {
-        let seq = me.futex.load(Ordering::Acquire);
-        me.waiting.store(1, Ordering::Relaxed);
+        let seq = park.futex.load(Ordering::Acquire);
+        park.waiting.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if peer.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0
             && me.flags.load(Ordering::Relaxed) & endpoint_flags::EAGER_PARK == 0
@@ -318,23 +357,23 @@ pub fn wait_for<T>(
             barrier_ok = heavy_barrier();
         }
         if let Some(v) = ready() {
-            me.waiting.store(0, Ordering::Relaxed);
+            park.waiting.fetch_sub(1, Ordering::Relaxed);
             return Ok(v);
         }
         let now = Instant::now();
         if let Some(stop) = gone(now, &mut last_check) {
-            me.waiting.store(0, Ordering::Relaxed);
+            park.waiting.fetch_sub(1, Ordering::Relaxed);
             return finish(stop, &mut ready);
         }
         let mut nap = if barrier_ok { LIVENESS_PERIOD } else { Duration::from_millis(1) };
         if let Some(d) = deadline {
             if now >= d {
-                me.waiting.store(0, Ordering::Relaxed);
+                park.waiting.fetch_sub(1, Ordering::Relaxed);
                 return finish(Stop::Timeout, &mut ready);
             }
             nap = nap.min(d - now);
         }
-        futex::wait(&me.futex, seq, Some(nap));
-        me.waiting.store(0, Ordering::Relaxed);
+        futex::wait(park.futex, seq, Some(nap));
+        park.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,1152 @@
+//! One publisher, many subscribers: every subscriber sees every message (or is told how
+//! many it missed), each at its own pace.
+//!
+//! ```text
+//! offset 0          Header            params: slots, slot size, max message, overflow, subscribers
+//! offset 128        Endpoint[0]       the publisher
+//! offset 192        Endpoint[1..=N]   subscribers (pid, start time, state, futex, flags)
+//! PUBLISHER_LINE    PublisherLine     head (publisher writes); bell + sleepers (shared park)
+//! + 128             CursorLine[N]     each subscriber's cursor (that subscriber writes)
+//! + 128·N           slots             `slots` × `slot_size` bytes: SlotHeader + message
+//! ```
+//! Offsets follow from N and are recomputed, not stored; every line is 128 bytes.
+//!
+//! # Slots (a seqlock each)
+//! Message number `p` goes to slot `p mod slots`. The publisher stores the slot's `seq`
+//! as `2p + 1` (being written), fences, writes length and bytes with relaxed atomic
+//! stores, stores `seq = 2p + 2` (Release), then `head = p + 1` (Release). A subscriber
+//! at cursor `c < head` loads `seq` (Acquire): `2c + 2` means its message is there; a
+//! larger value means a later lap has overwritten (or is overwriting) it. After copying
+//! the bytes out (relaxed atomic loads) it fences and loads `seq` again: unchanged
+//! means the copy is whole. A torn copy is never returned.
+//!
+//! # Overflow
+//! - [`Overflow::Overwrite`]: the publisher never waits and never looks at subscribers,
+//!   so its cost does not depend on how many there are. A subscriber more than a ring
+//!   behind gets [`RecvError::Lagged`] with the number of messages it lost and continues
+//!   from the oldest one still in the ring. Messages are copied out and checked
+//!   ([`Subscriber::recv_ref`] lends a validated copy).
+//! - [`Overflow::Backpressure`]: the publisher does not reuse a slot until every live
+//!   subscriber has passed it; it waits (or `try_send` says `Full`). It caches the
+//!   slowest cursor and rescans the N cursors only when the ring looks full. A
+//!   subscriber whose process died is skipped once its death is seen (pid + start time,
+//!   within the liveness period). Here [`Subscriber::recv_ref`] lends the slot in place.
+//!
+//! # Joining
+//! A subscriber claims a free (or dead) subscriber record, fences, reads `head` and sets
+//! its cursor there: it receives what is published after it joined. The fence pairs with
+//! the one before the publisher's rescan: a rescan that misses the new subscriber ran
+//! before it read `head`, so the cached minimum is at most that `head`, and the
+//! publisher cannot overwrite anything from the joining position on before its next
+//! rescan, which sees the subscriber.
+//!
+//! # Trust
+//! Positions, sequence numbers and lengths read from the segment are validated; a
+//! corrupt segment gives `Corrupt`, never an access outside the slot.
+
+use std::mem::size_of;
+use std::ops::Deref;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{recv_error, Fault, SendError, SendTimeoutError, TrySendError};
+use crate::error::{Error, Result};
+use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
+use crate::segment::{Name, Options, Segment};
+use crate::sync::peer::Liveness;
+use crate::sync::wait::{self, Park, Stop, WaitStrategy};
+
+/// Endpoint index of the publisher; subscribers are 1..=N.
+pub const PUBLISHER: u32 = 0;
+/// Most subscribers a channel can have.
+pub const MAX_SUBSCRIBERS: u32 = 64;
+/// Bytes before a slot's message.
+pub const SLOT_HEADER: usize = 16;
+/// How long an opener waits for a creator that is still initialising.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Indices into [`layout::Header::params`].
+pub mod param {
+    pub const SLOTS: usize = 0;
+    pub const SLOT_SIZE: usize = 1;
+    pub const MAX_MESSAGE: usize = 2;
+    pub const OVERFLOW: usize = 3;
+    pub const SUBSCRIBERS: usize = 4;
+}
+
+/// What the publisher does when the slowest subscriber is a whole ring behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum Overflow {
+    /// Overwrite the oldest message; the subscriber learns it `Lagged`.
+    Overwrite = 1,
+    /// Wait until every live subscriber has read it.
+    Backpressure = 2,
+}
+
+impl Overflow {
+    fn from_tag(tag: u64) -> Option<Overflow> {
+        match tag {
+            1 => Some(Overflow::Overwrite),
+            2 => Some(Overflow::Backpressure),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overflow::Overwrite => "overwrite",
+            Overflow::Backpressure => "backpressure",
+        })
+    }
+}
+
+impl std::str::FromStr for Overflow {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Overflow, String> {
+        match s {
+            "overwrite" => Ok(Overflow::Overwrite),
+            "backpressure" => Ok(Overflow::Backpressure),
+            _ => Err(format!("{s:?}: expected overwrite or backpressure")),
+        }
+    }
+}
+
+/// Parameters of a new broadcast channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Messages the ring holds: a power of two, 2 to 2^24 (default 1024).
+    pub slots: usize,
+    /// Largest message in bytes (default 1008: 1 KiB slots).
+    pub max_message: usize,
+    /// Subscriber records, 1 to [`MAX_SUBSCRIBERS`] (default 16).
+    pub subscribers: u32,
+    /// Default [`Overflow::Overwrite`].
+    pub overflow: Overflow,
+    /// Permission bits of a named segment (default 0600).
+    pub mode: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            slots: 1024,
+            max_message: 1008,
+            subscribers: 16,
+            overflow: Overflow::Overwrite,
+            mode: 0o600,
+        }
+    }
+}
+
+/// The publisher's line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct PublisherLine {
+    /// Number of messages published. Publisher writes (Release) after each; subscribers
+    /// load it (Acquire).
+    pub head: AtomicU64,
+    /// Futex the subscribers park on; the publisher bumps it to wake them.
+    pub bell: AtomicU32,
+    /// Subscribers parked or about to park on `bell`; the publisher makes a system call
+    /// only when it is not zero.
+    pub sleepers: AtomicU32,
+    pub reserved: [AtomicU64; 14],
+}
+
+/// A subscriber's line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct CursorLine {
+    /// The next message this subscriber reads. It writes (Release) after each message;
+    /// the publisher reads it (Acquire) when it rescans under backpressure.
+    pub cursor: AtomicU64,
+    /// Messages this subscriber lost to overwriting (for tools).
+    pub missed: AtomicU64,
+    /// Messages this subscriber received (for tools).
+    pub received: AtomicU64,
+    pub reserved: [AtomicU64; 13],
+}
+
+/// The first 16 bytes of every slot.
+#[repr(C, align(8))]
+#[derive(Debug)]
+pub struct SlotHeader {
+    /// `2p + 1` while message `p` is written, `2p + 2` once it is whole; 0: never used.
+    pub seq: AtomicU64,
+    /// Length of the message.
+    pub len: AtomicU32,
+    pub reserved: AtomicU32,
+}
+
+const _: () = assert!(size_of::<PublisherLine>() == 128);
+const _: () = assert!(size_of::<CursorLine>() == 128);
+const _: () = assert!(size_of::<SlotHeader>() == SLOT_HEADER);
+
+/// A channel's shape, from a [`Config`] or validated from a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub slots: u64,
+    pub slot_size: u64,
+    pub max_message: u64,
+    pub overflow: Overflow,
+    pub subscribers: u32,
+}
+
+impl Geometry {
+    fn new(slots: u64, max_message: u64, subscribers: u32, overflow: Overflow) -> std::result::Result<Geometry, String> {
+        if !slots.is_power_of_two() || !(2..=1 << 24).contains(&slots) {
+            return Err(format!("slots must be a power of two from 2 to 2^24, not {slots}"));
+        }
+        if max_message > 1 << 30 {
+            return Err(format!("max message {max_message} is over 1 GiB"));
+        }
+        if !(1..=MAX_SUBSCRIBERS).contains(&subscribers) {
+            return Err(format!("subscribers must be 1 to {MAX_SUBSCRIBERS}, not {subscribers}"));
+        }
+        let slot_size = (SLOT_HEADER as u64 + max_message).div_ceil(64) * 64;
+        let geo = Geometry { slots, slot_size, max_message, overflow, subscribers };
+        if geo.total() > 1 << 40 {
+            return Err(format!("{slots} slots of {slot_size} bytes are over 1 TiB"));
+        }
+        Ok(geo)
+    }
+
+    /// Offset of the [`PublisherLine`].
+    pub fn publisher_line(&self) -> usize {
+        layout::header_size(self.subscribers + 1).div_ceil(128) * 128
+    }
+
+    /// Offset of subscriber `i`'s [`CursorLine`] (`i` in 1..=N).
+    pub fn cursor_line(&self, i: u32) -> usize {
+        self.publisher_line() + 128 * i as usize
+    }
+
+    /// Offset of the first slot.
+    pub fn slots_offset(&self) -> usize {
+        self.cursor_line(self.subscribers + 1)
+    }
+
+    /// Bytes of the whole segment.
+    pub fn total(&self) -> u64 {
+        self.slots_offset() as u64 + self.slots * self.slot_size
+    }
+}
+
+impl Config {
+    fn geometry(&self) -> Result<Geometry> {
+        Geometry::new(self.slots as u64, self.max_message as u64, self.subscribers, self.overflow)
+            .map_err(Error::InvalidArgument)
+    }
+
+    /// Bytes a segment needs for this channel.
+    pub fn required_size(&self) -> Result<usize> {
+        Ok(self.geometry()?.total() as usize)
+    }
+}
+
+/// Writes a fresh channel into a newly created, zero-filled segment of exactly
+/// [`Config::required_size`] bytes.
+pub fn init(seg: &Segment, config: &Config) -> Result<()> {
+    let geo = config.geometry()?;
+    if seg.len() as u64 != geo.total() {
+        return Err(Error::InvalidArgument(format!(
+            "this broadcast channel needs a segment of exactly {} bytes, not {}",
+            geo.total(),
+            seg.len()
+        )));
+    }
+    let params = [
+        geo.slots,
+        geo.slot_size,
+        geo.max_message,
+        geo.overflow as u64,
+        u64::from(geo.subscribers),
+    ];
+    let h = layout::init(seg, ObjectKind::Broadcast, geo.subscribers + 1, &params)?;
+    layout::publish(h);
+    Ok(())
+}
+
+/// Creates a named segment holding a fresh channel (owned: dropping it removes the name).
+pub fn create(name: &Name, config: &Config) -> Result<Segment> {
+    let size = config.required_size()?;
+    let opts = Options { mode: config.mode, ..Options::default() };
+    let seg = Segment::create(name, size, &opts)?;
+    init(&seg, config)?;
+    Ok(seg)
+}
+
+/// Creates a channel in a sealed memfd.
+pub fn create_memfd(config: &Config) -> Result<Segment> {
+    let seg = Segment::create_memfd("shmkit-broadcast", config.required_size()?)?;
+    init(&seg, config)?;
+    Ok(seg)
+}
+
+/// Validates a broadcast header against the segment.
+pub fn geometry_of(seg: &Segment, info: &HeaderInfo) -> Result<Geometry> {
+    if info.object != ObjectKind::Broadcast {
+        return Err(Error::incompatible("object kind", info.object.name(), "broadcast"));
+    }
+    let p = &info.params;
+    let overflow = Overflow::from_tag(p[param::OVERFLOW])
+        .ok_or_else(|| Error::corrupt(format!("overflow policy {}", p[param::OVERFLOW])))?;
+    let subscribers = u32::try_from(p[param::SUBSCRIBERS]).unwrap_or(0);
+    let geo = Geometry::new(p[param::SLOTS], p[param::MAX_MESSAGE], subscribers, overflow)
+        .map_err(Error::corrupt)?;
+    if geo.slot_size != p[param::SLOT_SIZE] {
+        return Err(Error::incompatible("slot size", p[param::SLOT_SIZE], geo.slot_size));
+    }
+    if info.endpoint_count != subscribers + 1 {
+        return Err(Error::incompatible("endpoint count", info.endpoint_count, subscribers + 1));
+    }
+    if seg.len() as u64 != geo.total() {
+        return Err(Error::incompatible("segment size", seg.len(), geo.total()));
+    }
+    Ok(geo)
+}
+
+/// The mapped channel, shared by the handles of one process.
+#[derive(Debug)]
+struct Shared {
+    seg: Segment,
+    geo: Geometry,
+}
+
+impl Shared {
+    fn open(seg: Segment) -> Result<Shared> {
+        let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
+        let geo = geometry_of(&seg, &info)?;
+        Ok(Shared { seg, geo })
+    }
+
+    fn view(&self) -> View<'_> {
+        View { seg: &self.seg, geo: self.geo }
+    }
+}
+
+/// The parts of a validated channel (a segment that passed [`geometry_of`]).
+#[derive(Debug, Clone, Copy)]
+struct View<'a> {
+    seg: &'a Segment,
+    geo: Geometry,
+}
+
+impl<'a> View<'a> {
+    fn endpoint(self, index: u32) -> &'a Endpoint {
+        debug_assert!(index <= self.geo.subscribers);
+        let offset = layout::HEADER_SIZE + index as usize * layout::ENDPOINT_SIZE;
+        // SAFETY: geometry_of checked that the segment holds N + 1 endpoint records;
+        // 64-byte aligned; atomics only.
+        unsafe { &*self.seg.as_ptr().add(offset).cast::<Endpoint>() }
+    }
+
+    fn publisher_line(self) -> &'a PublisherLine {
+        // SAFETY: in bounds (geometry_of checked the size), 128-aligned, atomics only.
+        unsafe { &*self.seg.as_ptr().add(self.geo.publisher_line()).cast::<PublisherLine>() }
+    }
+
+    fn cursor_line(self, i: u32) -> &'a CursorLine {
+        debug_assert!((1..=self.geo.subscribers).contains(&i));
+        // SAFETY: as for publisher_line, for i in 1..=N.
+        unsafe { &*self.seg.as_ptr().add(self.geo.cursor_line(i)).cast::<CursorLine>() }
+    }
+
+    /// The slot of message `pos`, and its message area.
+    fn slot(self, pos: u64) -> (&'a SlotHeader, *mut u8) {
+        let index = (pos & (self.geo.slots - 1)) as usize;
+        let offset = self.geo.slots_offset() + index * self.geo.slot_size as usize;
+        // SAFETY: index < slots, so the slot lies inside the segment; 64-aligned; the
+        // header is accessed atomically, the message area through the copy helpers.
+        unsafe {
+            let base = self.seg.as_ptr().add(offset);
+            (&*base.cast::<SlotHeader>(), base.add(SLOT_HEADER))
+        }
+    }
+
+    /// The park the subscribers share.
+    fn bell(self) -> Park<'a> {
+        let line = self.publisher_line();
+        Park { futex: &line.bell, waiting: &line.sleepers }
+    }
+}
+
+/// Copies `src` into a slot's message area with relaxed 8-byte atomic stores (readers
+/// may be copying the same bytes under the seqlock).
+///
+/// # Safety
+/// `dst` is 8-aligned with room for `src.len()` rounded up to 8 bytes.
+unsafe fn store_words(dst: *mut u8, src: &[u8]) {
+    let words = dst.cast::<AtomicU64>();
+    let mut chunks = src.chunks_exact(8);
+    let mut i = 0;
+    for c in &mut chunks {
+        // SAFETY: word i is inside the area (caller), aligned, only accessed atomically.
+        unsafe { (*words.add(i)).store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed) };
+        i += 1;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        // SAFETY: the area is rounded up to whole words (caller).
+        unsafe { (*words.add(i)).store(u64::from_ne_bytes(last), Ordering::Relaxed) };
+    }
+}
+
+/// Copies a slot's message area out with relaxed 8-byte atomic loads.
+///
+/// # Safety
+/// `src` is 8-aligned with `dst.len()` rounded up to 8 readable bytes.
+unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
+    let words = src.cast::<AtomicU64>();
+    let mut chunks = dst.chunks_exact_mut(8);
+    let mut i = 0;
+    for c in &mut chunks {
+        // SAFETY: word i is inside the area (caller), aligned, only accessed atomically.
+        c.copy_from_slice(&unsafe { (*words.add(i)).load(Ordering::Relaxed) }.to_ne_bytes());
+        i += 1;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        // SAFETY: as above; the area is whole words.
+        let last = unsafe { (*words.add(i)).load(Ordering::Relaxed) }.to_ne_bytes();
+        let n = rest.len();
+        rest.copy_from_slice(&last[..n]);
+    }
+}
+
+fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// The publishing end. Dropping it closes the channel: subscribers receive what was
+/// published, then `Disconnected`.
+#[derive(Debug)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    /// Messages published (our copy of `head`).
+    head: u64,
+    /// Backpressure: the slowest live cursor at the last rescan, and whose it is.
+    slowest: u64,
+    laggard: Option<u32>,
+    /// Per subscriber record: the `attaches` count at which its holder was found dead
+    /// (skipped until someone attaches again), or `u32::MAX`.
+    dead: Vec<u32>,
+    wait: WaitStrategy,
+    flags: u32,
+    cpu: u32,
+}
+
+impl Publisher {
+    /// Creates a named channel and attaches as its publisher; the segment is removed
+    /// when the publisher is dropped (subscribers keep their mapping).
+    pub fn create(name: &Name, config: &Config) -> Result<Publisher> {
+        Publisher::from_segment(create(name, config)?)
+    }
+
+    /// Opens a named channel as its publisher.
+    pub fn open(name: &Name) -> Result<Publisher> {
+        Publisher::from_segment(Segment::open(name, &Options::default())?)
+    }
+
+    /// Attaches as the publisher of the channel in `seg`. A live publisher already
+    /// attached gives [`Error::Busy`]; a dead one is taken over.
+    pub fn from_segment(seg: Segment) -> Result<Publisher> {
+        Publisher::attach(Arc::new(Shared::open(seg)?))
+    }
+
+    fn attach(shared: Arc<Shared>) -> Result<Publisher> {
+        shared.view().endpoint(PUBLISHER).claim("publisher")?;
+        let head = shared.view().publisher_line().head.load(Ordering::Acquire);
+        if head >= 1 << 62 {
+            shared.view().endpoint(PUBLISHER).close();
+            return Err(Error::corrupt(format!("head {head}")));
+        }
+        let mut p = Publisher {
+            dead: vec![u32::MAX; shared.geo.subscribers as usize + 1],
+            shared,
+            head,
+            slowest: head,
+            laggard: None,
+            wait: WaitStrategy::default(),
+            flags: 0,
+            cpu: u32::MAX,
+        };
+        p.set_wait_strategy(WaitStrategy::default());
+        Ok(p)
+    }
+
+    /// How a blocked send waits (backpressure only).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        self.flags = wait::flags_for(wait);
+        self.shared.view().endpoint(PUBLISHER).flags.store(self.flags, Ordering::Relaxed);
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.shared.geo.max_message as usize
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.shared.geo
+    }
+
+    pub fn segment(&self) -> &Segment {
+        &self.shared.seg
+    }
+
+    /// Messages published so far.
+    pub fn published(&self) -> u64 {
+        self.head
+    }
+
+    /// Subscribers attached now (live or not yet found dead).
+    pub fn subscribers(&self) -> usize {
+        (1..=self.shared.geo.subscribers)
+            .filter(|&i| self.shared.view().endpoint(i).state.load(Ordering::Acquire) == endpoint_state::ATTACHED)
+            .count()
+    }
+
+    /// Publishes `msg`; under backpressure waits as long as the slowest live subscriber
+    /// needs.
+    pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
+        self.push(msg, Some(None)).map_err(|f| SendError::from_fault(f, msg))
+    }
+
+    /// Publishes `msg` if that needs no waiting (always, under `Overwrite`).
+    pub fn try_send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+        self.push(msg, None).map_err(|f| TrySendError::from_fault(f, msg))
+    }
+
+    /// Publishes `msg`, waiting at most `timeout` for room.
+    pub fn send_timeout<'a>(
+        &mut self,
+        msg: &'a [u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
+        self.push(msg, Some(Some(timeout))).map_err(|f| SendTimeoutError::from_fault(f, msg))
+    }
+
+    /// `wait`: None = do not wait, Some(None) = forever, Some(Some(t)) = up to t.
+    fn push(&mut self, msg: &[u8], wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
+        let geo = self.shared.geo;
+        if msg.len() as u64 > geo.max_message {
+            return Err(Fault::TooLarge(msg.len(), geo.max_message as usize));
+        }
+        if geo.overflow == Overflow::Backpressure && self.head - self.slowest >= geo.slots {
+            self.make_room(wait)?;
+        }
+        let pos = self.head;
+        let (slot, data) = self.shared.view().slot(pos);
+        slot.seq.store(2 * pos + 1, Ordering::Relaxed);
+        // Orders the odd `seq` before the bytes: a reader that sees any new byte and then
+        // re-reads `seq` sees it changed.
+        fence(Ordering::Release);
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        // SAFETY: the message area holds max_message bytes rounded up to 64, and
+        // msg.len() <= max_message; 16 bytes after a 64-aligned slot start is 8-aligned.
+        unsafe { store_words(data, msg) };
+        slot.seq.store(2 * pos + 2, Ordering::Release);
+        self.head = pos + 1;
+        self.shared.view().publisher_line().head.store(pos + 1, Ordering::Release);
+        self.shared.view().bell().notify_all(self.flags);
+        if pos % 64 == 0 {
+            wait::record_cpu(self.shared.view().endpoint(PUBLISHER), &mut self.cpu);
+        }
+        Ok(())
+    }
+
+    /// Finds the slowest live subscriber (`slowest`, `laggard`).
+    fn rescan(&mut self) {
+        // Pairs with a joining subscriber's fence (see the module docs).
+        fence(Ordering::SeqCst);
+        let (mut slowest, mut laggard) = (self.head, None);
+        for i in 1..=self.shared.geo.subscribers {
+            let e = self.shared.view().endpoint(i);
+            if e.state.load(Ordering::Acquire) != endpoint_state::ATTACHED
+                || self.dead[i as usize] == e.attaches.load(Ordering::Relaxed)
+            {
+                continue;
+            }
+            // A cursor past head is corrupt; treating it as head keeps us going.
+            let c = self.shared.view().cursor_line(i).cursor.load(Ordering::Acquire).min(self.head);
+            if c < slowest {
+                slowest = c;
+                laggard = Some(i);
+            }
+        }
+        self.slowest = slowest;
+        self.laggard = laggard;
+    }
+
+    fn has_room(&mut self) -> bool {
+        self.rescan();
+        self.head - self.slowest < self.shared.geo.slots
+    }
+
+    /// Backpressure: waits until the slot for `head` is free of live readers.
+    fn make_room(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
+        if self.has_room() {
+            return Ok(());
+        }
+        let Some(timeout) = wait else { return Err(Fault::Full) };
+        let deadline = deadline_of(timeout);
+        let shared = self.shared.clone();
+        let me = shared.view().endpoint(PUBLISHER);
+        loop {
+            let Some(laggard) = self.laggard else { return Ok(()) };
+            let peer = shared.view().endpoint(laggard);
+            let attaches = peer.attaches.load(Ordering::Relaxed);
+            let result = wait::wait_for(self.wait, me, Park::of(me), peer, remaining(deadline), || {
+                self.has_room().then_some(())
+            });
+            match result {
+                Ok(()) => return Ok(()),
+                Err(Stop::Timeout) => return Err(Fault::Timeout),
+                // Skip the dead until a new subscriber takes the record over.
+                Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
+                Err(Stop::Closed) => {}
+            }
+            if self.has_room() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.shared.view().endpoint(PUBLISHER).close();
+        self.shared.view().bell().wake_all();
+    }
+}
+
+recv_error!(
+    /// Error of [`Subscriber::recv`].
+    RecvError("publisher") {} + Lagged
+);
+recv_error!(
+    /// Error of [`Subscriber::try_recv`].
+    TryRecvError("publisher") {
+        /// No message now.
+        Empty
+    } + Lagged
+);
+recv_error!(
+    /// Error of [`Subscriber::recv_timeout`].
+    RecvTimeoutError("publisher") {
+        /// No message before the deadline.
+        Timeout
+    } + Lagged
+);
+
+/// What a look at the subscriber's next slot found.
+enum Step {
+    /// The message at the cursor is whole: its `seq` and length.
+    Ready(u64, usize),
+    Empty,
+    Fault(Fault),
+}
+
+/// A subscribing end. Dropping it frees its subscriber record.
+#[derive(Debug)]
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    /// Our record, 1..=N.
+    index: u32,
+    /// The next message to read (our copy of the cursor line).
+    cursor: u64,
+    wait: WaitStrategy,
+    flags: u32,
+    cpu: u32,
+    /// Overwrite mode: the validated copy a [`ReadGrant`] lends.
+    copy: Vec<u8>,
+}
+
+impl Subscriber {
+    /// Opens a named channel as a new subscriber.
+    pub fn open(name: &Name) -> Result<Subscriber> {
+        Subscriber::from_segment(Segment::open(name, &Options::default())?)
+    }
+
+    /// Creates a named channel and subscribes to it (the segment is removed when this
+    /// subscriber is dropped).
+    pub fn create(name: &Name, config: &Config) -> Result<Subscriber> {
+        Subscriber::from_segment(create(name, config)?)
+    }
+
+    /// Subscribes to the channel in `seg`: takes a free subscriber record (or one whose
+    /// holder died); [`Error::Busy`] if all N are held by live processes.
+    pub fn from_segment(seg: Segment) -> Result<Subscriber> {
+        Subscriber::attach(Arc::new(Shared::open(seg)?))
+    }
+
+    fn attach(shared: Arc<Shared>) -> Result<Subscriber> {
+        let n = shared.geo.subscribers;
+        let mut busy_pid = 0;
+        let index = (1..=n)
+            .find(|&i| match shared.view().endpoint(i).claim("subscriber") {
+                Ok(()) => true,
+                Err(Error::Busy { pid, .. }) => {
+                    busy_pid = pid;
+                    false
+                }
+                Err(_) => false,
+            })
+            .ok_or_else(|| Error::Busy { what: format!("all {n} subscriber records"), pid: busy_pid })?;
+        // Join at the head (see the module docs for why the fence comes first).
+        fence(Ordering::SeqCst);
+        let head = shared.view().publisher_line().head.load(Ordering::Acquire);
+        let line = shared.view().cursor_line(index);
+        line.cursor.store(head, Ordering::Release);
+        line.missed.store(0, Ordering::Relaxed);
+        line.received.store(0, Ordering::Relaxed);
+        let mut s = Subscriber {
+            shared,
+            index,
+            cursor: head,
+            wait: WaitStrategy::default(),
+            flags: 0,
+            cpu: u32::MAX,
+            copy: Vec::new(),
+        };
+        s.set_wait_strategy(WaitStrategy::default());
+        Ok(s)
+    }
+
+    /// How blocking receives wait.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        // Subscribers park on a shared bell the publisher rings without a fence when it
+        // can; they always pay the heavy barrier themselves (no EAGER_PARK).
+        self.flags = wait::flags_for(wait) & !endpoint_flags::EAGER_PARK;
+        self.shared.view().endpoint(self.index).flags.store(self.flags, Ordering::Relaxed);
+    }
+
+    /// Our subscriber record (1..=N).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.shared.geo
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.shared.geo.max_message as usize
+    }
+
+    /// Messages published that this subscriber has not read yet.
+    pub fn lag(&self) -> u64 {
+        self.shared.view().publisher_line().head.load(Ordering::Acquire).saturating_sub(self.cursor)
+    }
+
+    /// Receives the next message into `buf` (resized to fit), waiting for one.
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
+        self.take(buf, Some(None)).map_err(RecvError::from_fault)
+    }
+
+    /// Receives the next message if there is one now.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, TryRecvError> {
+        self.take(buf, None).map_err(TryRecvError::from_fault)
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    pub fn recv_timeout(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> std::result::Result<usize, RecvTimeoutError> {
+        self.take(buf, Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
+    }
+
+    /// Lends the next message: in place under `Backpressure` (the slot cannot be reused
+    /// before the grant is dropped), as a validated copy under `Overwrite`.
+    pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
+        self.lend(Some(None)).map_err(RecvError::from_fault)
+    }
+
+    /// [`recv_ref`](Self::recv_ref) waiting at most `timeout`.
+    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
+        self.lend(Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
+    }
+
+    fn lend(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<ReadGrant<'_>, Fault> {
+        if self.shared.geo.overflow == Overflow::Overwrite {
+            let mut copy = std::mem::take(&mut self.copy);
+            let got = self.take(&mut copy, wait);
+            self.copy = copy;
+            got?;
+            return Ok(ReadGrant(Lent::Copy(&self.copy)));
+        }
+        let (_, len) = self.next(wait)?;
+        let (_, data) = self.shared.view().slot(self.cursor);
+        Ok(ReadGrant(Lent::InPlace { sub: self, data, len }))
+    }
+
+    /// The next whole message, copied into `buf`.
+    fn take(&mut self, buf: &mut Vec<u8>, wait: Option<Option<Duration>>) -> std::result::Result<usize, Fault> {
+        loop {
+            let (seq, len) = self.next(wait)?;
+            let (slot, data) = self.shared.view().slot(self.cursor);
+            buf.resize(len, 0);
+            // SAFETY: len <= max_message (checked in `look`), inside the message area.
+            unsafe { load_words(data, buf) };
+            fence(Ordering::Acquire);
+            if slot.seq.load(Ordering::Relaxed) == seq {
+                self.advance();
+                return Ok(len);
+            }
+            // Overwritten while we copied: `look` reports the lag next.
+        }
+    }
+
+    /// Waits (as `wait` says) for the message at the cursor to be whole.
+    fn next(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(u64, usize), Fault> {
+        let found = match self.look() {
+            Step::Ready(seq, len) => return Ok((seq, len)),
+            Step::Fault(f) => return Err(f),
+            Step::Empty => match wait {
+                None => return Err(Fault::Empty),
+                Some(timeout) => timeout,
+            },
+        };
+        let shared = self.shared.clone();
+        let me = shared.view().endpoint(self.index);
+        let publisher = shared.view().endpoint(PUBLISHER);
+        let result = wait::wait_for(self.wait, me, shared.view().bell(), publisher, found, || match self.look() {
+            Step::Empty => None,
+            Step::Ready(seq, len) => Some(Ok((seq, len))),
+            Step::Fault(f) => Some(Err(f)),
+        });
+        match result {
+            Ok(r) => r,
+            Err(Stop::Timeout) => Err(Fault::Timeout),
+            Err(Stop::Closed) => Err(Fault::Disconnected),
+            Err(Stop::Dead(pid)) => Err(Fault::PeerDead(pid)),
+        }
+    }
+
+    /// One look at the cursor's slot; skips ahead (reporting `Lagged`) if overtaken.
+    fn look(&mut self) -> Step {
+        let geo = self.shared.geo;
+        let head = self.shared.view().publisher_line().head.load(Ordering::Acquire);
+        let c = self.cursor;
+        if head == c {
+            return Step::Empty;
+        }
+        if head < c || head >= 1 << 62 {
+            return Step::Fault(Fault::Corrupt(format!("head {head}, subscriber cursor {c}")));
+        }
+        if head - c > geo.slots {
+            return self.skip_to(head - geo.slots);
+        }
+        let (slot, _) = self.shared.view().slot(c);
+        let seq = slot.seq.load(Ordering::Acquire);
+        let want = 2 * c + 2;
+        if seq == want {
+            let len = slot.len.load(Ordering::Relaxed) as u64;
+            if len <= geo.max_message {
+                return Step::Ready(seq, len as usize);
+            }
+            if slot.seq.load(Ordering::Acquire) == seq {
+                return Step::Fault(Fault::Corrupt(format!("message {c} claims {len} bytes")));
+            }
+            return self.look();
+        }
+        // A later lap owns the slot: message (seq - 1) / 2 is there or being written,
+        // so everything before (that - slots + 1) is gone.
+        let lap = (seq - 1) / 2;
+        if seq > want && lap >= c + geo.slots {
+            return self.skip_to(lap + 1 - geo.slots);
+        }
+        Step::Fault(Fault::Corrupt(format!("slot of message {c} has sequence {seq}, expected {want}")))
+    }
+
+    fn skip_to(&mut self, to: u64) -> Step {
+        let missed = to - self.cursor;
+        self.cursor = to;
+        let line = self.shared.view().cursor_line(self.index);
+        line.missed.fetch_add(missed, Ordering::Relaxed);
+        line.cursor.store(to, Ordering::Release);
+        Step::Fault(Fault::Lagged(missed))
+    }
+
+    /// Done with the message at the cursor.
+    fn advance(&mut self) {
+        self.cursor += 1;
+        let line = self.shared.view().cursor_line(self.index);
+        line.cursor.store(self.cursor, Ordering::Release);
+        line.received.store(line.received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if self.shared.geo.overflow == Overflow::Backpressure {
+            wait::notify(self.shared.view().endpoint(PUBLISHER), self.flags);
+        }
+        if self.cursor % 64 == 0 {
+            wait::record_cpu(self.shared.view().endpoint(self.index), &mut self.cpu);
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.shared.view().endpoint(self.index).close();
+        // A publisher waiting for us under backpressure must rescan.
+        wait::wake(self.shared.view().endpoint(PUBLISHER));
+    }
+}
+
+enum Lent<'a> {
+    InPlace { sub: &'a mut Subscriber, data: *const u8, len: usize },
+    Copy(&'a [u8]),
+}
+
+/// A received message, lent until dropped.
+pub struct ReadGrant<'a>(Lent<'a>);
+
+impl Deref for ReadGrant<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            // SAFETY: under backpressure the publisher does not reuse the slot until our
+            // cursor passes it, which happens when the grant is dropped; len was
+            // validated against the slot's size.
+            Lent::InPlace { data, len, .. } => unsafe { std::slice::from_raw_parts(*data, *len) },
+            Lent::Copy(bytes) => bytes,
+        }
+    }
+}
+
+impl Drop for ReadGrant<'_> {
+    fn drop(&mut self) {
+        if let Lent::InPlace { sub, .. } = &mut self.0 {
+            sub.advance();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGrant").field("len", &self.len()).finish()
+    }
+}
+
+/// A publisher and `subscribers` subscribers sharing one mapping (threads, tests).
+pub fn local(seg: Segment, subscribers: usize) -> Result<(Publisher, Vec<Subscriber>)> {
+    let shared = Arc::new(Shared::open(seg)?);
+    let publisher = Publisher::attach(shared.clone())?;
+    let subs = (0..subscribers).map(|_| Subscriber::attach(shared.clone())).collect::<Result<_>>()?;
+    Ok((publisher, subs))
+}
+
+/// One subscriber record, for tools.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SubscriberStatus {
+    pub index: u32,
+    pub pid: u32,
+    pub state: &'static str,
+    pub alive: Liveness,
+    pub cursor: u64,
+    /// Messages published and not yet read.
+    pub lag: u64,
+    pub missed: u64,
+    pub received: u64,
+}
+
+/// A snapshot of a broadcast channel for `shmkit info` (does not attach).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Status {
+    pub slots: u64,
+    pub slot_size: u64,
+    pub max_message: u64,
+    pub overflow: Overflow,
+    pub subscriber_records: u32,
+    /// Messages published.
+    pub head: u64,
+    /// Records that are not free.
+    pub subscribers: Vec<SubscriberStatus>,
+}
+
+/// Reads a broadcast channel's state.
+pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
+    let geo = geometry_of(seg, info)?;
+    let v = View { seg, geo };
+    let head = v.publisher_line().head.load(Ordering::Acquire);
+    let subscribers = (1..=geo.subscribers)
+        .filter_map(|i| {
+            let e = v.endpoint(i);
+            let state = e.state.load(Ordering::Acquire);
+            if state == endpoint_state::FREE {
+                return None;
+            }
+            let line = v.cursor_line(i);
+            let cursor = line.cursor.load(Ordering::Acquire);
+            Some(SubscriberStatus {
+                index: i,
+                pid: e.pid.load(Ordering::Relaxed),
+                state: endpoint_state::name(state),
+                alive: e.liveness(),
+                cursor,
+                lag: head.saturating_sub(cursor),
+                missed: line.missed.load(Ordering::Relaxed),
+                received: line.received.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Ok(Status {
+        slots: geo.slots,
+        slot_size: geo.slot_size,
+        max_message: geo.max_message,
+        overflow: geo.overflow,
+        subscriber_records: geo.subscribers,
+        head,
+        subscribers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(slots: usize, overflow: Overflow, subscribers: usize) -> (Publisher, Vec<Subscriber>) {
+        let config = Config { slots, max_message: 100, subscribers: 4, overflow, ..Config::default() };
+        local(create_memfd(&config).unwrap(), subscribers).unwrap()
+    }
+
+    fn msg(i: u64, len: usize) -> Vec<u8> {
+        let mut m: Vec<u8> = (0..len).map(|j| (i as u8).wrapping_add(j as u8)).collect();
+        if len >= 8 {
+            m[..8].copy_from_slice(&i.to_le_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn every_subscriber_gets_every_message_of_every_length() {
+        let (mut p, mut subs) = channel(8, Overflow::Backpressure, 3);
+        let mut buf = Vec::new();
+        for i in 0..200u64 {
+            let m = msg(i, (i % 101) as usize);
+            p.send(&m).unwrap();
+            for s in &mut subs {
+                assert_eq!(s.try_recv(&mut buf), Ok(m.len()));
+                assert_eq!(buf, m);
+            }
+        }
+        for s in &mut subs {
+            assert_eq!(s.try_recv(&mut buf), Err(TryRecvError::Empty));
+        }
+    }
+
+    #[test]
+    fn an_overtaken_subscriber_is_told_how_many_it_missed_and_reads_the_oldest_left() {
+        let (mut p, mut subs) = channel(8, Overflow::Overwrite, 1);
+        for i in 0..30u64 {
+            p.try_send(&msg(i, 16)).unwrap(); // never waits
+        }
+        let mut buf = Vec::new();
+        assert_eq!(subs[0].try_recv(&mut buf), Err(TryRecvError::Lagged { missed: 22 }));
+        for i in 22..30u64 {
+            subs[0].try_recv(&mut buf).unwrap();
+            assert_eq!(buf, msg(i, 16));
+        }
+        assert_eq!(subs[0].try_recv(&mut buf), Err(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn backpressure_fills_up_to_the_slowest_subscriber_then_frees_a_slot_per_read() {
+        let (mut p, mut subs) = channel(4, Overflow::Backpressure, 2);
+        for i in 0..4u64 {
+            p.try_send(&msg(i, 8)).unwrap();
+        }
+        assert!(matches!(p.try_send(&[1]), Err(TrySendError::Full(_))));
+        let mut buf = Vec::new();
+        subs[0].try_recv(&mut buf).unwrap();
+        assert!(matches!(p.try_send(&[1]), Err(TrySendError::Full(_))), "sub 1 still holds it");
+        {
+            let g = subs[1].recv_ref().unwrap();
+            assert_eq!(&*g, &msg(0, 8)[..]);
+            assert!(matches!(p.try_send(&[1]), Err(TrySendError::Full(_))), "lent in place");
+        }
+        p.try_send(&msg(4, 8)).unwrap();
+        assert!(matches!(
+            p.send_timeout(&[1], Duration::from_millis(10)),
+            Err(SendTimeoutError::Timeout(_))
+        ));
+    }
+
+    #[test]
+    fn a_late_subscriber_starts_at_the_head_and_a_leaving_one_stops_holding_back() {
+        let (mut p, mut subs) = channel(4, Overflow::Backpressure, 1);
+        for i in 0..4u64 {
+            p.try_send(&msg(i, 8)).unwrap();
+        }
+        drop(subs.pop()); // the only subscriber leaves with 4 unread
+        p.try_send(&msg(4, 8)).unwrap();
+        let mut late = Subscriber::attach(p.shared.clone()).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(late.try_recv(&mut buf), Err(TryRecvError::Empty));
+        p.try_send(&msg(5, 8)).unwrap();
+        late.try_recv(&mut buf).unwrap();
+        assert_eq!(buf, msg(5, 8));
+    }
+
+    #[test]
+    fn subscribers_drain_then_see_the_publisher_close() {
+        let (mut p, mut subs) = channel(8, Overflow::Overwrite, 2);
+        p.send(b"last words").unwrap();
+        drop(p);
+        let mut buf = Vec::new();
+        for s in &mut subs {
+            assert_eq!(s.recv(&mut buf), Ok(10));
+            assert_eq!(s.recv(&mut buf), Err(RecvError::Disconnected));
+        }
+    }
+
+    #[test]
+    fn oversized_messages_busy_records_and_a_second_publisher_are_refused() {
+        let (mut p, _subs) = channel(8, Overflow::Overwrite, 4);
+        assert!(matches!(p.send(&[0; 101]), Err(SendError::TooLarge { max: 100, .. })));
+        assert!(matches!(Subscriber::attach(p.shared.clone()), Err(Error::Busy { .. })));
+        assert!(matches!(Publisher::attach(p.shared.clone()), Err(Error::Busy { .. })));
+    }
+
+    #[test]
+    fn impossible_positions_and_lengths_are_corrupt_not_a_panic() {
+        let (mut p, mut subs) = channel(8, Overflow::Overwrite, 1);
+        p.send(&msg(0, 8)).unwrap();
+        let v = p.shared.view();
+        v.slot(0).0.len.store(5000, Ordering::Relaxed);
+        let mut buf = Vec::new();
+        assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
+        v.slot(0).0.seq.store(7, Ordering::Relaxed);
+        assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
+        v.publisher_line().head.store(u64::MAX, Ordering::Relaxed);
+        assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn configs_out_of_range_are_refused() {
+        for c in [
+            Config { slots: 3, ..Config::default() },
+            Config { slots: 1, ..Config::default() },
+            Config { subscribers: 0, ..Config::default() },
+            Config { subscribers: 65, ..Config::default() },
+            Config { max_message: 2 << 30, ..Config::default() },
+        ] {
+            assert!(matches!(c.required_size(), Err(Error::InvalidArgument(_))), "{c:?}");
+        }
+    }
+}
