@@ -198,7 +198,12 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    fn new(slots: u64, max_message: u64, subscribers: u32, overflow: Overflow) -> std::result::Result<Geometry, String> {
+    fn new(
+        slots: u64,
+        max_message: u64,
+        subscribers: u32,
+        overflow: Overflow,
+    ) -> std::result::Result<Geometry, String> {
         if !slots.is_power_of_two() || !(2..=1 << 24).contains(&slots) {
             return Err(format!("slots must be a power of two from 2 to 2^24, not {slots}"));
         }
@@ -387,7 +392,9 @@ unsafe fn store_words(dst: *mut u8, src: &[u8]) {
     let mut i = 0;
     for c in &mut chunks {
         // SAFETY: word i is inside the area (caller), aligned, only accessed atomically.
-        unsafe { (*words.add(i)).store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed) };
+        unsafe {
+            (*words.add(i)).store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed)
+        };
         i += 1;
     }
     let rest = chunks.remainder();
@@ -513,7 +520,10 @@ impl Publisher {
     /// Subscribers attached now (live or not yet found dead).
     pub fn subscribers(&self) -> usize {
         (1..=self.shared.geo.subscribers)
-            .filter(|&i| self.shared.view().endpoint(i).state.load(Ordering::Acquire) == endpoint_state::ATTACHED)
+            .filter(|&i| {
+                self.shared.view().endpoint(i).state.load(Ordering::Acquire)
+                    == endpoint_state::ATTACHED
+            })
             .count()
     }
 
@@ -524,7 +534,10 @@ impl Publisher {
     }
 
     /// Publishes `msg` if that needs no waiting (always, under `Overwrite`).
-    pub fn try_send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+    pub fn try_send<'a>(
+        &mut self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
         self.push(msg, None).map_err(|f| TrySendError::from_fault(f, msg))
     }
 
@@ -538,7 +551,11 @@ impl Publisher {
     }
 
     /// `wait`: None = do not wait, Some(None) = forever, Some(Some(t)) = up to t.
-    fn push(&mut self, msg: &[u8], wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
+    fn push(
+        &mut self,
+        msg: &[u8],
+        wait: Option<Option<Duration>>,
+    ) -> std::result::Result<(), Fault> {
         let geo = self.shared.geo;
         if msg.len() as u64 > geo.max_message {
             return Err(Fault::TooLarge(msg.len(), geo.max_message as usize));
@@ -607,9 +624,10 @@ impl Publisher {
             let Some(laggard) = self.laggard else { return Ok(()) };
             let peer = shared.view().endpoint(laggard);
             let attaches = peer.attaches.load(Ordering::Relaxed);
-            let result = wait::wait_for(self.wait, me, Park::of(me), peer, remaining(deadline), || {
-                self.has_room().then_some(())
-            });
+            let result =
+                wait::wait_for(self.wait, me, Park::of(me), peer, remaining(deadline), || {
+                    self.has_room().then_some(())
+                });
             match result {
                 Ok(()) => return Ok(()),
                 Err(Stop::Timeout) => return Err(Fault::Timeout),
@@ -703,7 +721,10 @@ impl Subscriber {
                 }
                 Err(_) => false,
             })
-            .ok_or_else(|| Error::Busy { what: format!("all {n} subscriber records"), pid: busy_pid })?;
+            .ok_or_else(|| Error::Busy {
+                what: format!("all {n} subscriber records"),
+                pid: busy_pid,
+            })?;
         // Join at the head (see the module docs for why the fence comes first).
         fence(Ordering::SeqCst);
         let head = shared.view().publisher_line().head.load(Ordering::Acquire);
@@ -777,11 +798,17 @@ impl Subscriber {
     }
 
     /// [`recv_ref`](Self::recv_ref) waiting at most `timeout`.
-    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
+    pub fn recv_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
         self.lend(Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
     }
 
-    fn lend(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<ReadGrant<'_>, Fault> {
+    fn lend(
+        &mut self,
+        wait: Option<Option<Duration>>,
+    ) -> std::result::Result<ReadGrant<'_>, Fault> {
         if self.shared.geo.overflow == Overflow::Overwrite {
             let mut copy = std::mem::take(&mut self.copy);
             let got = self.take(&mut copy, wait);
@@ -795,7 +822,11 @@ impl Subscriber {
     }
 
     /// The next whole message, copied into `buf`.
-    fn take(&mut self, buf: &mut Vec<u8>, wait: Option<Option<Duration>>) -> std::result::Result<usize, Fault> {
+    fn take(
+        &mut self,
+        buf: &mut Vec<u8>,
+        wait: Option<Option<Duration>>,
+    ) -> std::result::Result<usize, Fault> {
         loop {
             let (seq, len) = self.next(wait)?;
             let (slot, data) = self.shared.view().slot(self.cursor);
@@ -824,10 +855,12 @@ impl Subscriber {
         let shared = self.shared.clone();
         let me = shared.view().endpoint(self.index);
         let publisher = shared.view().endpoint(PUBLISHER);
-        let result = wait::wait_for(self.wait, me, shared.view().bell(), publisher, found, || match self.look() {
-            Step::Empty => None,
-            Step::Ready(seq, len) => Some(Ok((seq, len))),
-            Step::Fault(f) => Some(Err(f)),
+        let result = wait::wait_for(self.wait, me, shared.view().bell(), publisher, found, || {
+            match self.look() {
+                Step::Empty => None,
+                Step::Ready(seq, len) => Some(Ok((seq, len))),
+                Step::Fault(f) => Some(Err(f)),
+            }
         });
         match result {
             Ok(r) => r,
@@ -870,7 +903,9 @@ impl Subscriber {
         if seq > want && lap >= c + geo.slots {
             return self.skip_to(lap + 1 - geo.slots);
         }
-        Step::Fault(Fault::Corrupt(format!("slot of message {c} has sequence {seq}, expected {want}")))
+        Step::Fault(Fault::Corrupt(format!(
+            "slot of message {c} has sequence {seq}, expected {want}"
+        )))
     }
 
     fn skip_to(&mut self, to: u64) -> Step {
@@ -945,7 +980,8 @@ impl std::fmt::Debug for ReadGrant<'_> {
 pub fn local(seg: Segment, subscribers: usize) -> Result<(Publisher, Vec<Subscriber>)> {
     let shared = Arc::new(Shared::open(seg)?);
     let publisher = Publisher::attach(shared.clone())?;
-    let subs = (0..subscribers).map(|_| Subscriber::attach(shared.clone())).collect::<Result<_>>()?;
+    let subs =
+        (0..subscribers).map(|_| Subscriber::attach(shared.clone())).collect::<Result<_>>()?;
     Ok((publisher, subs))
 }
 
@@ -1020,8 +1056,13 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
 mod tests {
     use super::*;
 
-    fn channel(slots: usize, overflow: Overflow, subscribers: usize) -> (Publisher, Vec<Subscriber>) {
-        let config = Config { slots, max_message: 100, subscribers: 4, overflow, ..Config::default() };
+    fn channel(
+        slots: usize,
+        overflow: Overflow,
+        subscribers: usize,
+    ) -> (Publisher, Vec<Subscriber>) {
+        let config =
+            Config { slots, max_message: 100, subscribers: 4, overflow, ..Config::default() };
         local(create_memfd(&config).unwrap(), subscribers).unwrap()
     }
 
