@@ -6,6 +6,18 @@
 //! 2. Sleep/wake: the Dekker handshake of `sync::wait` (waiting flag + futex sequence
 //!    word + SeqCst fences) with a futex emulated by a mutex and condition variable;
 //!    loom reports a deadlock if any interleaving loses the wake-up.
+//! 3. Broadcast slots: the seqlock of `channel::broadcast` (odd `seq`, Release fence,
+//!    relaxed data words, even `seq`, `head`; a reader's Acquire fence and re-check),
+//!    with the publisher lapping a two-slot ring under a reader: no torn or stale
+//!    message is ever accepted. (Loom rarely lets a relaxed load return a stale value,
+//!    so this model does not catch a missing reader-side Acquire fence; that fence rests
+//!    on the standard seqlock argument. It does catch wrong publish ordering.)
+//! 4. Broadcast join under backpressure: a subscriber claiming its record, fencing and
+//!    reading `head`, against the publisher's fenced rescan: the publisher never
+//!    overwrites a message the joined subscriber has not read.
+//!
+//! Models 3 and 4 restate the orderings of `broadcast.rs` over loom atomics (that
+//! module works on mapped memory directly); a change to either must change both.
 #![cfg(loom)]
 
 use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
@@ -158,5 +170,131 @@ fn a_sleeper_never_misses_the_wake_up_for_a_publication() {
             waiting.store(0, Ordering::Relaxed);
         }
         waker.join().unwrap();
+    });
+}
+
+/// One broadcast slot: `seq` and a two-word message, both words = the message number.
+struct Slot {
+    seq: AtomicU64,
+    words: [AtomicU64; 2],
+}
+
+struct Ring {
+    head: AtomicU64,
+    slots: Vec<Slot>,
+}
+
+impl Ring {
+    fn new(slots: usize) -> Ring {
+        Ring {
+            head: AtomicU64::new(0),
+            slots: (0..slots)
+                .map(|_| Slot {
+                    seq: AtomicU64::new(0),
+                    words: [AtomicU64::new(0), AtomicU64::new(0)],
+                })
+                .collect(),
+        }
+    }
+
+    fn slot(&self, pos: u64) -> &Slot {
+        &self.slots[pos as usize % self.slots.len()]
+    }
+
+    /// Publisher::push.
+    fn publish(&self, pos: u64) {
+        let slot = self.slot(pos);
+        slot.seq.store(2 * pos + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for w in &slot.words {
+            w.store(pos, Ordering::Relaxed);
+        }
+        slot.seq.store(2 * pos + 2, Ordering::Release);
+        self.head.store(pos + 1, Ordering::Release);
+    }
+}
+
+#[test]
+fn a_broadcast_subscriber_never_accepts_a_torn_or_stale_message() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(4);
+    builder.check(|| {
+        let ring = Arc::new(Ring::new(2));
+        let r = ring.clone();
+        let publisher = thread::spawn(move || {
+            for pos in 0..3 {
+                r.publish(pos);
+            }
+        });
+        // Subscriber::look + take, a bounded number of times.
+        let slots = 2u64;
+        let mut cursor = 0u64;
+        for _ in 0..3 {
+            let head = ring.head.load(Ordering::Acquire);
+            if head == cursor {
+                thread::yield_now();
+                continue;
+            }
+            if head - cursor > slots {
+                cursor = head - slots;
+                continue;
+            }
+            let slot = ring.slot(cursor);
+            let seq = slot.seq.load(Ordering::Acquire);
+            let want = 2 * cursor + 2;
+            if seq == want {
+                let copy =
+                    [slot.words[0].load(Ordering::Relaxed), slot.words[1].load(Ordering::Relaxed)];
+                fence(Ordering::Acquire);
+                if slot.seq.load(Ordering::Relaxed) == seq {
+                    assert_eq!(copy, [cursor, cursor], "accepted a torn or stale message");
+                    cursor += 1;
+                }
+                continue;
+            }
+            assert!(seq > want, "sequence {seq} below {want} at a published position");
+            let lap = (seq - 1) / 2;
+            assert!(lap >= cursor + slots, "lap {lap} for cursor {cursor}");
+            cursor = lap + 1 - slots;
+        }
+        publisher.join().unwrap();
+    });
+}
+
+#[test]
+fn a_joining_subscriber_is_never_overtaken_under_backpressure() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(1));
+        let attached = Arc::new(AtomicU32::new(0));
+        let cursor = Arc::new(AtomicU64::new(0));
+        let (r, a, c) = (ring.clone(), attached.clone(), cursor.clone());
+        let publisher = thread::spawn(move || {
+            // Publisher::push with make_room: rescan when the ring looks full; give up
+            // (try_send's Full) rather than wait.
+            let mut slowest = 0u64;
+            for pos in 0..2u64 {
+                if pos - slowest >= 1 {
+                    fence(Ordering::SeqCst);
+                    slowest = pos;
+                    if a.load(Ordering::Acquire) == 1 {
+                        slowest = slowest.min(c.load(Ordering::Acquire));
+                    }
+                    if pos - slowest >= 1 {
+                        return;
+                    }
+                }
+                r.publish(pos);
+            }
+        });
+        // Subscriber::attach: claim (Release), fence, read head, set the cursor.
+        attached.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let joined = ring.head.load(Ordering::Acquire);
+        cursor.store(joined, Ordering::Release);
+        if ring.head.load(Ordering::Acquire) > joined {
+            let seq = ring.slot(joined).seq.load(Ordering::Acquire);
+            assert_eq!(seq, 2 * joined + 2, "message {joined} overwritten before it was read");
+        }
+        publisher.join().unwrap();
     });
 }
