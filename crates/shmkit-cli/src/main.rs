@@ -16,6 +16,7 @@ mod inspect;
 mod ls;
 mod ping;
 mod pipe;
+mod pubsub;
 mod rm;
 mod soak;
 mod stats;
@@ -59,6 +60,10 @@ enum Command {
     Send(pipe::SendArgs),
     /// Write a channel's messages to stdout until the sender closes.
     Recv(pipe::RecvArgs),
+    /// Publish stdin on a broadcast channel, one message per line (or --bytes N chunks).
+    Pub(pubsub::PubArgs),
+    /// Write what is published on a broadcast channel to stdout.
+    Sub(pubsub::SubArgs),
     /// Measure round-trip latency (or --stream throughput) against a pong process.
     Ping(ping::PingArgs),
     /// Echo messages back to a ping process.
@@ -91,6 +96,8 @@ fn main() {
         Command::Write(a) => dump::run_write(a),
         Command::Send(a) => pipe::run_send(a),
         Command::Recv(a) => pipe::run_recv(a),
+        Command::Pub(a) => pubsub::run_pub(a),
+        Command::Sub(a) => pubsub::run_sub(a),
         Command::Ping(a) => ping::run_ping(a),
         Command::Pong(a) => ping::run_pong(a),
         Command::Demo(a) => demo::run(a),

@@ -47,7 +47,25 @@ pub struct RecvArgs {
 pub fn run_send(args: &SendArgs) -> CliResult {
     let mut tx = chan::sender(&args.channel, &args.chan)?;
     let max = tx.max_message();
-    let input: Box<dyn Read> = match &args.file {
+    let result = read_messages(args.file.as_deref(), args.bytes, max, |piece| {
+        tx.send(piece).map_err(|e| send_failure(&args.channel, e))
+    });
+    drop(tx);
+    chan::finish(&args.channel, RECEIVER);
+    result
+}
+
+/// Reads stdin (or `file`) and calls `send` for each message: each line with its
+/// newline, or with `bytes` chunks of up to that many bytes. A line longer than `max`
+/// goes as several messages: nothing is dropped and the receiving side's output is
+/// still byte-identical.
+pub fn read_messages(
+    file: Option<&std::path::Path>,
+    bytes: Option<u64>,
+    max: usize,
+    mut send: impl FnMut(&[u8]) -> CliResult,
+) -> CliResult {
+    let input: Box<dyn Read> = match file {
         Some(path) => {
             Box::new(std::fs::File::open(path).context(format!("cannot open {}", path.display()))?)
         }
@@ -55,14 +73,12 @@ pub fn run_send(args: &SendArgs) -> CliResult {
     };
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
     let mut send = |msg: &[u8]| -> CliResult {
-        // A line longer than the channel's maximum goes as several messages: nothing
-        // is dropped, and the receiver's output is still byte-identical.
         for piece in msg.chunks(max.max(1)) {
-            tx.send(piece).map_err(|e| send_failure(&args.channel, e))?;
+            send(piece)?;
         }
         Ok(())
     };
-    let result = (|| match args.bytes {
+    match bytes {
         Some(0) => fail("--bytes must be at least 1"),
         Some(n) => {
             let mut buf = vec![0u8; n as usize];
@@ -84,10 +100,7 @@ pub fn run_send(args: &SendArgs) -> CliResult {
                 send(&line)?;
             }
         }
-    })();
-    drop(tx);
-    chan::finish(&args.channel, RECEIVER);
-    result
+    }
 }
 
 fn send_failure(name: &Name, e: SendError<&[u8]>) -> crate::util::Failure {
@@ -108,10 +121,39 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Stdout for message bytes: buffered, flushed before every wait so an interactive
+/// reader sees each message promptly; a reader that goes away ends the output quietly.
+pub struct MessageOut {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+}
+
+impl MessageOut {
+    pub fn new() -> MessageOut {
+        MessageOut { out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()) }
+    }
+
+    /// Writes one message; false when the reader has closed the pipe.
+    pub fn write(&mut self, msg: &[u8]) -> CliResult<bool> {
+        match self.out.write_all(msg) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e).context("writing output"),
+        }
+    }
+
+    pub fn flush(&mut self) -> CliResult {
+        match self.out.flush() {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(e).context("writing output")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 pub fn run_recv(args: &RecvArgs) -> CliResult {
     let mut rx = chan::receiver(&args.channel, &args.chan)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut out = MessageOut::new();
     let mut buf = Vec::new();
     let mut received = 0u64;
     let timeout = args.timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
@@ -119,11 +161,10 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
         if args.count.is_some_and(|c| received >= c) {
             break Ok(());
         }
-        // Flush before waiting, so an interactive reader sees each message promptly.
         let got = match rx.try_recv(&mut buf) {
             Ok(n) => Ok(n),
             Err(_) => {
-                out.flush().context("writing output")?;
+                out.flush()?;
                 match timeout {
                     Some(t) => rx.recv_timeout(&mut buf, t),
                     None => rx.recv(&mut buf).map_err(RecvTimeoutError::from),
@@ -132,11 +173,10 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
         };
         match got {
             Ok(_) => {
-                if let Err(e) = out.write_all(&buf) {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        break Ok(());
-                    }
-                    break Err(e).context("writing output");
+                match out.write(&buf) {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
                 received += 1;
             }
@@ -160,10 +200,5 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
     let flushed = out.flush();
     drop(rx);
     chan::finish(&args.channel, SENDER);
-    match flushed {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && result.is_ok() => {
-            Err(e).context("writing output")
-        }
-        _ => result,
-    }
+    result.and(flushed)
 }

@@ -668,6 +668,18 @@ recv_error!(
     } + Lagged
 );
 
+impl From<RecvError> for RecvTimeoutError {
+    /// A blocking receive's outcome as a timed receive's.
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Lagged { missed } => RecvTimeoutError::Lagged { missed },
+            RecvError::Disconnected => RecvTimeoutError::Disconnected,
+            RecvError::PeerDead { pid } => RecvTimeoutError::PeerDead { pid },
+            RecvError::Corrupt { what } => RecvTimeoutError::Corrupt { what },
+        }
+    }
+}
+
 /// What a look at the subscriber's next slot found.
 enum Step {
     /// The message at the cursor is whole: its `seq` and length.
