@@ -15,7 +15,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::mech::{invalid, Ctx, Link, Mech};
-use super::{eventfd, fifo, floor, mmap_spin, pipe, posix_mq, shm_sleep, shm_spin, shmkit_chan};
+use super::{
+    eventfd, fanout, fifo, floor, mmap_spin, pipe, posix_mq, shm_sleep, shm_spin, shmkit_chan,
+};
 use super::{signal, slot::Mailboxes, sysv_mq, tcp, unix};
 use crate::stats::Summary;
 use crate::util::{fail, CliResult, Failure};
@@ -33,6 +35,8 @@ pub enum Role {
     Pong,
     /// memcpy: no peer.
     Solo,
+    /// A broadcast subscriber that only consumes.
+    Sink,
 }
 
 /// `shmkit __bench-peer`: one side of one benchmark row (started by `shmkit bench`).
@@ -131,6 +135,9 @@ pub fn run(args: &PeerArgs) -> CliResult {
         Mech::ShmkitSpin | Mech::ShmkitAdaptive | Mech::ShmkitBlock => {
             role::<shmkit_chan::Shmkit>(&ctx, args)
         }
+        Mech::Broadcast1 | Mech::Broadcast2 | Mech::Broadcast4 | Mech::Broadcast8 => {
+            role::<fanout::Fanout>(&ctx, args)
+        }
     };
     result.map_err(|e| Failure(format!("{} {:?}: {e}", args.mech, args.role)))
 }
@@ -151,6 +158,13 @@ fn role<L: Link>(ctx: &Ctx, args: &PeerArgs) -> io::Result<()> {
             let mut link = L::ping(ctx, &args.rendezvous)?;
             let figures = ping(&mut link, ctx.size, budget)?;
             writeln!(out, "{}", serde_json::to_string(&figures).map_err(io::Error::other)?)
+        }
+        Role::Sink => {
+            let (received, errors) = fanout::sink(ctx, &mut |_| {
+                writeln!(out, "ready")?;
+                out.flush()
+            })?;
+            writeln!(out, "done {received} {errors} {}", shmkit::sync::wait::current_cpu())
         }
         Role::Solo => Err(invalid("only memcpy runs solo")),
     }

@@ -111,6 +111,10 @@ mechanisms! {
     ShmkitSpin = "shmkit-spin", Ipc, "shmkit SPSC channel pair, WaitStrategy::BusySpin";
     ShmkitAdaptive = "shmkit-adaptive", Ipc, "shmkit SPSC channel pair, WaitStrategy::Adaptive (default)";
     ShmkitBlock = "shmkit-block", Ipc, "shmkit SPSC channel pair, WaitStrategy::Block";
+    Broadcast1 = "shmkit-bcast-1", Ipc, "shmkit broadcast (backpressure), 1 subscriber process";
+    Broadcast2 = "shmkit-bcast-2", Ipc, "shmkit broadcast (backpressure), 2 subscriber processes";
+    Broadcast4 = "shmkit-bcast-4", Ipc, "shmkit broadcast (backpressure), 4 subscriber processes";
+    Broadcast8 = "shmkit-bcast-8", Ipc, "shmkit broadcast (backpressure), 8 subscriber processes";
 }
 
 /// The largest message a mechanism can carry on this machine, and where that comes from.
@@ -124,6 +128,16 @@ impl Mech {
     /// The mechanisms `--mech` selects from (floors and memcpy always run).
     pub fn ipc() -> impl Iterator<Item = Mech> {
         Mech::ALL.iter().copied().filter(|m| m.class() == Class::Ipc)
+    }
+
+    /// Subscriber processes besides pong (broadcast rows).
+    pub fn sinks(self) -> usize {
+        match self {
+            Mech::Broadcast2 => 1,
+            Mech::Broadcast4 => 3,
+            Mech::Broadcast8 => 7,
+            _ => 0,
+        }
     }
 
     /// The system's message-size limit for message-based mechanisms.

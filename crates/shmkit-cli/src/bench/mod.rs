@@ -11,6 +11,7 @@
 
 mod chart;
 mod eventfd;
+mod fanout;
 mod fifo;
 mod floor;
 pub mod harness;
@@ -304,15 +305,30 @@ fn measure(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<Row> {
     let mut pong =
         spawn::start(&plan.exe, &peer_args(plan, ctx, "pong", pong_cpu, &pong_fds), &pong_fds)
             .context("cannot start a peer")?;
-    let Some(ready) = pong.first_line(deadline) else {
-        spawn::wait_all(&mut [&mut pong], Instant::now());
-        return fail(format!("pong: {}", why(&mut pong, "pong")));
+    let rv = match ready(&mut pong, "pong", deadline) {
+        Ok(rv) => rv,
+        Err(e) => {
+            spawn::wait_all(&mut [&mut pong], Instant::now());
+            return Err(e);
+        }
     };
-    let Some(rv) = ready.strip_prefix("ready").map(str::trim) else {
-        spawn::wait_all(&mut [&mut pong], Instant::now());
-        return fail(format!("pong said {ready:?} instead of ready"));
-    };
-    rendezvous.push_str(rv);
+    rendezvous.push_str(&rv);
+    // Broadcast rows: the other subscribers join before the publisher starts.
+    let mut sinks = Vec::new();
+    for _ in 0..ctx.mech.sinks() {
+        let started = spawn::start(&plan.exe, &peer_args(plan, ctx, "sink", None, &[]), &[])
+            .context("cannot start a peer")
+            .and_then(|mut sink| ready(&mut sink, "sink", deadline).map(|_| sink));
+        match started {
+            Ok(sink) => sinks.push(sink),
+            Err(e) => {
+                let mut all: Vec<&mut spawn::Peer> = sinks.iter_mut().collect();
+                all.push(&mut pong);
+                spawn::wait_all(&mut all, Instant::now());
+                return Err(e);
+            }
+        }
+    }
     let mut args = peer_args(plan, ctx, "ping", ping_cpu, &ping_fds);
     args.push(format!("--rendezvous={rv}"));
     let ping = spawn::start(&plan.exe, &args, &ping_fds);
@@ -320,12 +336,55 @@ fn measure(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<Row> {
     let mut ping = match ping {
         Ok(p) => p,
         Err(e) => {
-            spawn::wait_all(&mut [&mut pong], Instant::now());
+            let mut all: Vec<&mut spawn::Peer> = sinks.iter_mut().collect();
+            all.push(&mut pong);
+            spawn::wait_all(&mut all, Instant::now());
             return fail(format!("cannot start a peer: {e}"));
         }
     };
-    let timed_out = spawn::wait_all(&mut [&mut ping, &mut pong], deadline);
-    finish(ctx, &mut ping, Some(&mut pong), timed_out)
+    let mut all: Vec<&mut spawn::Peer> = vec![&mut ping, &mut pong];
+    all.extend(sinks.iter_mut());
+    let timed_out = spawn::wait_all(&mut all, deadline);
+    let row = finish(ctx, &mut ping, Some(&mut pong), timed_out)?;
+    for sink in &mut sinks {
+        let (received, errors) = done_line(sink, "sink")?;
+        let streamed = row.stream.map_or(0, |s| s.messages);
+        if errors > 0 || received != streamed {
+            return fail(format!(
+                "a subscriber got {received} of {streamed} messages, {errors} out of order"
+            ));
+        }
+    }
+    Ok(row)
+}
+
+/// Waits for a peer's `ready [RENDEZVOUS]` line.
+fn ready(peer: &mut spawn::Peer, who: &str, deadline: Instant) -> CliResult<String> {
+    let Some(line) = peer.first_line(deadline) else {
+        spawn::wait_all(&mut [&mut *peer], Instant::now());
+        return fail(format!("{who}: {}", why(peer, who)));
+    };
+    match line.strip_prefix("ready") {
+        Some(rv) => Ok(rv.trim().to_string()),
+        None => fail(format!("{who} said {line:?} instead of ready")),
+    }
+}
+
+/// A pong's or sink's final `done RECEIVED ERRORS CPU`: (received, errors), and the CPU.
+fn done_line(peer: &mut spawn::Peer, who: &str) -> CliResult<(u64, u64)> {
+    if !peer.succeeded() {
+        return fail(why(peer, who));
+    }
+    let (out, _) = peer.collect();
+    let done: Vec<u64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("done "))
+        .map(|l| l.split_whitespace().filter_map(|w| w.parse().ok()).collect())
+        .unwrap_or_default();
+    match done[..] {
+        [received, errors, _cpu] => Ok((received, errors)),
+        _ => fail(format!("{who}'s report is malformed: {out:?}")),
+    }
 }
 
 /// Turns the peers' reports into a row.
