@@ -35,9 +35,9 @@ impl Link for Fanout {
     fn pong(ctx: &Ctx, ready: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<Fanout> {
         let (bcast, rep) = names(ctx);
         // 256 slots, fewer for large messages (at most 16 MiB of ring).
-        let slots = ((16usize << 20) / ctx.size.max(1)).clamp(4, 256).next_power_of_two() / 2;
+        let slots = ((16usize << 20) / ctx.size.max(1)).clamp(4, 256);
         let config = broadcast::Config {
-            slots: slots.max(4),
+            slots: 1 << slots.ilog2(),
             max_message: ctx.size,
             subscribers: 8,
             overflow: Overflow::Backpressure,
