@@ -35,7 +35,12 @@ impl ChanArgs {
     pub fn config(&self) -> CliResult<Config> {
         let capacity =
             usize::try_from(self.capacity).map_err(|_| Failure("capacity too large".into()))?;
-        Ok(Config { capacity, max_message: self.max_msg.map(|m| m as usize), mode: self.mode })
+        Ok(Config {
+            capacity,
+            max_message: self.max_msg.map(|m| m as usize),
+            mode: self.mode,
+            message_type: None,
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use shmkit::channel::{broadcast, spsc};
 use shmkit::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use shmkit::sync::peer::Liveness;
+use shmkit::typed::TypeTag;
 use shmkit::Segment;
 
 use crate::util::human_size;
@@ -30,6 +31,9 @@ pub struct ObjectView {
     pub channel: Option<spsc::Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<broadcast::Status>,
+    /// The one type a typed channel carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<TypeTag>,
 }
 
 fn role(object: ObjectKind, index: u32) -> &'static str {
@@ -77,7 +81,11 @@ pub fn object_view(seg: &Segment, h: &HeaderInfo) -> ObjectView {
         ObjectKind::Broadcast => broadcast::status(seg, h).ok(),
         _ => None,
     };
-    ObjectView { endpoints, channel, broadcast }
+    let message_type = match h.object {
+        ObjectKind::Raw => None,
+        _ => TypeTag::from_params(&h.params),
+    };
+    ObjectView { endpoints, channel, broadcast, message_type }
 }
 
 /// Lines for the text form of `info`.
@@ -90,6 +98,9 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
         out.push(("read position", c.read_pos.to_string()));
         let pct = if c.capacity == 0 { 0.0 } else { 100.0 * c.used as f64 / c.capacity as f64 };
         out.push(("fill", format!("{} bytes ({pct:.1}%)", c.used)));
+    }
+    if let Some(t) = &view.message_type {
+        out.push(("message type", t.to_string()));
     }
     if let Some(b) = &view.broadcast {
         out.push(("slots", format!("{} x {} bytes", b.slots, b.slot_size)));

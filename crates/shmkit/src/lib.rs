@@ -67,6 +67,7 @@ pub mod gc;
 pub mod layout;
 pub mod segment;
 pub mod sync;
+pub mod typed;
 
 pub use error::{Error, Result};
 pub use segment::{Kind, Name, Options, Segment};

@@ -56,6 +56,7 @@ use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, 
 use crate::segment::{Name, Options, Segment};
 use crate::sync::peer::Liveness;
 use crate::sync::wait::{self, Park, Stop, WaitStrategy};
+use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the publisher; subscribers are 1..=N.
 pub const PUBLISHER: u32 = 0;
@@ -129,6 +130,8 @@ pub struct Config {
     pub overflow: Overflow,
     /// Permission bits of a named segment (default 0600).
     pub mode: u32,
+    /// The one type of value the channel carries, if it is typed (see [`crate::typed`]).
+    pub message_type: Option<TypeTag>,
 }
 
 impl Default for Config {
@@ -139,6 +142,7 @@ impl Default for Config {
             subscribers: 16,
             overflow: Overflow::Overwrite,
             mode: 0o600,
+            message_type: None,
         }
     }
 }
@@ -265,13 +269,17 @@ pub fn init(seg: &Segment, config: &Config) -> Result<()> {
             seg.len()
         )));
     }
-    let params = [
+    let mut params = [
         geo.slots,
         geo.slot_size,
         geo.max_message,
         geo.overflow as u64,
         u64::from(geo.subscribers),
+        0,
+        0,
+        0,
     ];
+    TypeTag::to_params(config.message_type, &mut params);
     let h = layout::init(seg, ObjectKind::Broadcast, geo.subscribers + 1, &params)?;
     layout::publish(h);
     Ok(())
@@ -321,13 +329,14 @@ pub fn geometry_of(seg: &Segment, info: &HeaderInfo) -> Result<Geometry> {
 struct Shared {
     seg: Segment,
     geo: Geometry,
+    message_type: Option<TypeTag>,
 }
 
 impl Shared {
     fn open(seg: Segment) -> Result<Shared> {
         let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
         let geo = geometry_of(&seg, &info)?;
-        Ok(Shared { seg, geo })
+        Ok(Shared { seg, geo, message_type: TypeTag::from_params(&info.params) })
     }
 
     fn view(&self) -> View<'_> {
@@ -452,6 +461,7 @@ pub struct Publisher {
     wait: WaitStrategy,
     flags: u32,
     cpu: u32,
+    types: TypeCheck,
 }
 
 impl Publisher {
@@ -464,6 +474,13 @@ impl Publisher {
     /// Opens a named channel as its publisher.
     pub fn open(name: &Name) -> Result<Publisher> {
         Publisher::from_segment(Segment::open(name, &Options::default())?)
+    }
+
+    /// Opens a named channel that must carry `T` (checked before attaching).
+    pub fn open_as<T: 'static>(name: &Name) -> Result<Publisher> {
+        let shared = Shared::open(Segment::open(name, &Options::default())?)?;
+        TypeCheck::new(shared.message_type).check::<T>()?;
+        Publisher::attach(Arc::new(shared))
     }
 
     /// Attaches as the publisher of the channel in `seg`. A live publisher already
@@ -480,6 +497,7 @@ impl Publisher {
             return Err(Error::corrupt(format!("head {head}")));
         }
         let mut p = Publisher {
+            types: TypeCheck::new(shared.message_type),
             dead: vec![u32::MAX; shared.geo.subscribers as usize + 1],
             shared,
             head,
@@ -525,6 +543,21 @@ impl Publisher {
                     == endpoint_state::ATTACHED
             })
             .count()
+    }
+
+    /// Fails with `Incompatible { field: "message type" }` unless the channel carries
+    /// `T` (or is untyped).
+    pub fn expect_type<T: 'static>(&mut self) -> Result<()> {
+        self.types.check::<T>()
+    }
+
+    /// Publishes `value` as its bytes (waiting as [`send`](Self::send) does).
+    pub fn send_value<T>(&mut self, value: &T) -> std::result::Result<(), TypedError<SendError<()>>>
+    where
+        T: zerocopy::IntoBytes + zerocopy::Immutable + 'static,
+    {
+        self.types.check::<T>().map_err(TypedError::Mismatch)?;
+        self.send(value.as_bytes()).map_err(|e| TypedError::Channel(e.without_message()))
     }
 
     /// Publishes `msg`; under backpressure waits as long as the slowest live subscriber
@@ -701,12 +734,20 @@ pub struct Subscriber {
     cpu: u32,
     /// Overwrite mode: the validated copy a [`ReadGrant`] lends.
     copy: Vec<u8>,
+    types: TypeCheck,
 }
 
 impl Subscriber {
     /// Opens a named channel as a new subscriber.
     pub fn open(name: &Name) -> Result<Subscriber> {
         Subscriber::from_segment(Segment::open(name, &Options::default())?)
+    }
+
+    /// Subscribes to a named channel that must carry `T` (checked before attaching).
+    pub fn open_as<T: 'static>(name: &Name) -> Result<Subscriber> {
+        let shared = Shared::open(Segment::open(name, &Options::default())?)?;
+        TypeCheck::new(shared.message_type).check::<T>()?;
+        Subscriber::attach(Arc::new(shared))
     }
 
     /// Creates a named channel and subscribes to it (the segment is removed when this
@@ -745,6 +786,7 @@ impl Subscriber {
         line.missed.store(0, Ordering::Relaxed);
         line.received.store(0, Ordering::Relaxed);
         let mut s = Subscriber {
+            types: TypeCheck::new(shared.message_type),
             shared,
             index,
             cursor: head,
@@ -801,6 +843,29 @@ impl Subscriber {
         timeout: Duration,
     ) -> std::result::Result<usize, RecvTimeoutError> {
         self.take(buf, Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
+    }
+
+    /// Fails with `Incompatible { field: "message type" }` unless the channel carries
+    /// `T` (or is untyped).
+    pub fn expect_type<T: 'static>(&mut self) -> Result<()> {
+        self.types.check::<T>()
+    }
+
+    /// Receives the next message as a `T`, waiting for one (a message of the wrong
+    /// length is `Mismatch`, and consumed).
+    pub fn recv_value<T>(&mut self) -> std::result::Result<T, TypedError<RecvError>>
+    where
+        T: zerocopy::FromBytes + 'static,
+    {
+        self.types.check::<T>().map_err(TypedError::Mismatch)?;
+        let grant = self.recv_ref().map_err(TypedError::Channel)?;
+        T::read_from_bytes(&grant).map_err(|_| {
+            TypedError::Mismatch(Error::incompatible(
+                "message size",
+                grant.len(),
+                std::mem::size_of::<T>(),
+            ))
+        })
     }
 
     /// Lends the next message: in place under `Backpressure` (the slot cannot be reused

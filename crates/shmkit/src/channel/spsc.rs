@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
 use crate::sync::wait::{self, Stop, WaitStrategy};
+use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the sender.
 pub const SENDER: u32 = 0;
@@ -97,11 +98,13 @@ pub struct Config {
     pub max_message: Option<usize>,
     /// Permission bits of a named segment (default 0600).
     pub mode: u32,
+    /// The one type of value the channel carries, if it is typed (see [`crate::typed`]).
+    pub message_type: Option<TypeTag>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { capacity: 256 * 1024, max_message: None, mode: 0o600 }
+        Config { capacity: 256 * 1024, max_message: None, mode: 0o600, message_type: None }
     }
 }
 
@@ -133,8 +136,17 @@ pub fn init(seg: &Segment, config: &Config) -> Result<()> {
             seg.len()
         )));
     }
-    let params =
-        [geo.capacity, geo.max_message, RING as u64, PRODUCER_LINE as u64, CONSUMER_LINE as u64];
+    let mut params = [
+        geo.capacity,
+        geo.max_message,
+        RING as u64,
+        PRODUCER_LINE as u64,
+        CONSUMER_LINE as u64,
+        0,
+        0,
+        0,
+    ];
+    TypeTag::to_params(config.message_type, &mut params);
     let h = layout::init(seg, ObjectKind::Spsc, 2, &params)?;
     layout::publish(h);
     Ok(())
@@ -164,6 +176,7 @@ struct Shared {
     seg: Segment,
     geo: Geometry,
     data: *mut u8,
+    message_type: Option<TypeTag>,
 }
 
 // SAFETY: Shared only holds the mapping and raw pointers into it; every access goes
@@ -177,7 +190,7 @@ impl Shared {
         let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
         let geo = geometry_of(&seg, &info)?;
         let data = seg.as_ptr().wrapping_add(RING);
-        Ok(Shared { seg, geo, data })
+        Ok(Shared { seg, geo, data, message_type: TypeTag::from_params(&info.params) })
     }
 
     fn endpoint(&self, index: u32) -> &Endpoint {
@@ -349,6 +362,8 @@ struct Side {
     cpu: u32,
     /// Messages sent or received.
     count: u64,
+    /// The channel's message type, for `send_value`/`recv_value`.
+    types: TypeCheck,
 }
 
 impl Side {
@@ -357,8 +372,15 @@ impl Side {
     fn attach(shared: &Shared, me: u32, peer: u32, what: &str) -> Result<(Side, u64, u64)> {
         shared.endpoint(me).claim(what)?;
         let (w, r) = positions(shared).inspect_err(|_| shared.endpoint(me).close())?;
-        let mut side =
-            Side { me, peer, wait: WaitStrategy::default(), flags: 0, cpu: u32::MAX, count: 0 };
+        let mut side = Side {
+            me,
+            peer,
+            wait: WaitStrategy::default(),
+            flags: 0,
+            cpu: u32::MAX,
+            count: 0,
+            types: TypeCheck::new(shared.message_type),
+        };
         side.set_wait(shared, WaitStrategy::default());
         Ok((side, w, r))
     }
@@ -413,6 +435,14 @@ impl Sender {
         Sender::from_segment(Segment::open(name, &Options::default())?)
     }
 
+    /// Opens a named channel that must carry `T` (checked before attaching:
+    /// `Incompatible { field: "message type" }` leaves the channel untouched).
+    pub fn open_as<T: 'static>(name: &Name) -> Result<Sender> {
+        let shared = Shared::open(Segment::open(name, &Options::default())?)?;
+        TypeCheck::new(shared.message_type).check::<T>()?;
+        Sender::attach(Arc::new(shared))
+    }
+
     /// Attaches as the sender of the channel in `seg`.
     pub fn from_segment(seg: Segment) -> Result<Sender> {
         Sender::attach(Arc::new(Shared::open(seg)?))
@@ -448,6 +478,26 @@ impl Sender {
     /// The segment the channel lives in.
     pub fn segment(&self) -> &Segment {
         &self.shared.seg
+    }
+
+    /// The channel's message type, if it is typed.
+    pub fn message_type(&self) -> Option<TypeTag> {
+        self.shared.message_type
+    }
+
+    /// Fails with `Incompatible { field: "message type" }` unless the channel carries
+    /// `T` (or is untyped). `open_as` checks the same before attaching.
+    pub fn expect_type<T: 'static>(&mut self) -> Result<()> {
+        self.side.types.check::<T>()
+    }
+
+    /// Sends `value` as its bytes, waiting for room as long as it takes.
+    pub fn send_value<T>(&mut self, value: &T) -> std::result::Result<(), TypedError<SendError<()>>>
+    where
+        T: zerocopy::IntoBytes + zerocopy::Immutable + 'static,
+    {
+        self.side.types.check::<T>().map_err(TypedError::Mismatch)?;
+        self.send(value.as_bytes()).map_err(|e| TypedError::Channel(e.without_message()))
     }
 
     /// Sends `msg`, waiting for room as long as it takes.
@@ -637,6 +687,14 @@ impl Receiver {
         Receiver::from_segment(create(name, config)?)
     }
 
+    /// Opens a named channel that must carry `T` (checked before attaching:
+    /// `Incompatible { field: "message type" }` leaves the channel untouched).
+    pub fn open_as<T: 'static>(name: &Name) -> Result<Receiver> {
+        let shared = Shared::open(Segment::open(name, &Options::default())?)?;
+        TypeCheck::new(shared.message_type).check::<T>()?;
+        Receiver::attach(Arc::new(shared))
+    }
+
     /// Opens a named channel as its receiver.
     pub fn open(name: &Name) -> Result<Receiver> {
         Receiver::from_segment(Segment::open(name, &Options::default())?)
@@ -723,6 +781,34 @@ impl Receiver {
     pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
         let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
+    }
+
+    /// The channel's message type, if it is typed.
+    pub fn message_type(&self) -> Option<TypeTag> {
+        self.shared.message_type
+    }
+
+    /// Fails with `Incompatible { field: "message type" }` unless the channel carries
+    /// `T` (or is untyped). `open_as` checks the same before attaching.
+    pub fn expect_type<T: 'static>(&mut self) -> Result<()> {
+        self.side.types.check::<T>()
+    }
+
+    /// Receives the next message as a `T`, waiting for one. A message whose length is
+    /// not `size_of::<T>()` is `Mismatch` (and consumed).
+    pub fn recv_value<T>(&mut self) -> std::result::Result<T, TypedError<RecvError>>
+    where
+        T: zerocopy::FromBytes + 'static,
+    {
+        self.side.types.check::<T>().map_err(TypedError::Mismatch)?;
+        let grant = self.recv_ref().map_err(TypedError::Channel)?;
+        T::read_from_bytes(&grant).map_err(|_| {
+            TypedError::Mismatch(Error::incompatible(
+                "message size",
+                grant.len(),
+                std::mem::size_of::<T>(),
+            ))
+        })
     }
 
     /// [`Receiver::recv_ref`] without waiting.
