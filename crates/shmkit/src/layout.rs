@@ -69,6 +69,8 @@ pub enum ObjectKind {
     Spsc = 2,
     /// A one-publisher, many-subscriber message channel.
     Broadcast = 3,
+    /// The registry of a request/reply service.
+    Rpc = 4,
 }
 
 impl ObjectKind {
@@ -78,6 +80,7 @@ impl ObjectKind {
             1 => Some(ObjectKind::Raw),
             2 => Some(ObjectKind::Spsc),
             3 => Some(ObjectKind::Broadcast),
+            4 => Some(ObjectKind::Rpc),
             _ => None,
         }
     }
@@ -88,6 +91,7 @@ impl ObjectKind {
             ObjectKind::Raw => "raw",
             ObjectKind::Spsc => "spsc",
             ObjectKind::Broadcast => "broadcast",
+            ObjectKind::Rpc => "rpc",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! - [`spsc`]: one sender, one receiver, variable-length messages, zero-copy loans.
 //! - [`broadcast`]: one publisher, up to 64 subscribers, each with its own cursor;
 //!   slow subscribers are either overtaken (`Lagged`) or waited for.
+//! - [`rpc`]: request/reply between many clients and one server.
 //!
 //! Errors follow crossbeam's vocabulary (`Full`, `Empty`, `Timeout`, `Disconnected`)
 //! plus what shared memory adds: `PeerDead` (the other process died without closing),
@@ -11,6 +12,7 @@
 
 pub mod broadcast;
 pub mod ring;
+pub mod rpc;
 pub mod spsc;
 
 pub use crate::sync::wait::WaitStrategy;

@@ -109,6 +109,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks the configuration without creating anything.
+    pub fn check(&self) -> Result<()> {
+        self.geometry().map(drop)
+    }
+
     fn geometry(&self) -> Result<Geometry> {
         let cap = self.capacity as u64;
         let max = self.max_message.map_or_else(
@@ -792,6 +797,11 @@ impl Receiver {
     /// `T` (or is untyped). `open_as` checks the same before attaching.
     pub fn expect_type<T: 'static>(&mut self) -> Result<()> {
         self.side.types.check::<T>()
+    }
+
+    /// Whether a message (or a corrupt frame) is waiting, without taking it.
+    pub fn has_message(&mut self) -> bool {
+        !matches!(self.consumer.try_peek(&*self.shared), Ok(None))
     }
 
     /// Receives the next message as a `T`, waiting for one. A message whose length is

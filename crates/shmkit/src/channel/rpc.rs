@@ -1,0 +1,498 @@
+//! Request/reply between many client processes and one server.
+//!
+//! ```text
+//! NAME              the registry: Header, Endpoint[0] server, Endpoint[1..=K] clients,
+//!                   then K 64-byte slot lines (`ready`: which attachment has channels)
+//! NAME.cI.req       client I → server: an SPSC channel the client creates
+//! NAME.cI.rep       server → client I: an SPSC channel the client creates
+//! ```
+//! A client claims a free (or dead) client record, creates its two channels, and
+//! publishes `ready = attaches` (the record's attachment count) in its slot line. The
+//! server scans the records, attaches to the channels of every client whose `ready`
+//! matches its current attachment, and answers requests in turn. A client that dies is
+//! noticed by the server through the request channel (`PeerDead`); the server removes
+//! the dead client's channels and the record becomes free for the next client. A server
+//! that dies is noticed by its clients through the reply channel (`PeerDead`) or, before
+//! it ever attached, through the registry's server record.
+//!
+//! After sending a request a client bumps the server's futex if it is parked, so an idle
+//! server costs nothing and a busy one makes no system call per request.
+//!
+//! Names: `posix:` and `file:` registries (the channels' names are derived from it).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::spsc::{self, Config as ChannelConfig};
+use super::{Receiver, RecvTimeoutError, Sender};
+use crate::error::{Error, Result};
+use crate::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
+use crate::segment::{posix, Name, Options, Segment};
+use crate::sync::peer::Liveness;
+use crate::sync::wait::{self, Park, Stop, WaitStrategy};
+
+/// Endpoint index of the server; clients are 1..=K.
+pub const SERVER: u32 = 0;
+/// Most clients a service can have.
+pub const MAX_CLIENTS: u32 = 256;
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Indices into [`layout::Header::params`].
+pub mod param {
+    pub const CLIENTS: usize = 0;
+    pub const CAPACITY: usize = 1;
+}
+
+/// Parameters of a new service.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Client records, 1 to [`MAX_CLIENTS`] (default 16).
+    pub clients: u32,
+    /// Ring capacity of each client's request and reply channels (default 64 KiB; the
+    /// largest request or reply is capacity/2 − 16).
+    pub capacity: usize,
+    /// Permission bits of the registry and channels (default 0600).
+    pub mode: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { clients: 16, capacity: 64 * 1024, mode: 0o600 }
+    }
+}
+
+/// A client slot's line in the registry.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct SlotLine {
+    /// The client record's `attaches` count once that client's channels exist (Release).
+    pub ready: AtomicU32,
+    pub reserved: [AtomicU32; 15],
+}
+
+const _: () = assert!(std::mem::size_of::<SlotLine>() == 64);
+
+fn registry_size(clients: u32) -> usize {
+    layout::header_size(clients + 1) + clients as usize * 64
+}
+
+/// The names of client `i`'s request and reply channels.
+pub fn channel_names(registry: &Name, i: u32) -> Result<(Name, Name)> {
+    match registry.resolve()? {
+        Name::Posix(n) => Ok((Name::Posix(format!("{n}.c{i}.req")), Name::Posix(format!("{n}.c{i}.rep")))),
+        Name::File(p) => {
+            let with = |s: String| {
+                let mut os = p.clone().into_os_string();
+                os.push(s);
+                Name::File(os.into())
+            };
+            Ok((with(format!(".c{i}.req")), with(format!(".c{i}.rep"))))
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "{other}: an rpc service needs a posix: or file: name (its channels' names derive from it)"
+        ))),
+    }
+}
+
+/// The validated registry of a service.
+#[derive(Debug)]
+struct Registry {
+    seg: Segment,
+    name: Name,
+    clients: u32,
+    capacity: usize,
+}
+
+impl Registry {
+    fn open(name: &Name) -> Result<Registry> {
+        let seg = Segment::open(name, &Options::default())?;
+        let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
+        Registry::from_info(seg, name, &info)
+    }
+
+    fn from_info(seg: Segment, name: &Name, info: &HeaderInfo) -> Result<Registry> {
+        if info.object != ObjectKind::Rpc {
+            return Err(Error::incompatible("object kind", info.object.name(), "rpc"));
+        }
+        let clients = info.params[param::CLIENTS];
+        if !(1..=u64::from(MAX_CLIENTS)).contains(&clients)
+            || info.endpoint_count as u64 != clients + 1
+        {
+            return Err(Error::corrupt(format!(
+                "{clients} clients, {} endpoints",
+                info.endpoint_count
+            )));
+        }
+        let clients = clients as u32;
+        if seg.len() != registry_size(clients) {
+            return Err(Error::incompatible("segment size", seg.len(), registry_size(clients)));
+        }
+        let capacity = info.params[param::CAPACITY];
+        if !capacity.is_power_of_two() || !(256..=1 << 32).contains(&capacity) {
+            return Err(Error::corrupt(format!("channel capacity {capacity}")));
+        }
+        Ok(Registry { seg, name: name.clone(), clients, capacity: capacity as usize })
+    }
+
+    fn endpoint(&self, index: u32) -> &Endpoint {
+        debug_assert!(index <= self.clients);
+        let offset = layout::HEADER_SIZE + index as usize * layout::ENDPOINT_SIZE;
+        // SAFETY: from_info checked the segment holds K + 1 records and K slot lines.
+        unsafe { &*self.seg.as_ptr().add(offset).cast::<Endpoint>() }
+    }
+
+    fn slot(&self, i: u32) -> &SlotLine {
+        debug_assert!((1..=self.clients).contains(&i));
+        let offset = layout::header_size(self.clients + 1) + (i as usize - 1) * 64;
+        // SAFETY: as for endpoint; 64-aligned; atomics only.
+        unsafe { &*self.seg.as_ptr().add(offset).cast::<SlotLine>() }
+    }
+}
+
+/// Removes a client's channels (a dead client cannot).
+fn remove_channels(registry: &Name, i: u32) {
+    if let Ok((req, rep)) = channel_names(registry, i) {
+        for name in [req, rep] {
+            match name {
+                Name::Posix(n) => {
+                    let _ = posix::unlink(&n);
+                }
+                Name::File(p) => {
+                    let _ = std::fs::remove_file(p);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Error of [`Client::call`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No reply within the timeout (the request may still be answered later; the
+    /// next call discards such a late reply).
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The server closed or is not running.
+    #[error("the server is not serving")]
+    Disconnected,
+    /// The server's process died.
+    #[error("the server (pid {pid}) died")]
+    PeerDead { pid: u32 },
+    #[error("request of {len} bytes is over the maximum of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("corrupt service: {what}")]
+    Corrupt { what: String },
+}
+
+/// One client of a service.
+#[derive(Debug)]
+pub struct Client {
+    registry: Registry,
+    index: u32,
+    tx: Sender,
+    rx: Receiver,
+    /// Calls made; every request and reply carries the call number first (8 bytes), so
+    /// a late reply to an abandoned call is recognised and dropped.
+    calls: u64,
+    out: Vec<u8>,
+    flags: u32,
+}
+
+impl Client {
+    /// Connects to the service `name`: takes a free client record and creates its
+    /// channels. [`Error::Busy`] if all records are held by live clients.
+    pub fn connect(name: &Name) -> Result<Client> {
+        let registry = Registry::open(name)?;
+        let mut busy_pid = 0;
+        let index = (1..=registry.clients)
+            .find(|&i| match registry.endpoint(i).claim("client") {
+                Ok(()) => true,
+                Err(Error::Busy { pid, .. }) => {
+                    busy_pid = pid;
+                    false
+                }
+                Err(_) => false,
+            })
+            .ok_or_else(|| Error::Busy {
+                what: format!("all {} client records", registry.clients),
+                pid: busy_pid,
+            })?;
+        let made = (|| {
+            // Channels of an earlier holder that died are in the way.
+            remove_channels(name, index);
+            let (req, rep) = channel_names(name, index)?;
+            let config = ChannelConfig { capacity: registry.capacity, ..ChannelConfig::default() };
+            let tx = Sender::create(&req, &config)?;
+            let rx = Receiver::create(&rep, &config)?;
+            Ok::<_, Error>((tx, rx))
+        })();
+        let (tx, rx) = match made {
+            Ok(pair) => pair,
+            Err(e) => {
+                registry.endpoint(index).close();
+                return Err(e);
+            }
+        };
+        let e = registry.endpoint(index);
+        registry.slot(index).ready.store(e.attaches.load(Ordering::Relaxed), Ordering::Release);
+        wait::wake(registry.endpoint(SERVER));
+        let flags = wait::flags_for(WaitStrategy::default());
+        Ok(Client { registry, index, tx, rx, calls: 0, out: Vec::new(), flags })
+    }
+
+    /// Our client record (1..=K).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Largest request (and reply) in bytes.
+    pub fn max_message(&self) -> usize {
+        self.tx.max_message() - 8
+    }
+
+    /// How the client waits for replies.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.tx.set_wait_strategy(wait);
+        self.rx.set_wait_strategy(wait);
+        self.flags = wait::flags_for(wait);
+    }
+
+    fn server_gone(&self) -> Option<CallError> {
+        let server = self.registry.endpoint(SERVER);
+        match wait::peer_gone(server) {
+            Some(Stop::Dead(pid)) => Some(CallError::PeerDead { pid }),
+            Some(_) => Some(CallError::Disconnected),
+            None if server.state.load(Ordering::Acquire) == endpoint_state::FREE => {
+                Some(CallError::Disconnected)
+            }
+            None => None,
+        }
+    }
+
+    /// Sends `request` and waits up to `timeout` for its reply, which is written to
+    /// `reply` (resized).
+    pub fn call(
+        &mut self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> std::result::Result<(), CallError> {
+        if request.len() > self.max_message() {
+            return Err(CallError::TooLarge { len: request.len(), max: self.max_message() });
+        }
+        if let Some(e) = self.server_gone() {
+            return Err(e);
+        }
+        self.calls += 1;
+        self.out.clear();
+        self.out.extend_from_slice(&self.calls.to_le_bytes());
+        self.out.extend_from_slice(request);
+        let deadline = Instant::now() + timeout;
+        self.tx.send_timeout(&self.out, timeout).map_err(|e| match e.without_message() {
+            super::SendTimeoutError::Timeout(()) => CallError::Timeout,
+            super::SendTimeoutError::Corrupt { what, .. } => CallError::Corrupt { what },
+            _ => self.server_gone().unwrap_or(CallError::Disconnected),
+        })?;
+        wait::notify(self.registry.endpoint(SERVER), self.flags);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // The reply channel's sender is the server once it has attached; until then
+            // check the registry's record of it now and then.
+            let step = left.min(wait::LIVENESS_PERIOD * 5);
+            match self.rx.recv_timeout(reply, step) {
+                Ok(_) if reply.len() >= 8 && reply[..8] == self.calls.to_le_bytes() => {
+                    reply.drain(..8);
+                    return Ok(());
+                }
+                Ok(_) => continue, // a late reply to an abandoned call
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(e) = self.server_gone() {
+                        return Err(e);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(CallError::Timeout);
+                    }
+                }
+                Err(RecvTimeoutError::PeerDead { pid }) => return Err(CallError::PeerDead { pid }),
+                Err(RecvTimeoutError::Disconnected) => return Err(CallError::Disconnected),
+                Err(RecvTimeoutError::Corrupt { what }) => return Err(CallError::Corrupt { what }),
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.registry.slot(self.index).ready.store(0, Ordering::Release);
+        self.registry.endpoint(self.index).close();
+        wait::wake(self.registry.endpoint(SERVER));
+        // Our channels are owned by us: dropping `tx`/`rx` removes their names.
+    }
+}
+
+/// The server's view of one client.
+#[derive(Debug)]
+struct Connection {
+    /// The record's attachment these channels belong to.
+    attaches: u32,
+    rx: Receiver,
+    tx: Sender,
+}
+
+/// The serving end. Dropping it closes the service: waiting clients get `Disconnected`.
+#[derive(Debug)]
+pub struct Server {
+    registry: Registry,
+    connections: Vec<Option<Connection>>,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    wait: WaitStrategy,
+    /// Calls answered.
+    answered: u64,
+}
+
+impl Server {
+    /// Creates the service `name` (owned: removed when the server is dropped).
+    pub fn create(name: &Name, config: &Config) -> Result<Server> {
+        if !(1..=MAX_CLIENTS).contains(&config.clients) {
+            return Err(Error::InvalidArgument(format!("clients must be 1 to {MAX_CLIENTS}")));
+        }
+        channel_names(name, 0)?;
+        spsc::Config { capacity: config.capacity, ..spsc::Config::default() }.check()?;
+        let opts = Options { mode: config.mode, ..Options::default() };
+        let seg = Segment::create(name, registry_size(config.clients), &opts)?;
+        let params = [u64::from(config.clients), config.capacity as u64];
+        let h = layout::init(&seg, ObjectKind::Rpc, config.clients + 1, &params)?;
+        layout::publish(h);
+        let info = layout::validate(&seg)?;
+        let registry = Registry::from_info(seg, name, &info)?;
+        registry.endpoint(SERVER).claim("server")?;
+        let slots = registry.clients as usize + 1;
+        let mut server = Server {
+            registry,
+            connections: (0..slots).map(|_| None).collect(),
+            request: Vec::new(),
+            reply: Vec::new(),
+            wait: WaitStrategy::default(),
+            answered: 0,
+        };
+        server.set_wait_strategy(WaitStrategy::default());
+        Ok(server)
+    }
+
+    /// How the server waits for requests.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        self.registry.endpoint(SERVER).flags.store(wait::flags_for(wait), Ordering::Relaxed);
+    }
+
+    /// Calls answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.connections.iter().flatten().count()
+    }
+
+    /// Attaches to new clients' channels and lets go of departed ones.
+    fn refresh(&mut self) {
+        for i in 1..=self.registry.clients {
+            let e = self.registry.endpoint(i);
+            let attached = e.state.load(Ordering::Acquire) == endpoint_state::ATTACHED;
+            let attaches = e.attaches.load(Ordering::Relaxed);
+            let ready = self.registry.slot(i).ready.load(Ordering::Acquire);
+            let slot = &mut self.connections[i as usize];
+            if slot.as_ref().is_some_and(|c| !attached || c.attaches != attaches) {
+                *slot = None;
+            }
+            if slot.is_none() && attached && ready == attaches && ready != 0 {
+                let Ok((req, rep)) = channel_names(&self.registry.name, i) else { continue };
+                let opened = (|| Ok::<_, Error>((Receiver::open(&req)?, Sender::open(&rep)?)))();
+                if let Ok((mut rx, mut tx)) = opened {
+                    rx.set_wait_strategy(self.wait);
+                    tx.set_wait_strategy(self.wait);
+                    *slot = Some(Connection { attaches, rx, tx });
+                }
+            }
+        }
+    }
+
+    /// Answers every request waiting now with `handler(request, reply)`; returns how
+    /// many. A client found dead is dropped and its channels removed.
+    pub fn poll(&mut self, handler: &mut impl FnMut(&[u8], &mut Vec<u8>)) -> usize {
+        let mut answered = 0;
+        for i in 1..self.connections.len() {
+            let Some(conn) = self.connections[i].as_mut() else { continue };
+            let gone = loop {
+                match conn.rx.try_recv(&mut self.request) {
+                    Ok(_) if self.request.len() >= 8 => {
+                        self.reply.clear();
+                        self.reply.extend_from_slice(&self.request[..8]);
+                        handler(&self.request[8..], &mut self.reply);
+                        // A client that left or died takes its reply with it.
+                        let _ = conn.tx.send_timeout(&self.reply, wait::LIVENESS_PERIOD);
+                        answered += 1;
+                    }
+                    Ok(_) => {} // too short to be a request: ignore
+                    Err(e) => break e.is_disconnected(),
+                }
+            };
+            if gone {
+                self.connections[i] = None;
+                let e = self.registry.endpoint(i as u32);
+                if e.state.load(Ordering::Acquire) == endpoint_state::ATTACHED
+                    && e.liveness() == Liveness::Dead
+                {
+                    remove_channels(&self.registry.name, i as u32);
+                }
+            }
+        }
+        self.answered += answered as u64;
+        answered
+    }
+
+    /// Serves until `timeout` passes with nothing to do; returns the calls answered.
+    pub fn serve_for(
+        &mut self,
+        timeout: Duration,
+        mut handler: impl FnMut(&[u8], &mut Vec<u8>),
+    ) -> u64 {
+        let start = self.answered;
+        let mut idle_since = Instant::now();
+        loop {
+            self.refresh();
+            if self.poll(&mut handler) > 0 {
+                idle_since = Instant::now();
+                continue;
+            }
+            let left = timeout.saturating_sub(idle_since.elapsed());
+            if left.is_zero() {
+                return self.answered - start;
+            }
+            self.park(left.min(wait::LIVENESS_PERIOD));
+        }
+    }
+
+    /// Waits until a client rings or `timeout` passes.
+    fn park(&mut self, timeout: Duration) {
+        let me = self.registry.endpoint(SERVER);
+        let connections = &mut self.connections;
+        let pending = || connections.iter_mut().flatten().any(|c| c.rx.has_message()).then_some(());
+        // We are our own "peer": there is no one process whose death ends the wait.
+        let _ = wait::wait_for(self.wait, me, Park::of(me), me, Some(timeout), pending);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.connections.clear();
+        self.registry.endpoint(SERVER).close();
+        for i in 1..=self.registry.clients {
+            wait::wake(self.registry.endpoint(i));
+        }
+        // The registry segment is ours: dropping it removes the name.
+    }
+}
