@@ -42,6 +42,8 @@ fn role(object: ObjectKind, index: u32) -> &'static str {
         (ObjectKind::Spsc, spsc::RECEIVER) => "receiver",
         (ObjectKind::Broadcast, broadcast::PUBLISHER) => "publisher",
         (ObjectKind::Broadcast, _) => "subscriber",
+        (ObjectKind::Rpc, shmkit::channel::rpc::SERVER) => "server",
+        (ObjectKind::Rpc, _) => "client",
         _ => "endpoint",
     }
 }

@@ -18,7 +18,7 @@ use super::mech::{invalid, Ctx, Link, Mech};
 use super::{
     eventfd, fanout, fifo, floor, mmap_spin, pipe, posix_mq, shm_sleep, shm_spin, shmkit_chan,
 };
-use super::{signal, slot::Mailboxes, sysv_mq, tcp, unix};
+use super::{rpc, signal, slot::Mailboxes, sysv_mq, tcp, unix};
 use crate::stats::Summary;
 use crate::util::{fail, CliResult, Failure};
 
@@ -135,6 +135,8 @@ pub fn run(args: &PeerArgs) -> CliResult {
         Mech::ShmkitSpin | Mech::ShmkitAdaptive | Mech::ShmkitBlock => {
             role::<shmkit_chan::Shmkit>(&ctx, args)
         }
+        Mech::Rpc if args.role == Role::Pong => rpc::serve(&ctx, &mut io::stdout().lock()),
+        Mech::Rpc => role::<rpc::Rpc>(&ctx, args),
         Mech::Broadcast1 | Mech::Broadcast2 | Mech::Broadcast4 | Mech::Broadcast8 => {
             role::<fanout::Fanout>(&ctx, args)
         }

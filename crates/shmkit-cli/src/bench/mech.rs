@@ -111,6 +111,7 @@ mechanisms! {
     ShmkitSpin = "shmkit-spin", Ipc, "shmkit SPSC channel pair, WaitStrategy::BusySpin";
     ShmkitAdaptive = "shmkit-adaptive", Ipc, "shmkit SPSC channel pair, WaitStrategy::Adaptive (default)";
     ShmkitBlock = "shmkit-block", Ipc, "shmkit SPSC channel pair, WaitStrategy::Block";
+    Rpc = "shmkit-rpc", Ipc, "shmkit request/reply: a client's call against a server process (round trips only)";
     Broadcast1 = "shmkit-bcast-1", Ipc, "shmkit broadcast (backpressure), 1 subscriber process";
     Broadcast2 = "shmkit-bcast-2", Ipc, "shmkit broadcast (backpressure), 2 subscriber processes";
     Broadcast4 = "shmkit-bcast-4", Ipc, "shmkit broadcast (backpressure), 4 subscriber processes";

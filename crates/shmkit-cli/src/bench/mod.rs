@@ -20,6 +20,7 @@ mod mmap_spin;
 mod pipe;
 mod posix_mq;
 mod report;
+mod rpc;
 mod shm_sleep;
 mod shm_spin;
 mod shmkit_chan;

@@ -241,6 +241,22 @@ impl Report {
         latency(Mech::ShmSpin, Mech::ShmkitSpin, small);
         latency(Mech::UnixStream, Mech::ShmkitAdaptive, small);
         latency(Mech::Tcp, Mech::ShmkitAdaptive, small);
+        latency(Mech::Rpc, Mech::ShmkitAdaptive, small);
+        let one =
+            self.find(Mech::Broadcast1, small).and_then(|r| r.stream).map(|s| s.messages_per_sec);
+        let eight =
+            self.find(Mech::Broadcast8, small).and_then(|r| r.stream).map(|s| s.messages_per_sec);
+        if let (Some(a), Some(b)) = (one, eight) {
+            out.push(Comparison {
+                what: format!(
+                    "{} broadcast publisher: 1 subscriber {}msg/s / 8 subscribers {}msg/s",
+                    human_size(small),
+                    rate(a),
+                    rate(b)
+                ),
+                ratio: a / b,
+            });
+        }
         let shmkit = self.find(Mech::ShmkitSpin, large).and_then(Row::bytes_per_sec);
         let memcpy = self.find(Mech::Memcpy, large).and_then(Row::bytes_per_sec);
         if let (Some(a), Some(b)) = (shmkit, memcpy) {

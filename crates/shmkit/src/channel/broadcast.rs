@@ -657,10 +657,14 @@ impl Publisher {
             let Some(laggard) = self.laggard else { return Ok(()) };
             let peer = shared.view().endpoint(laggard);
             let attaches = peer.attaches.load(Ordering::Relaxed);
-            let result =
-                wait::wait_for(self.wait, me, Park::of(me), peer, remaining(deadline), || {
-                    self.has_room().then_some(())
-                });
+            let result = wait::wait_for(
+                self.wait,
+                me,
+                Park::of(me),
+                Some(peer),
+                remaining(deadline),
+                || self.has_room().then_some(()),
+            );
             match result {
                 Ok(()) => return Ok(()),
                 Err(Stop::Timeout) => return Err(Fault::Timeout),
@@ -932,13 +936,14 @@ impl Subscriber {
         let shared = self.shared.clone();
         let me = shared.view().endpoint(self.index);
         let publisher = shared.view().endpoint(PUBLISHER);
-        let result = wait::wait_for(self.wait, me, shared.view().bell(), publisher, found, || {
-            match self.look() {
-                Step::Empty => None,
-                Step::Ready(seq, len) => Some(Ok((seq, len))),
-                Step::Fault(f) => Some(Err(f)),
-            }
-        });
+        let result =
+            wait::wait_for(self.wait, me, shared.view().bell(), Some(publisher), found, || {
+                match self.look() {
+                    Step::Empty => None,
+                    Step::Ready(seq, len) => Some(Ok((seq, len))),
+                    Step::Fault(f) => Some(Err(f)),
+                }
+            });
         match result {
             Ok(r) => r,
             Err(Stop::Timeout) => Err(Fault::Timeout),

@@ -258,6 +258,13 @@ impl Client {
         self.flags = wait::flags_for(wait);
     }
 
+    /// Whether the server has closed (cheap: one load).
+    fn server_closed(&self) -> bool {
+        let state = self.registry.endpoint(SERVER).state.load(Ordering::Acquire);
+        state == endpoint_state::CLOSED || state == endpoint_state::FREE
+    }
+
+    /// Whether the server is gone, its process's liveness included (reads /proc).
     fn server_gone(&self) -> Option<CallError> {
         let server = self.registry.endpoint(SERVER);
         match wait::peer_gone(server) {
@@ -281,8 +288,8 @@ impl Client {
         if request.len() > self.max_message() {
             return Err(CallError::TooLarge { len: request.len(), max: self.max_message() });
         }
-        if let Some(e) = self.server_gone() {
-            return Err(e);
+        if self.server_closed() {
+            return Err(self.server_gone().unwrap_or(CallError::Disconnected));
         }
         self.calls += 1;
         self.out.clear();
@@ -481,8 +488,8 @@ impl Server {
         let me = self.registry.endpoint(SERVER);
         let connections = &mut self.connections;
         let pending = || connections.iter_mut().flatten().any(|c| c.rx.has_message()).then_some(());
-        // We are our own "peer": there is no one process whose death ends the wait.
-        let _ = wait::wait_for(self.wait, me, Park::of(me), me, Some(timeout), pending);
+        // No one process's death ends this wait: clients come and go.
+        let _ = wait::wait_for(self.wait, me, Park::of(me), None, Some(timeout), pending);
     }
 }
 

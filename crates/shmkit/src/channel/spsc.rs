@@ -595,7 +595,7 @@ impl Sender {
         let producer = &mut self.producer;
         let me = shared.endpoint(SENDER);
         let result =
-            wait::wait_for(self.side.wait, me, wait::Park::of(me), receiver, timeout, || {
+            wait::wait_for(self.side.wait, me, wait::Park::of(me), Some(receiver), timeout, || {
                 match producer.try_reserve(shared, len as u64) {
                     Ok(r) => Some(Ok(r)),
                     Err(ReserveError::Full) => None,
@@ -892,7 +892,7 @@ impl Receiver {
             };
         };
         let me = shared.endpoint(RECEIVER);
-        match wait::wait_for(self.side.wait, me, wait::Park::of(me), sender, timeout, peek) {
+        match wait::wait_for(self.side.wait, me, wait::Park::of(me), Some(sender), timeout, peek) {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
         }

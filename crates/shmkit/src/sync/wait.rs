@@ -276,7 +276,7 @@ pub fn wait_for<T>(
     strategy: WaitStrategy,
     me: &Endpoint,
     park: Park<'_>,
-    peer: &Endpoint,
+    peer: Option<&Endpoint>,
     timeout: Option<Duration>,
     mut ready: impl FnMut() -> Option<T>,
 ) -> Result<T, Stop> {
@@ -289,7 +289,9 @@ pub fn wait_for<T>(
         WaitStrategy::Adaptive { spin, yields } => (spin, yields),
         WaitStrategy::Block => (Duration::ZERO, 0),
     };
-    let same_cpu = || peer.cpu.load(Ordering::Relaxed) == cpu;
+    // Without a peer (a server waiting for any client) nothing shares our CPU and
+    // nobody's death ends the wait.
+    let same_cpu = || peer.is_some_and(|p| p.cpu.load(Ordering::Relaxed) == cpu);
     // With the peer on our CPU, spinning or yielding only delays it (and sched_yield
     // does not reliably hand over the CPU): park at once.
     let (spin, yields) = if same_cpu() { (Duration::ZERO, 0) } else { (spin, yields) };
@@ -306,6 +308,7 @@ pub fn wait_for<T>(
         timeout.map(|t| start.checked_add(t).unwrap_or(start + Duration::from_secs(86_400 * 365)));
     let mut last_check = start;
     let gone = |now: Instant, last: &mut Instant| -> Option<Stop> {
+        let peer = peer?;
         if peer_closed(peer) {
             return Some(Stop::Closed);
         }
@@ -351,7 +354,8 @@ pub fn wait_for<T>(
         let seq = park.futex.load(Ordering::Acquire);
         park.waiting.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if peer.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0
+        // Without a known peer, any waker may be fenceless.
+        if peer.is_none_or(|p| p.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0)
             && me.flags.load(Ordering::Relaxed) & endpoint_flags::EAGER_PARK == 0
         {
             barrier_ok = heavy_barrier();
