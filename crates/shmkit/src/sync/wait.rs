@@ -355,7 +355,7 @@ pub fn wait_for<T>(
         park.waiting.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         // Without a known peer, any waker may be fenceless.
-        if peer.is_none_or(|p| p.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0)
+        if peer.map_or(true, |p| p.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0)
             && me.flags.load(Ordering::Relaxed) & endpoint_flags::EAGER_PARK == 0
         {
             barrier_ok = heavy_barrier();
