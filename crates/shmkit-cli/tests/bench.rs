@@ -102,7 +102,8 @@ fn quick_bench_reports_every_mechanism_at_every_size() {
                 assert!(r["latency"]["p50"].as_f64() <= r["latency"]["max"].as_f64());
                 assert!(r["cpu_pong"].is_u64(), "{mech} {size}: {r}");
             }
-            if r["class"] != "floor" {
+            // Floors move one word and rpc calls wait for their replies: no stream.
+            if r["class"] != "floor" && mech != "shmkit-rpc" {
                 assert!(positive(&r["stream"]["messages_per_sec"]), "{mech} {size}: {r}");
                 assert!(positive(&r["stream"]["bytes_per_sec"]), "{mech} {size}: {r}");
             }
