@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use shmkit::channel::broadcast::{self, Overflow, Publisher, Subscriber};
 use shmkit::channel::spsc::{self, Config};
@@ -60,6 +62,16 @@ fn peer_entry() {
                 assert_eq!(sub.recv_value::<Tick>().unwrap(), tick(seq));
             }
             println!("peer:ok");
+        }
+        "quote-server" => {
+            let mut server =
+                shmkit::channel::rpc::Server::create(&name, &Default::default()).unwrap();
+            println!("peer:ready");
+            server.serve_values_for(Duration::from_secs(2), |t: Tick| Quote {
+                bid: t.seq,
+                ask: t.seq + 1,
+                size: u64::from(t.qty),
+            });
         }
         "open-as-quote" => match Receiver::open_as::<Quote>(&name) {
             Err(Error::Incompatible { field, .. }) => println!("peer:refused {field}"),
@@ -136,6 +148,28 @@ fn structs_reach_two_subscriber_processes_over_broadcast() {
         assert!(child.wait().unwrap().success(), "{text}");
         assert!(text.contains("peer:ok"), "{text}");
     }
+}
+
+#[test]
+fn an_rpc_client_calls_with_a_struct_and_gets_a_struct_back() {
+    let name = Name::Posix(format!("/{}", unique("typedrpc")));
+    let mut server = peer_command("quote-server", &[name.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("peer:ready") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    let mut client = shmkit::channel::rpc::Client::connect(&name).unwrap();
+    for seq in 0..1000 {
+        let q: Quote = client.call_value(&tick(seq), Duration::from_secs(10)).unwrap();
+        assert_eq!(q, Quote { bid: seq, ask: seq + 1, size: seq % 1000 });
+    }
+    drop(client);
+    assert!(server.wait().unwrap().success());
 }
 
 #[test]

@@ -30,6 +30,7 @@ use crate::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{posix, Name, Options, Segment};
 use crate::sync::peer::Liveness;
 use crate::sync::wait::{self, Park, Stop, WaitStrategy};
+use crate::typed::TypedError;
 
 /// Endpoint index of the server; clients are 1..=K.
 pub const SERVER: u32 = 0;
@@ -196,6 +197,8 @@ pub struct Client {
     /// a late reply to an abandoned call is recognised and dropped.
     calls: u64,
     out: Vec<u8>,
+    /// `call_value`'s reply buffer.
+    reply: Vec<u8>,
     flags: u32,
 }
 
@@ -238,7 +241,7 @@ impl Client {
         registry.slot(index).ready.store(e.attaches.load(Ordering::Relaxed), Ordering::Release);
         wait::wake(registry.endpoint(SERVER));
         let flags = wait::flags_for(WaitStrategy::default());
-        Ok(Client { registry, index, tx, rx, calls: 0, out: Vec::new(), flags })
+        Ok(Client { registry, index, tx, rx, calls: 0, out: Vec::new(), reply: Vec::new(), flags })
     }
 
     /// Our client record (1..=K).
@@ -326,6 +329,36 @@ impl Client {
                 Err(RecvTimeoutError::Corrupt { what }) => return Err(CallError::Corrupt { what }),
             }
         }
+    }
+}
+
+impl Client {
+    /// [`call`](Self::call) with plain-data values (see [`crate::typed`]): sends
+    /// `request`'s bytes and reads the reply as an `R` (a reply of another length is
+    /// `Mismatch`).
+    pub fn call_value<Q, R>(
+        &mut self,
+        request: &Q,
+        timeout: Duration,
+    ) -> std::result::Result<R, TypedError<CallError>>
+    where
+        Q: zerocopy::IntoBytes + zerocopy::Immutable,
+        R: zerocopy::FromBytes,
+    {
+        let mut reply = std::mem::take(&mut self.reply);
+        let result =
+            self.call(request.as_bytes(), &mut reply, timeout).map_err(TypedError::Channel);
+        let value = result.and_then(|()| {
+            R::read_from_bytes(&reply).map_err(|_| {
+                TypedError::Mismatch(Error::incompatible(
+                    "reply size",
+                    reply.len(),
+                    std::mem::size_of::<R>(),
+                ))
+            })
+        });
+        self.reply = reply;
+        value
     }
 }
 
@@ -459,6 +492,24 @@ impl Server {
         }
         self.answered += answered as u64;
         answered
+    }
+
+    /// [`serve_for`](Self::serve_for) with plain-data values: `handler` gets each request
+    /// as a `Q` (requests of another length get an empty reply) and returns the reply.
+    pub fn serve_values_for<Q, R>(
+        &mut self,
+        timeout: Duration,
+        mut handler: impl FnMut(Q) -> R,
+    ) -> u64
+    where
+        Q: zerocopy::FromBytes,
+        R: zerocopy::IntoBytes + zerocopy::Immutable,
+    {
+        self.serve_for(timeout, |req, reply| {
+            if let Ok(q) = Q::read_from_bytes(req) {
+                reply.extend_from_slice(handler(q).as_bytes());
+            }
+        })
     }
 
     /// Serves until `timeout` passes with nothing to do; returns the calls answered.
