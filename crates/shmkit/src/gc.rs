@@ -4,7 +4,8 @@
 //! live process (pid + start time, so a reused pid does not count), and — for SysV,
 //! where the kernel knows — no process has it attached. Only segments with a valid
 //! shmkit header, owned by the calling user, are considered; POSIX ones must also carry
-//! the `shmkit.` name prefix. Foreign segments are never touched. Plain segments made
+//! the `shmkit.` name prefix; files must be in shmkit's registry of files it created.
+//! Foreign segments are never touched. Plain segments made
 //! by `shmkit create` (object `raw`, no endpoints) are kept unless asked for, since
 //! nothing records whether someone still means to use them.
 
@@ -37,7 +38,8 @@ pub struct Verdict {
     pub reason: String,
 }
 
-/// Scans SysV and POSIX shared memory and removes dead shmkit segments.
+/// Scans SysV and POSIX shared memory and the registered file-backed segments (see
+/// [`crate::segment::registry`]), and removes dead shmkit segments.
 pub fn gc(opts: &GcOptions) -> Result<Vec<Verdict>> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -52,6 +54,34 @@ pub fn gc(opts: &GcOptions) -> Result<Vec<Verdict>> {
                 v.removed = sysv::remove(st.id).is_ok();
             }
             out.push(v);
+        }
+    }
+    for (entry, path) in crate::segment::registry::entries() {
+        use std::os::unix::fs::MetadataExt;
+        // Gone, or replaced by something that is not a regular file we own: forget it,
+        // never touch it.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            if !opts.dry_run {
+                crate::segment::registry::forget(&entry);
+            }
+            continue;
+        };
+        if !meta.is_file() || meta.uid() != me {
+            continue;
+        }
+        let name = Name::File(path.clone());
+        match judge(&name, opts, None) {
+            Some(mut v) => {
+                if v.garbage && !opts.dry_run {
+                    v.removed = std::fs::remove_file(&path).is_ok();
+                    if v.removed {
+                        crate::segment::registry::forget(&entry);
+                    }
+                }
+                out.push(v);
+            }
+            None if !opts.dry_run => crate::segment::registry::forget(&entry),
+            None => {}
         }
     }
     if let Ok(dir) = std::fs::read_dir("/dev/shm") {

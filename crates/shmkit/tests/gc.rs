@@ -69,11 +69,31 @@ fn verdict<'a>(all: &'a [Verdict], name: &Name) -> Option<&'a Verdict> {
 
 #[test]
 fn gc_removes_exactly_the_segments_of_dead_processes() {
-    // A channel whose creator and sender were killed, one POSIX, one SysV.
+    // File-backed segments are found through shmkit's registry: a private one here
+    // (the peers inherit the variable).
+    let registry = std::env::temp_dir().join(unique("registry"));
+    std::env::set_var("SHMKIT_REGISTRY", &registry);
+    // A channel whose creator and sender were killed: POSIX, SysV, and a file.
     let dead_posix = Name::Posix(format!("/{}", unique("dead")));
     let dead_sysv = Name::SysVKey(test_key());
+    let dead_file_path = std::env::temp_dir().join(unique("deadfile"));
+    let dead_file = Name::File(dead_file_path.clone());
     killed_holder(&dead_posix);
     killed_holder(&dead_sysv);
+    killed_holder(&dead_file);
+    assert_eq!(shmkit::segment::registry::entries().len(), 1, "the file was registered");
+    // A registered path now holding someone else's file, and one whose file is gone.
+    let replaced = std::env::temp_dir().join(unique("replaced"));
+    let r = Segment::create(&Name::File(replaced.clone()), 4096, &Options::default()).unwrap();
+    r.persist();
+    drop(r);
+    std::fs::write(&replaced, b"not shmkit's any more").unwrap();
+    let vanished = std::env::temp_dir().join(unique("vanished"));
+    let v = Segment::create(&Name::File(vanished.clone()), 4096, &Options::default()).unwrap();
+    v.persist();
+    drop(v);
+    std::fs::remove_file(&vanished).unwrap();
+    assert_eq!(shmkit::segment::registry::entries().len(), 3);
     // A channel held by this (live) process.
     let live = Name::Posix(format!("/{}", unique("live")));
     let live_tx = Sender::create(&live, &config()).unwrap();
@@ -94,7 +114,7 @@ fn gc_removes_exactly_the_segments_of_dead_processes() {
     run_peer("send-and-exit", &[unread.to_string()]);
 
     let dry = gc(&GcOptions { dry_run: true, ..GcOptions::default() }).unwrap();
-    for name in [&dead_posix, &dead_sysv, &reused] {
+    for name in [&dead_posix, &dead_sysv, &reused, &dead_file] {
         let v = verdict(&dry, name).unwrap_or_else(|| panic!("{name} not considered: {dry:?}"));
         assert!(v.garbage && !v.removed, "{v:?}");
     }
@@ -111,6 +131,15 @@ fn gc_removes_exactly_the_segments_of_dead_processes() {
     assert!(!posix_exists(&dead_name) && !posix_exists(&reused_name));
     let Name::SysVKey(key) = dead_sysv else { unreachable!() };
     assert!(!sysv_key_exists(key));
+    assert!(!dead_file_path.exists(), "the dead file channel was kept");
+    assert_eq!(
+        std::fs::read(&replaced).unwrap(),
+        b"not shmkit's any more",
+        "a foreign file was touched"
+    );
+    assert!(shmkit::segment::registry::entries().is_empty(), "stale registry entries kept");
+    std::fs::remove_file(&replaced).unwrap();
+    std::fs::remove_dir_all(&registry).unwrap();
     assert!(done.iter().filter(|v| v.garbage).all(|v| v.removed), "{done:?}");
     for kept in [&live, &unread, &foreign] {
         assert!(posix_exists(&kept.to_string()["posix:".len()..]), "{kept} was removed");

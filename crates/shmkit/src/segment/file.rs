@@ -65,6 +65,9 @@ pub(crate) fn create(path: &Path, size: usize, opts: &Options) -> Result<Segment
     }
     let base =
         map_fd(&fd, len, opts.read_only, opts.address_hint, &quoted(path)).map_err(cleanup)?;
+    if created {
+        super::registry::register(path);
+    }
     let backing = Backing::File { path: path.to_path_buf(), fd };
     Ok(Segment::from_parts(base, len, backing, created, opts.read_only))
 }
@@ -96,6 +99,7 @@ pub(crate) fn unlink_if_same(path: &Path, fd: &OwnedFd) -> Result<()> {
     };
     if super::posix::same_inode(fd.as_fd(), current.as_fd()) {
         std::fs::remove_file(path).map_err(|e| Error::io("unlink", quoted(path), e))?;
+        super::registry::unregister(path);
     }
     Ok(())
 }

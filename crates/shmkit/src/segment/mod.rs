@@ -19,6 +19,7 @@
 pub mod file;
 pub mod memfd;
 pub mod posix;
+pub mod registry;
 pub mod sysv;
 
 use std::fmt;
