@@ -45,11 +45,11 @@ use report::{Outcome, Row};
 use crate::util::{fail, human_size, parse_size, CliResult, Context, Failure};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Every row runs in two fresh processes (ping and pong) pinned as \
-    --pin says; each size group starts and ends with the floors (raw cache-line and raw \
-    futex ping-pong between the same two CPUs), and `x floor` is a row's p50 over the \
-    cache-line floor's. Latency is round trip / 2. `shmkit bench --list` describes \
-    every mechanism.")]
+#[command(after_help = "Every row runs in fresh processes (ping and pong, pinned as --pin \
+    says; broadcast rows add the other subscribers); each size group starts and ends \
+    with the floors (raw cache-line and raw futex ping-pong between the same two CPUs), \
+    and `x floor` is a row's p50 over the cache-line floor's. Latency is round trip / 2. \
+    `shmkit bench --list` describes every mechanism.")]
 pub struct Args {
     /// Mechanisms to compare, comma-separated (default: all; floors and memcpy always run).
     #[arg(long, value_delimiter = ',')]
