@@ -7,11 +7,19 @@ use shmkit::channel::spsc::{self, Config, RING};
 use shmkit::channel::{Receiver, Sender};
 
 fuzz_target!(|data: &[u8]| {
-    // A header whose magic and state are both zero reads as "creator still
-    // initialising", and an opener rightly waits its 2 s for it: skip those inputs so
-    // the fuzzer spends its time on everything else.
-    let zero = |r: std::ops::Range<usize>| data.get(r).is_some_and(|b| b.iter().all(|&x| x == 0));
-    if zero(0..8) && zero(56..60) {
+    // A header put in state EMPTY or INITIALISING, whose recorded creator may be alive (pid 0
+    // while it writes the header, a live pid, or no start time) makes an opener rightly
+    // wait its 2 s for the creator: skip those states so the fuzzer spends its time on
+    // everything else (tests/segments.rs covers the waiting itself).
+    // The input overwrites the first bytes of a READY header: the state word is the
+    // input's bytes where it reaches offsets 56..60, READY's elsewhere.
+    let mut state = shmkit::layout::state::READY.to_le_bytes();
+    for (i, b) in state.iter_mut().enumerate() {
+        if let Some(&d) = data.get(56 + i) {
+            *b = d;
+        }
+    }
+    if u32::from_le_bytes(state) <= shmkit::layout::state::INITIALISING {
         return;
     }
     let seg = spsc::create_memfd(&Config { capacity: 4096, ..Config::default() }).unwrap();
