@@ -269,6 +269,28 @@ impl Endpoint {
     }
 }
 
+/// How long an opener waits for a creator that is still initialising the header.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Claims the first takeable record among `records` (free, closed, or held by a dead
+/// process) and returns its index; [`Error::Busy`] naming `what` (e.g. "subscriber")
+/// when every one is held by a live process.
+pub fn claim_any<'a>(
+    records: impl Iterator<Item = (u32, &'a Endpoint)>,
+    what: &str,
+) -> Result<u32> {
+    let (mut seen, mut busy_pid) = (0, 0);
+    for (index, e) in records {
+        seen += 1;
+        match e.claim(what) {
+            Ok(()) => return Ok(index),
+            Err(Error::Busy { pid, .. }) => busy_pid = pid,
+            Err(_) => {}
+        }
+    }
+    Err(Error::Busy { what: format!("all {seen} {what} records"), pid: busy_pid })
+}
+
 /// A validated copy of a header's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

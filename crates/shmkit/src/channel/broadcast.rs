@@ -64,8 +64,6 @@ pub const PUBLISHER: u32 = 0;
 pub const MAX_SUBSCRIBERS: u32 = 64;
 /// Bytes before a slot's message.
 pub const SLOT_HEADER: usize = 16;
-/// How long an opener waits for a creator that is still initialising.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Indices into [`layout::Header::params`].
 pub mod param {
@@ -334,7 +332,7 @@ struct Shared {
 
 impl Shared {
     fn open(seg: Segment) -> Result<Shared> {
-        let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
+        let info = layout::wait_ready(&seg, layout::OPEN_TIMEOUT)?;
         let geo = geometry_of(&seg, &info)?;
         Ok(Shared { seg, geo, message_type: TypeTag::from_params(&info.params) })
     }
@@ -767,21 +765,11 @@ impl Subscriber {
     }
 
     fn attach(shared: Arc<Shared>) -> Result<Subscriber> {
-        let n = shared.geo.subscribers;
-        let mut busy_pid = 0;
-        let index = (1..=n)
-            .find(|&i| match shared.view().endpoint(i).claim("subscriber") {
-                Ok(()) => true,
-                Err(Error::Busy { pid, .. }) => {
-                    busy_pid = pid;
-                    false
-                }
-                Err(_) => false,
-            })
-            .ok_or_else(|| Error::Busy {
-                what: format!("all {n} subscriber records"),
-                pid: busy_pid,
-            })?;
+        let view = shared.view();
+        let index = layout::claim_any(
+            (1..=shared.geo.subscribers).map(|i| (i, view.endpoint(i))),
+            "subscriber",
+        )?;
         // Join at the head (see the module docs for why the fence comes first).
         fence(Ordering::SeqCst);
         let head = shared.view().publisher_line().head.load(Ordering::Acquire);

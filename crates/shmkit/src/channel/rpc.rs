@@ -36,7 +36,6 @@ use crate::typed::TypedError;
 pub const SERVER: u32 = 0;
 /// Most clients a service can have.
 pub const MAX_CLIENTS: u32 = 256;
-const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Indices into [`layout::Header::params`].
 pub mod param {
@@ -107,7 +106,7 @@ struct Registry {
 impl Registry {
     fn open(name: &Name) -> Result<Registry> {
         let seg = Segment::open(name, &Options::default())?;
-        let info = layout::wait_ready(&seg, OPEN_TIMEOUT)?;
+        let info = layout::wait_ready(&seg, layout::OPEN_TIMEOUT)?;
         Registry::from_info(seg, name, &info)
     }
 
@@ -207,20 +206,8 @@ impl Client {
     /// channels. [`Error::Busy`] if all records are held by live clients.
     pub fn connect(name: &Name) -> Result<Client> {
         let registry = Registry::open(name)?;
-        let mut busy_pid = 0;
-        let index = (1..=registry.clients)
-            .find(|&i| match registry.endpoint(i).claim("client") {
-                Ok(()) => true,
-                Err(Error::Busy { pid, .. }) => {
-                    busy_pid = pid;
-                    false
-                }
-                Err(_) => false,
-            })
-            .ok_or_else(|| Error::Busy {
-                what: format!("all {} client records", registry.clients),
-                pid: busy_pid,
-            })?;
+        let records = (1..=registry.clients).map(|i| (i, registry.endpoint(i)));
+        let index = layout::claim_any(records, "client")?;
         let made = (|| {
             // Channels of an earlier holder that died are in the way.
             remove_channels(name, index);

@@ -52,7 +52,7 @@ pub const CONSUMER_LINE: usize = 384;
 /// Offset of the ring.
 pub const RING: usize = 512;
 /// How long an opener waits for a creator that is still initialising.
-pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+pub const OPEN_TIMEOUT: Duration = layout::OPEN_TIMEOUT;
 
 /// Indices into [`layout::Header::params`].
 pub mod param {
