@@ -253,6 +253,30 @@ pub fn current_cpu() -> u32 {
     }
 }
 
+/// While the peer shares our CPU every wait parks, and a membarrier per park (see the
+/// module docs) costs more than the wakers' fences it saves: advertise EAGER_PARK so
+/// wakers fence, made visible to them by one membarrier, and drop it again once the
+/// peer has moved (a sleeper without the flag pays for its barrier itself, so dropping
+/// is always safe). Returns false if that membarrier failed.
+///
+/// Why one barrier suffices: a waker that loaded our flags before the membarrier had
+/// also issued its publication before it (program order), and the membarrier drained
+/// it; a waker that loads them after sees EAGER_PARK and fences.
+fn eager_park_while_sharing(me: &Endpoint, peer: Option<&Endpoint>, shared_cpu: bool) -> bool {
+    let flags = me.flags.load(Ordering::Relaxed);
+    let eager = flags & endpoint_flags::EAGER_PARK != 0;
+    let fenceless_peer =
+        peer.is_some_and(|p| p.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0);
+    if shared_cpu && !eager && fenceless_peer {
+        me.flags.fetch_or(endpoint_flags::EAGER_PARK, Ordering::Relaxed);
+        return heavy_barrier();
+    }
+    if !shared_cpu && eager {
+        me.flags.fetch_and(!endpoint_flags::EAGER_PARK, Ordering::Relaxed);
+    }
+    true
+}
+
 /// Spins before the first clock read: waits in continuous traffic end here without
 /// ever paying for `clock_gettime`.
 const QUICK_SPINS: u32 = 256;
@@ -294,7 +318,14 @@ pub fn wait_for<T>(
     let same_cpu = || peer.is_some_and(|p| p.cpu.load(Ordering::Relaxed) == cpu);
     // With the peer on our CPU, spinning or yielding only delays it (and sched_yield
     // does not reliably hand over the CPU): park at once.
-    let (spin, yields) = if same_cpu() { (Duration::ZERO, 0) } else { (spin, yields) };
+    let shared_cpu = same_cpu();
+    let (spin, yields) = if shared_cpu { (Duration::ZERO, 0) } else { (spin, yields) };
+    let mut barrier_ok = true;
+    // Only wakers that read our flags ([`notify`]) can honour EAGER_PARK; a shared park
+    // is rung by [`Park::notify_all`], which does not.
+    if strategy != WaitStrategy::Block && std::ptr::eq(park.futex, &me.futex) {
+        barrier_ok = eager_park_while_sharing(me, peer, shared_cpu);
+    }
     if !spin.is_zero() {
         for _ in 0..QUICK_SPINS {
             if let Some(v) = ready() {
@@ -349,7 +380,6 @@ pub fn wait_for<T>(
         }
     }
     // Phase 3: park on the futex.
-    let mut barrier_ok = true;
     loop {
         let seq = park.futex.load(Ordering::Acquire);
         park.waiting.fetch_add(1, Ordering::Relaxed);
