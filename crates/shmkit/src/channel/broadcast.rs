@@ -955,23 +955,27 @@ impl Subscriber {
             return self.skip_to(head - geo.slots);
         }
         let (slot, _) = self.shared.view().slot(c);
-        let seq = slot.seq.load(Ordering::Acquire);
+        let mut seq = slot.seq.load(Ordering::Acquire);
         let want = 2 * c + 2;
         if seq == want {
             let len = slot.len.load(Ordering::Relaxed) as u64;
             if len <= geo.max_message {
                 return Step::Ready(seq, len as usize);
             }
-            if slot.seq.load(Ordering::Acquire) == seq {
+            // An impossible length is corruption, unless the slot was being rewritten
+            // as we looked: then judge it by its new sequence number, below.
+            seq = slot.seq.load(Ordering::Acquire);
+            if seq == want {
                 return Step::Fault(Fault::Corrupt(format!("message {c} claims {len} bytes")));
             }
-            return self.look();
         }
         // A later lap owns the slot: message (seq - 1) / 2 is there or being written,
         // so everything before (that - slots + 1) is gone.
-        let lap = (seq - 1) / 2;
-        if seq > want && lap >= c + geo.slots {
-            return self.skip_to(lap + 1 - geo.slots);
+        if seq > want {
+            let lap = (seq - 1) / 2;
+            if lap >= c + geo.slots {
+                return self.skip_to(lap + 1 - geo.slots);
+            }
         }
         Step::Fault(Fault::Corrupt(format!(
             "slot of message {c} has sequence {seq}, expected {want}"
@@ -1243,6 +1247,8 @@ mod tests {
         let mut buf = Vec::new();
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
         v.slot(0).0.seq.store(7, Ordering::Relaxed);
+        assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
+        v.slot(0).0.seq.store(0, Ordering::Relaxed); // never written, yet head says published
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
         v.publisher_line().head.store(u64::MAX, Ordering::Relaxed);
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
