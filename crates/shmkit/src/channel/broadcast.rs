@@ -996,7 +996,9 @@ impl Subscriber {
         self.cursor += 1;
         let line = self.shared.view().cursor_line(self.index);
         line.cursor.store(self.cursor, Ordering::Release);
-        line.received.store(line.received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // A tools-only counter in shared memory: it may hold anything, so wrap.
+        line.received
+            .store(line.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         if self.shared.geo.overflow == Overflow::Backpressure {
             wait::notify(self.shared.view().endpoint(PUBLISHER), self.flags);
         }
@@ -1252,6 +1254,22 @@ mod tests {
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
         v.publisher_line().head.store(u64::MAX, Ordering::Relaxed);
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn counters_for_tools_may_hold_anything() {
+        // Found by fuzz/receive_broadcast: `received` at u64::MAX overflowed.
+        let (mut p, mut subs) = channel(8, Overflow::Overwrite, 1);
+        let line = p.shared.view().cursor_line(subs[0].index());
+        line.received.store(u64::MAX, Ordering::Relaxed);
+        line.missed.store(u64::MAX, Ordering::Relaxed);
+        p.send(&msg(0, 8)).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(subs[0].try_recv(&mut buf), Ok(8));
+        for i in 1..30 {
+            p.send(&msg(i, 8)).unwrap();
+        }
+        assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Lagged { .. })));
     }
 
     #[test]
