@@ -9,7 +9,11 @@
 //!   [`Segment`] type.
 //! - [`layout`]: the header at offset 0 of every shmkit segment.
 //! - [`channel`]: the SPSC message channel (variable-length messages, zero-copy loans,
-//!   blocking with an adaptive spin, dead-peer detection).
+//!   blocking with an adaptive spin, dead-peer detection); [`channel::broadcast`] (one
+//!   publisher, up to 64 subscribers, overwrite or backpressure); [`channel::rpc`]
+//!   (request/reply between many clients and one server).
+//! - [`typed`]: plain-data values as messages, with the type recorded in the header.
+//! - [`gc`]: removing what crashed processes left behind.
 //! - [`sync`]: shared futexes, the wait strategy, and peer liveness.
 //!
 //! # Two processes, one channel
