@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -121,14 +121,7 @@ fn peer_entry() {
 fn subscriber(name: &Name, opts: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut args = vec![name.to_string()];
     args.extend(opts.iter().map(|s| s.to_string()));
-    let mut child = peer_command("sub", &args).stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("peer:ready") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "subscriber exited before subscribing");
-    }
-    (child, out)
+    spawn_ready("sub", &args)
 }
 
 /// (received, missed) a subscriber reported, or None if it was killed.
@@ -187,11 +180,7 @@ fn overwrite_never_waits_and_slow_subscribers_get_whole_messages_or_an_exact_lag
         p.try_send(&msg).unwrap(); // never Full under Overwrite
         if seq == 0 {
             // The stalling subscriber must have message 0 before it stalls.
-            let mut line = String::new();
-            while !line.contains("peer:first") {
-                line.clear();
-                assert!(subs[3].1.read_line(&mut line).unwrap() > 0, "stalling subscriber died");
-            }
+            wait_for_line(&mut subs[3].1, "peer:first");
         }
     }
     drop(p);

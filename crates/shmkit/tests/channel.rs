@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -135,11 +134,7 @@ fn start(kind: &str, role: &str, count: u64) -> (Segment, Child) {
 /// Waits until a `hold-receiver` peer says it holds its end.
 fn wait_ready(child: &mut Child) {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("peer:ready") {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "peer exited before it was ready");
-    }
+    wait_for_line(&mut stdout, "peer:ready");
 }
 
 fn finish(child: Child) -> String {

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use common::*;
@@ -44,14 +42,7 @@ fn peer_entry() {
 }
 
 fn killed_holder(name: &Name) {
-    let mut child =
-        peer_command("hold", &[name.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("peer:ready") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0);
-    }
+    let (mut child, _) = spawn_ready("hold", &[name.to_string()]);
     child.kill().unwrap();
     child.wait().unwrap();
 }

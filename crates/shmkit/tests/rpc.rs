@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -123,14 +122,7 @@ fn a_killed_client_does_not_hold_up_the_others_and_its_record_is_reused() {
 #[test]
 fn clients_learn_the_server_died_and_a_missing_server_is_reported() {
     let name = Name::Posix(format!("/{}", unique("rpc")));
-    let mut server =
-        peer_command("server", &[name.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("peer:ready") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "server exited early");
-    }
+    let (mut server, _out) = spawn_ready("server", &[name.to_string()]);
     let mut c = Client::connect(&name).unwrap();
     let mut reply = Vec::new();
     c.call(b"ping", &mut reply, T).unwrap();

@@ -123,21 +123,8 @@ fn structs_reach_two_subscriber_processes_over_broadcast() {
         ..broadcast::Config::default()
     };
     let mut p = Publisher::create(&name, &config).unwrap();
-    let subs: Vec<_> = (0..2)
-        .map(|_| {
-            let mut child = peer_command("subscribe-ticks", &[name.to_string()])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-            let mut line = String::new();
-            while !line.contains("peer:ready") {
-                line.clear();
-                assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
-            }
-            (child, out)
-        })
-        .collect();
+    let subs: Vec<_> =
+        (0..2).map(|_| spawn_ready("subscribe-ticks", &[name.to_string()])).collect();
     for seq in 0..COUNT {
         p.send_value(&tick(seq)).unwrap();
     }
@@ -153,16 +140,7 @@ fn structs_reach_two_subscriber_processes_over_broadcast() {
 #[test]
 fn an_rpc_client_calls_with_a_struct_and_gets_a_struct_back() {
     let name = Name::Posix(format!("/{}", unique("typedrpc")));
-    let mut server = peer_command("quote-server", &[name.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("peer:ready") {
-        line.clear();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
-    }
+    let (mut server, _out) = spawn_ready("quote-server", &[name.to_string()]);
     let mut client = shmkit::channel::rpc::Client::connect(&name).unwrap();
     for seq in 0..1000 {
         let q: Quote = client.call_value(&tick(seq), Duration::from_secs(10)).unwrap();

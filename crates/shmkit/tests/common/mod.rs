@@ -4,7 +4,8 @@
 //! `peer_entry` of the same binary, which calls the test file's `peer(role, args)`.
 #![allow(dead_code)]
 
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const ROLE_VAR: &str = "SHMKIT_TEST_ROLE";
@@ -39,6 +40,25 @@ pub fn run_peer(role: &str, args: &[String]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Reads a peer's stdout up to a line containing `marker`; panics if the peer ends
+/// its output first.
+pub fn wait_for_line(out: &mut impl BufRead, marker: &str) {
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the peer exited before saying {marker:?}");
+    }
+}
+
+/// Starts a peer with `role` and `args` and waits until it prints `peer:ready`; returns
+/// it with the rest of its stdout.
+pub fn spawn_ready(role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = peer_command(role, args).stdout(Stdio::piped()).spawn().expect("spawn peer");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "peer:ready");
+    (child, out)
 }
 
 /// Lines the peer printed with the `peer:` prefix (the harness adds its own noise).
