@@ -306,49 +306,28 @@ fn measure(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<Row> {
     let mut pong =
         spawn::start(&plan.exe, &peer_args(plan, ctx, "pong", pong_cpu, &pong_fds), &pong_fds)
             .context("cannot start a peer")?;
-    let rv = match ready(&mut pong, "pong", deadline) {
-        Ok(rv) => rv,
-        Err(e) => {
-            spawn::wait_all(&mut [&mut pong], Instant::now());
-            return Err(e);
-        }
-    };
+    // On any early return below, dropping the peers kills them.
+    let rv = ready(&mut pong, "pong", deadline)?;
     rendezvous.push_str(&rv);
     // Broadcast rows: the other subscribers join before the publisher starts.
     let mut sinks = Vec::new();
     for _ in 0..ctx.mech.sinks() {
-        let started = spawn::start(&plan.exe, &peer_args(plan, ctx, "sink", None, &[]), &[])
-            .context("cannot start a peer")
-            .and_then(|mut sink| ready(&mut sink, "sink", deadline).map(|_| sink));
-        match started {
-            Ok(sink) => sinks.push(sink),
-            Err(e) => {
-                let mut all: Vec<&mut spawn::Peer> = sinks.iter_mut().collect();
-                all.push(&mut pong);
-                spawn::wait_all(&mut all, Instant::now());
-                return Err(e);
-            }
-        }
+        let mut sink = spawn::start(&plan.exe, &peer_args(plan, ctx, "sink", None, &[]), &[])
+            .context("cannot start a peer")?;
+        ready(&mut sink, "sink", deadline)?;
+        sinks.push(sink);
     }
     let mut args = peer_args(plan, ctx, "ping", ping_cpu, &ping_fds);
     args.push(format!("--rendezvous={rv}"));
     let ping = spawn::start(&plan.exe, &args, &ping_fds);
     drop(prepared); // the peers hold their ends now; EOF works as it should
-    let mut ping = match ping {
-        Ok(p) => p,
-        Err(e) => {
-            let mut all: Vec<&mut spawn::Peer> = sinks.iter_mut().collect();
-            all.push(&mut pong);
-            spawn::wait_all(&mut all, Instant::now());
-            return fail(format!("cannot start a peer: {e}"));
-        }
-    };
+    let mut ping = ping.context("cannot start a peer")?;
     let mut all: Vec<&mut spawn::Peer> = vec![&mut ping, &mut pong];
     all.extend(sinks.iter_mut());
     let timed_out = spawn::wait_all(&mut all, deadline);
     let row = finish(ctx, &mut ping, Some(&mut pong), timed_out)?;
     for sink in &mut sinks {
-        let (received, errors) = done_line(sink, "sink")?;
+        let (received, errors, _) = done_line(sink, "sink")?;
         let streamed = row.stream.map_or(0, |s| s.messages);
         if errors > 0 || received != streamed {
             return fail(format!(
@@ -362,6 +341,7 @@ fn measure(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<Row> {
 /// Waits for a peer's `ready [RENDEZVOUS]` line.
 fn ready(peer: &mut spawn::Peer, who: &str, deadline: Instant) -> CliResult<String> {
     let Some(line) = peer.first_line(deadline) else {
+        // Let it end (or kill it at once) so that its stderr can explain.
         spawn::wait_all(&mut [&mut *peer], Instant::now());
         return fail(format!("{who}: {}", why(peer, who)));
     };
@@ -371,8 +351,8 @@ fn ready(peer: &mut spawn::Peer, who: &str, deadline: Instant) -> CliResult<Stri
     }
 }
 
-/// A pong's or sink's final `done RECEIVED ERRORS CPU`: (received, errors), and the CPU.
-fn done_line(peer: &mut spawn::Peer, who: &str) -> CliResult<(u64, u64)> {
+/// A pong's or sink's final `done RECEIVED ERRORS CPU`.
+fn done_line(peer: &mut spawn::Peer, who: &str) -> CliResult<(u64, u64, u32)> {
     if !peer.succeeded() {
         return fail(why(peer, who));
     }
@@ -383,7 +363,7 @@ fn done_line(peer: &mut spawn::Peer, who: &str) -> CliResult<(u64, u64)> {
         .map(|l| l.split_whitespace().filter_map(|w| w.parse().ok()).collect())
         .unwrap_or_default();
     match done[..] {
-        [received, errors, _cpu] => Ok((received, errors)),
+        [received, errors, cpu] => Ok((received, errors, cpu as u32)),
         _ => fail(format!("{who}'s report is malformed: {out:?}")),
     }
 }
@@ -415,22 +395,10 @@ fn finish(
         .last()
         .and_then(|l| serde_json::from_str(l).ok())
         .ok_or_else(|| Failure(format!("ping's report is malformed: {out:?}")))?;
-    let mut pong_report = None;
-    if let Some(pong) = pong {
-        if !pong.succeeded() {
-            return fail(why(pong, "pong"));
-        }
-        let (out, _) = pong.collect();
-        let done: Vec<u64> = out
-            .lines()
-            .find_map(|l| l.strip_prefix("done "))
-            .map(|l| l.split_whitespace().filter_map(|w| w.parse().ok()).collect())
-            .unwrap_or_default();
-        let [received, errors, cpu] = done[..] else {
-            return fail(format!("pong's report is malformed: {out:?}"));
-        };
-        pong_report = Some((received, errors, cpu as u32));
-    }
+    let pong_report = match pong {
+        Some(pong) => Some(done_line(pong, "pong")?),
+        None => None,
+    };
     Ok(Row::measured(ctx.mech, ctx.size, figures, pong_report))
 }
 

@@ -117,6 +117,14 @@ impl Peer {
     }
 }
 
+impl Drop for Peer {
+    /// A peer nobody waits for any more (its row failed early) is killed and reaped,
+    /// never left running.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Waits for every peer to exit, sleeping in poll(2) on their pidfds so the waiting
 /// orchestrator takes no CPU time from them. Once one has exited the others get
 /// [`GRACE`]; at `deadline` every one still running is killed. Returns whether the
