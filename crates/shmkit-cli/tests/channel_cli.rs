@@ -1,21 +1,13 @@
 //! `shmkit send | recv`, `ping`/`pong` and `demo` as separate processes.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shmkit");
-
-fn unique(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("/shmkit.clitest.{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new("/dev/shm").join(name.trim_start_matches('/')).exists()
-}
+use common::{exists, unique, BIN};
 
 /// Pipes `input` through `send` into `recv` (started first, so it waits for the
 /// channel) and returns what `recv` printed.

@@ -1,6 +1,8 @@
 //! `shmkit pub` and `shmkit sub` as separate processes: fan-out byte for byte, a
 //! stalled subscriber told what it lost, and `info` showing subscribers and their lag.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,17 +11,7 @@ use serde_json::Value;
 use shmkit::channel::broadcast::Subscriber;
 use shmkit::Name;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shmkit");
-
-fn unique(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("/shmkit.clitest.{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new("/dev/shm").join(name.trim_start_matches('/')).exists()
-}
+use common::{exists, unique, BIN};
 
 fn sub(target: &str) -> Child {
     Command::new(BIN)
