@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -79,6 +80,21 @@ fn peer_entry() {
             loop {
                 std::thread::park();
             }
+        }
+        // Attach as receiver, take one message and say so; then wait for "go" on stdin
+        // (or the test's end) and drain the rest.
+        "take-one" => {
+            let mut rx = Receiver::from_segment(peer_segment(&args[0])).unwrap();
+            let mut buf = Vec::new();
+            rx.recv_timeout(&mut buf, T).unwrap();
+            println!("peer:took {}", buf.len());
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go).unwrap();
+            let mut rest = 0;
+            while rx.recv_timeout(&mut buf, T).is_ok() {
+                rest += 1;
+            }
+            println!("peer:rest {rest}");
         }
         other => panic!("unknown role {other}"),
     }
@@ -276,4 +292,39 @@ fn send_timeout_on_a_full_ring_with_a_live_idle_receiver_times_out() {
     ));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn a_spinning_sender_sees_room_freed_short_of_the_receivers_release_hint() {
+    // 64-byte frames divide the 16 KiB ring: no padding, 255 fill it. The receiver
+    // frees one, far less than its release hint step (2 KiB): a sender that spins
+    // (quick looks, mostly at the hint) must still see it and get its message in.
+    let Made::Named(seg, target) = make("posix") else { unreachable!() };
+    let mut tx = Sender::from_segment(seg).unwrap();
+    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    let msg = [5u8; 56];
+    let mut sent = 0;
+    while tx.try_send(&msg).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 255);
+    // The peer waits on its stdin, which ends with this process: it cannot outlive a
+    // failed test.
+    let mut child = peer_command("take-one", &[target, "0".into()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // Generous: the exact position is read every few microseconds of spinning. The
+    // timeout's own final look is exact too, so success only after it would hide a bug.
+    let result = tx.send_timeout(&msg, Duration::from_secs(10));
+    assert!(result.is_ok(), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "peer:took 56");
+    drop(tx);
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    wait_for_line(&mut stdout, "peer:rest 255");
+    assert!(child.wait().unwrap().success());
 }

@@ -59,9 +59,11 @@ fn scribbled_positions_and_frame_words_give_corrupt_errors_never_a_panic() {
             }
         }
         for _ in 0..1 + rng.below(4) {
-            let target = match rng.below(4) {
+            let target = match rng.below(5) {
                 0 => PRODUCER_LINE,
                 1 => CONSUMER_LINE,
+                // The release hint, which a waiting sender trusts.
+                2 => CONSUMER_LINE + 64,
                 _ => RING + 8 * rng.below(capacity as u64 / 8) as usize,
             };
             let value = if rng.below(2) == 0 {
@@ -79,7 +81,7 @@ fn scribbled_positions_and_frame_words_give_corrupt_errors_never_a_panic() {
             word_at(base, off).store(crafted_word(&mut rng, read_pos), Ordering::Relaxed);
         }
         for _ in 0..100 {
-            match rng.below(5) {
+            match rng.below(6) {
                 0 => match rx.try_recv(&mut buf) {
                     Ok(n) => {
                         assert!(n <= rx.max_message());
@@ -105,6 +107,15 @@ fn scribbled_positions_and_frame_words_give_corrupt_errors_never_a_panic() {
                         let n = g.len();
                         g.fill(9);
                         g.commit(n / 2);
+                    }
+                }
+                4 => {
+                    // A sender that may wait looks at the release hint first.
+                    if let Err(shmkit::channel::SendTimeoutError::Corrupt { .. }) = tx.send_timeout(
+                        &vec![3u8; rng.below(2000) as usize],
+                        Duration::from_micros(100),
+                    ) {
+                        corrupt += 1;
                     }
                 }
                 _ => match rx.try_recv_ref() {

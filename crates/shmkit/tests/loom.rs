@@ -2,7 +2,8 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p shmkit --test loom --release`.
 //!
 //! 1. The ring: the real `Producer`/`Consumer` code over loom atomics, with a wrap and
-//!    a padding frame, checking every byte and the zero-word-ahead rule.
+//!    a padding frame, checking every byte and the zero-word-ahead rule; the producer
+//!    learns of freed room from the release hint first, then the exact position.
 //! 2. Sleep/wake: the Dekker handshake of `sync::wait` (waiting flag + futex sequence
 //!    word + SeqCst fences) with a futex emulated by a mutex and condition variable;
 //!    loom reports a deadlock if any interleaving loses the wake-up.
@@ -23,13 +24,14 @@
 use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use shmkit::channel::ring::{Consumer, Geometry, Producer, RingMemory};
+use shmkit::channel::ring::{Consumer, Geometry, Producer, Refresh, RingMemory};
 use std::sync::atomic::Ordering;
 
 struct LoomRing {
     words: Vec<AtomicU64>,
     write_pos: AtomicU64,
     read_pos: AtomicU64,
+    release_hint: AtomicU64,
 }
 
 impl LoomRing {
@@ -38,6 +40,7 @@ impl LoomRing {
             words: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
             write_pos: AtomicU64::new(start),
             read_pos: AtomicU64::new(start),
+            release_hint: AtomicU64::new(start),
         }
     }
 }
@@ -73,6 +76,10 @@ unsafe impl RingMemory for LoomRing {
     fn read_pos(&self) -> &AtomicU64 {
         &self.read_pos
     }
+
+    fn release_hint(&self) -> &AtomicU64 {
+        &self.release_hint
+    }
 }
 
 fn message(i: u8) -> Vec<u8> {
@@ -97,8 +104,12 @@ fn frames_are_published_and_consumed_intact_across_a_wrap() {
         assert_eq!(p.head(), 192);
         let producer_ring = ring.clone();
         let producer = thread::spawn(move || {
+            // Waiting for room as `spsc` does: on the release hint first (each 48-byte
+            // frame crosses a hint step of this ring), then exactly.
             for i in 0..2u8 {
-                while p.try_push(&*producer_ring, &message(i)).is_err() {
+                let mut refresh = Refresh::Hint;
+                while p.try_push_with(&*producer_ring, &message(i), refresh).is_err() {
+                    refresh = Refresh::Exact;
                     thread::yield_now();
                 }
             }

@@ -661,7 +661,7 @@ impl Publisher {
                 Park::of(me),
                 Some(peer),
                 remaining(deadline),
-                || self.has_room().then_some(()),
+                |_| self.has_room().then_some(()),
             );
             match result {
                 Ok(()) => return Ok(()),
@@ -925,7 +925,7 @@ impl Subscriber {
         let me = shared.view().endpoint(self.index);
         let publisher = shared.view().endpoint(PUBLISHER);
         let result =
-            wait::wait_for(self.wait, me, shared.view().bell(), Some(publisher), found, || {
+            wait::wait_for(self.wait, me, shared.view().bell(), Some(publisher), found, |_| {
                 match self.look() {
                     Step::Empty => None,
                     Step::Ready(seq, len) => Some(Ok((seq, len))),

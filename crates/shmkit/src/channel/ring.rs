@@ -24,6 +24,18 @@
 //! stamp that does not match, or a length out of range, can only come from corruption
 //! and is reported as such.
 //!
+//! # Space accounting and the release hint
+//! The consumer publishes its position after every message, so that a consumer that
+//! dies never has a message delivered twice. The producer reads that position only
+//! when its cached copy says the ring is full — but a producer *waiting* for room that
+//! re-reads it on every spin takes the line away from the consumer before each of its
+//! stores: in streaming, where the consumer is the slower side, that halves throughput.
+//! So the consumer also publishes a coarse copy, the **release hint**, on its own cache
+//! line once per [`hint_step`] bytes. A waiting producer polls the hint, which changes
+//! rarely and stays in its cache, and re-reads the exact position only now and then
+//! ([`Refresh`]). The hint never passes the exact position, so trusting it is as safe
+//! as trusting the position itself.
+//!
 //! # Capacity rule
 //! A frame plus the next zero word must fit in the ring even after padding, which holds
 //! when `8 + round8(max_message) + 8 <= capacity / 2`: hence
@@ -50,6 +62,17 @@ pub const fn max_message_limit(capacity: u64) -> u64 {
         u32::MAX as u64 & !7
     } else {
         limit
+    }
+}
+
+/// How far the consumer moves between two stores of the release hint: an eighth of
+/// the ring (at least one frame word).
+#[inline]
+pub const fn hint_step(capacity: u64) -> u64 {
+    if capacity / 8 > FRAME_HEADER {
+        capacity / 8
+    } else {
+        FRAME_HEADER
     }
 }
 
@@ -127,6 +150,9 @@ pub unsafe trait RingMemory {
     fn write_pos(&self) -> &Self::Atomic;
     /// The consumer's published position (written by the consumer only).
     fn read_pos(&self) -> &Self::Atomic;
+    /// The consumer's coarse position (written by the consumer only; never ahead of
+    /// `read_pos`): on a cache line of its own.
+    fn release_hint(&self) -> &Self::Atomic;
 }
 
 /// Geometry shared by both sides, validated once at open.
@@ -166,6 +192,15 @@ pub enum ReserveError {
     Full,
     /// The consumer's position is impossible (behind its last value or past ours).
     Corrupt(String),
+}
+
+/// Where a producer that finds the ring full learns the consumer's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// The exact position: a cache-line transfer from the consumer each time it moved.
+    Exact,
+    /// The release hint: cheap, but up to a [`hint_step`] behind.
+    Hint,
 }
 
 /// Room reserved for one frame; nothing is written until [`Producer::commit`].
@@ -229,12 +264,25 @@ impl Producer {
     }
 
     /// Reserves room for a payload of up to `len` bytes (`len <= max_message`, checked
-    /// by the caller).
+    /// by the caller), reading the consumer's exact position if the ring looks full.
     #[inline]
     pub fn try_reserve<M: RingMemory>(
         &mut self,
         mem: &M,
         len: u64,
+    ) -> Result<Reservation, ReserveError> {
+        self.try_reserve_with(mem, len, Refresh::Exact)
+    }
+
+    /// [`Producer::try_reserve`], learning the consumer's progress from `refresh` when
+    /// the ring looks full. [`Refresh::Hint`] may report `Full` while a few frames are
+    /// free: callers that must not (a non-blocking send) use [`Refresh::Exact`].
+    #[inline]
+    pub fn try_reserve_with<M: RingMemory>(
+        &mut self,
+        mem: &M,
+        len: u64,
+        refresh: Refresh,
     ) -> Result<Reservation, ReserveError> {
         debug_assert!(len <= self.geo.max_message);
         let fs = frame_size(len);
@@ -243,13 +291,30 @@ impl Producer {
         // The frame, any padding before it, and the zero word after it.
         let end = self.head + pad + fs + FRAME_HEADER;
         if end - self.cached_tail > self.geo.capacity {
-            let tail = mem.read_pos().load(Ordering::Acquire);
-            if tail < self.cached_tail || tail > self.head {
-                return Err(ReserveError::Corrupt(format!(
-                    "consumer position {tail} outside [{}, {}]",
-                    self.cached_tail, self.head
-                )));
-            }
+            let tail = match refresh {
+                Refresh::Exact => {
+                    let tail = mem.read_pos().load(Ordering::Acquire);
+                    if tail < self.cached_tail || tail > self.head {
+                        return Err(ReserveError::Corrupt(format!(
+                            "consumer position {tail} outside [{}, {}]",
+                            self.cached_tail, self.head
+                        )));
+                    }
+                    tail
+                }
+                Refresh::Hint => {
+                    // Behind what we read exactly is normal (the hint is coarse);
+                    // ahead of us is not.
+                    let hint = mem.release_hint().load(Ordering::Acquire);
+                    if hint > self.head {
+                        return Err(ReserveError::Corrupt(format!(
+                            "consumer release hint {hint} ahead of the producer at {}",
+                            self.head
+                        )));
+                    }
+                    hint.max(self.cached_tail)
+                }
+            };
             self.cached_tail = tail;
             if end - tail > self.geo.capacity {
                 return Err(ReserveError::Full);
@@ -288,7 +353,18 @@ impl Producer {
     /// Reserves, copies and commits `msg` in one step.
     #[inline]
     pub fn try_push<M: RingMemory>(&mut self, mem: &M, msg: &[u8]) -> Result<(), ReserveError> {
-        let r = self.try_reserve(mem, msg.len() as u64)?;
+        self.try_push_with(mem, msg, Refresh::Exact)
+    }
+
+    /// [`Producer::try_push`] with a choice of [`Refresh`].
+    #[inline]
+    pub fn try_push_with<M: RingMemory>(
+        &mut self,
+        mem: &M,
+        msg: &[u8],
+        refresh: Refresh,
+    ) -> Result<(), ReserveError> {
+        let r = self.try_reserve_with(mem, msg.len() as u64, refresh)?;
         // SAFETY: the reservation covers payload_offset .. + msg.len() inside the ring,
         // and it is free space owned by the producer until commit.
         unsafe { mem.copy_in(self.payload_offset(&r), msg) };
@@ -314,12 +390,14 @@ pub struct Consumer {
     geo: Geometry,
     /// Position of the next frame word to read.
     tail: u64,
+    /// The position last stored in the release hint.
+    hinted: u64,
 }
 
 impl Consumer {
     /// A consumer continuing from `tail`.
     pub fn new(geo: Geometry, tail: u64) -> Consumer {
-        Consumer { geo, tail }
+        Consumer { geo, tail, hinted: tail }
     }
 
     /// Position of the next frame.
@@ -375,6 +453,10 @@ impl Consumer {
         debug_assert_eq!(frame.pos, self.tail);
         self.tail = frame.pos + frame_size(frame.len);
         mem.read_pos().store(self.tail, Ordering::Release);
+        if self.tail - self.hinted >= hint_step(self.geo.capacity) {
+            self.hinted = self.tail;
+            mem.release_hint().store(self.tail, Ordering::Release);
+        }
     }
 
     /// Copies the next message into `out` (cleared first); `Ok(None)` when empty.
@@ -405,13 +487,14 @@ pub struct HeapRing {
     words: Box<[std::sync::atomic::AtomicU64]>,
     write_pos: std::sync::atomic::AtomicU64,
     read_pos: std::sync::atomic::AtomicU64,
+    release_hint: std::sync::atomic::AtomicU64,
 }
 
 impl HeapRing {
     /// A zeroed ring of `capacity` bytes (a multiple of 8).
     pub fn new(capacity: u64) -> HeapRing {
         let words = (0..capacity / 8).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
-        HeapRing { words, write_pos: 0.into(), read_pos: 0.into() }
+        HeapRing { words, write_pos: 0.into(), read_pos: 0.into(), release_hint: 0.into() }
     }
 
     fn bytes(&self) -> *mut u8 {
@@ -453,6 +536,10 @@ unsafe impl RingMemory for HeapRing {
 
     fn read_pos(&self) -> &Self::Atomic {
         &self.read_pos
+    }
+
+    fn release_hint(&self) -> &Self::Atomic {
+        &self.release_hint
     }
 }
 
@@ -595,6 +682,65 @@ mod tests {
     }
 
     #[test]
+    fn release_hint_moves_once_per_step_and_never_passes_the_position() {
+        let (mem, mut p, mut c, geo) = ring(1024);
+        let step = hint_step(geo.capacity);
+        assert_eq!(step, 128);
+        let mut out = Vec::new();
+        let mut hints = 0;
+        for i in 0..200 {
+            p.try_push(&mem, &msg(i, 20)).unwrap(); // 32-byte frames
+            let before = mem.release_hint().load(Ordering::Relaxed);
+            c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+            let hint = mem.release_hint().load(Ordering::Relaxed);
+            let pos = mem.read_pos().load(Ordering::Relaxed);
+            assert!(hint <= pos, "hint {hint} passed the position {pos}");
+            assert!(pos - hint < step, "hint {hint} more than a step behind {pos}");
+            if hint != before {
+                hints += 1;
+            }
+        }
+        // 200 frames of 32 bytes: one hint store per 4 frames.
+        assert_eq!(hints, 200 * 32 / step);
+    }
+
+    #[test]
+    fn hint_refresh_waits_for_a_step_where_exact_sees_every_frame() {
+        let (mem, mut p, mut c, _) = ring(1024);
+        let m = [7u8; 24]; // 32-byte frames: 31 fit, with the zero word
+        while p.try_push(&mem, &m).is_ok() {}
+        let mut out = Vec::new();
+        // One frame released: only the exact position shows it.
+        c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+        assert_eq!(p.try_reserve_with(&mem, 24, Refresh::Hint), Err(ReserveError::Full));
+        p.try_push_with(&mem, &m, Refresh::Exact).unwrap();
+        assert_eq!(p.try_push_with(&mem, &m, Refresh::Exact), Err(ReserveError::Full));
+        // Four more released (the consumer at 160): the hint stops at the step
+        // boundary, 128, which shows three of the four frames.
+        for _ in 0..4 {
+            c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+        }
+        for _ in 0..3 {
+            p.try_push_with(&mem, &m, Refresh::Hint).unwrap();
+        }
+        assert_eq!(p.try_push_with(&mem, &m, Refresh::Hint), Err(ReserveError::Full));
+        p.try_push_with(&mem, &m, Refresh::Exact).unwrap();
+    }
+
+    #[test]
+    fn a_release_hint_ahead_of_the_producer_is_corrupt_and_one_behind_is_ignored() {
+        let (mem, mut p, _, _) = ring(256);
+        while p.try_push(&mem, &[1u8; 40]).is_ok() {}
+        mem.release_hint().store(p.head() + 8, Ordering::Relaxed);
+        assert!(matches!(
+            p.try_reserve_with(&mem, 40, Refresh::Hint),
+            Err(ReserveError::Corrupt(_))
+        ));
+        mem.release_hint().store(0, Ordering::Relaxed);
+        assert_eq!(p.try_reserve_with(&mem, 40, Refresh::Hint), Err(ReserveError::Full));
+    }
+
+    #[test]
     fn producer_and_consumer_threads_agree_on_every_byte() {
         let (mem, mut p, mut c, geo) = ring(1024);
         let n: u64 = if cfg!(miri) { 300 } else { 100_000 };
@@ -603,8 +749,12 @@ mod tests {
             s.spawn(move || {
                 for i in 0..n {
                     let m = msg(i, (i % (geo.max_message / 3)) as usize);
+                    // Wait as `spsc` does: mostly on the hint, now and then exactly.
+                    let mut looks = 0u32;
                     loop {
-                        match p.try_push(mem, &m) {
+                        looks += 1;
+                        let refresh = if looks % 8 == 0 { Refresh::Exact } else { Refresh::Hint };
+                        match p.try_push_with(mem, &m, refresh) {
                             Ok(()) => break,
                             Err(ReserveError::Full) => std::thread::yield_now(),
                             Err(e) => panic!("{e:?}"),

@@ -525,7 +525,8 @@ impl Server {
     fn park(&mut self, timeout: Duration) {
         let me = self.registry.endpoint(SERVER);
         let connections = &mut self.connections;
-        let pending = || connections.iter_mut().flatten().any(|c| c.rx.has_message()).then_some(());
+        let pending =
+            |_| connections.iter_mut().flatten().any(|c| c.rx.has_message()).then_some(());
         // No one process's death ends this wait: clients come and go.
         let _ = wait::wait_for(self.wait, me, Park::of(me), None, Some(timeout), pending);
     }

@@ -5,7 +5,7 @@
 //! offset 128   Endpoint[0]       the sender: pid, start time, state, futex, waiting
 //! offset 192   Endpoint[1]       the receiver
 //! offset 256   ProducerLine      write position (producer writes)
-//! offset 384   ConsumerLine      read position (consumer writes)
+//! offset 384   ConsumerLine      read position, release hint (consumer writes)
 //! offset 512   ring              `capacity` bytes of frames (see `ring`)
 //! ```
 //! The producer and consumer lines are 128 bytes apart so that the adjacent-line
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ring::{
-    self, Consumer, Frame, Geometry, Producer, Reservation, ReserveError, RingMemory,
+    self, Consumer, Frame, Geometry, Producer, Refresh, Reservation, ReserveError, RingMemory,
 };
 use super::{
     Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -38,7 +38,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
-use crate::sync::wait::{self, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the sender.
@@ -51,6 +51,10 @@ pub const PRODUCER_LINE: usize = 256;
 pub const CONSUMER_LINE: usize = 384;
 /// Offset of the ring.
 pub const RING: usize = 512;
+/// A producer spinning for room reads the consumer's exact position once per this many
+/// looks (the others read the release hint): with a pause per look, every few
+/// microseconds.
+const EXACT_EVERY: u32 = 256;
 /// How long an opener waits for a creator that is still initialising.
 pub const OPEN_TIMEOUT: Duration = layout::OPEN_TIMEOUT;
 
@@ -81,7 +85,11 @@ pub struct ConsumerLine {
     /// Position after the last released frame. Consumer writes (Release); the producer
     /// reads it (Acquire) only when its cached copy says the ring is full.
     pub read_pos: AtomicU64,
-    pub reserved: [AtomicU64; 15],
+    pub reserved: [AtomicU64; 7],
+    /// `read_pos` as of the last [`ring::hint_step`] boundary, 64 bytes further on (a
+    /// cache line of its own): what a producer waiting for room polls (`ring` docs).
+    pub release_hint: AtomicU64,
+    pub reserved2: [AtomicU64; 7],
 }
 
 const _: () = assert!(size_of::<ProducerLine>() == 128);
@@ -302,6 +310,11 @@ unsafe impl RingMemory for Shared {
     #[inline]
     fn read_pos(&self) -> &AtomicU64 {
         &self.consumer_line().read_pos
+    }
+
+    #[inline]
+    fn release_hint(&self) -> &AtomicU64 {
+        &self.consumer_line().release_hint
     }
 }
 
@@ -586,22 +599,43 @@ impl Sender {
         if wait::peer_closed(receiver) {
             return Err(Fault::Disconnected);
         }
-        match self.producer.try_reserve(shared, len as u64) {
+        let timeout = deadline.timeout();
+        // A send that will wait if need be looks at the release hint first, leaving the
+        // consumer's position line alone (`ring` docs); one that must not wait needs
+        // the exact answer.
+        let first = if timeout.is_some() { Refresh::Hint } else { Refresh::Exact };
+        match self.producer.try_reserve_with(shared, len as u64, first) {
             Ok(r) => return Ok(r),
             Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
             Err(ReserveError::Full) => {}
         }
-        let Some(timeout) = deadline.timeout() else { return Err(Fault::Full) };
+        let Some(timeout) = timeout else { return Err(Fault::Full) };
         let producer = &mut self.producer;
         let me = shared.endpoint(SENDER);
-        let result =
-            wait::wait_for(self.side.wait, me, wait::Park::of(me), Some(receiver), timeout, || {
-                match producer.try_reserve(shared, len as u64) {
-                    Ok(r) => Some(Ok(r)),
-                    Err(ReserveError::Full) => None,
-                    Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
-                }
-            });
+        // While spinning, every EXACT_EVERY-th look reads the exact position, so that a
+        // consumer that stops short of its next hint is still seen.
+        let mut looks = 0u32;
+        let mut ready = |look: Look| {
+            looks = looks.wrapping_add(1);
+            let refresh = if look == Look::Exact || looks % EXACT_EVERY == 0 {
+                Refresh::Exact
+            } else {
+                Refresh::Hint
+            };
+            match producer.try_reserve_with(shared, len as u64, refresh) {
+                Ok(r) => Some(Ok(r)),
+                Err(ReserveError::Full) => None,
+                Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+            }
+        };
+        let result = wait::wait_for(
+            self.side.wait,
+            me,
+            wait::Park::of(me),
+            Some(receiver),
+            timeout,
+            &mut ready,
+        );
         match result {
             Ok(r) => r,
             Err(stop) => Err(stop_fault(stop)),
@@ -869,7 +903,7 @@ impl Receiver {
         }
         let sender = shared.endpoint(SENDER);
         let consumer = &mut self.consumer;
-        let mut peek = || match consumer.try_peek(shared) {
+        let mut peek = |_: Look| match consumer.try_peek(shared) {
             Ok(Some(frame)) => Some(Ok(frame)),
             Ok(None) => None,
             Err(what) => Some(Err(Fault::Corrupt(what))),
@@ -885,7 +919,7 @@ impl Receiver {
             } else {
                 None
             };
-            return match (gone, peek()) {
+            return match (gone, peek(Look::Exact)) {
                 (_, Some(result)) => result,
                 (Some(stop), None) => Err(stop_fault(stop)),
                 (None, None) => Err(Fault::Empty),

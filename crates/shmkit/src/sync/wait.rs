@@ -110,6 +110,17 @@ impl std::str::FromStr for WaitStrategy {
     }
 }
 
+/// How carefully [`wait_for`]'s condition should look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// While spinning: a cheap check that may see the peer's progress late is fine
+    /// (the next one comes within nanoseconds), and one that keeps off the peer's
+    /// cache lines is better.
+    Quick,
+    /// Before sleeping, after a wake-up and at the end: the check must be exact.
+    Exact,
+}
+
 /// Why a wait ended without its condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -294,7 +305,8 @@ pub fn record_cpu(me: &Endpoint, cached: &mut u32) {
 /// Waits until `ready` returns `Some`, the peer is gone, or `timeout` passes (measured
 /// from the end of the first, clock-free spins: at most a few microseconds late).
 ///
-/// `ready` is called again after the peer is found gone, so everything the peer
+/// `ready` is called with [`Look::Quick`] while spinning and [`Look::Exact`] otherwise;
+/// it is called again (exactly) after the peer is found gone, so everything the peer
 /// published before closing or dying is still delivered.
 pub fn wait_for<T>(
     strategy: WaitStrategy,
@@ -302,7 +314,7 @@ pub fn wait_for<T>(
     park: Park<'_>,
     peer: Option<&Endpoint>,
     timeout: Option<Duration>,
-    mut ready: impl FnMut() -> Option<T>,
+    mut ready: impl FnMut(Look) -> Option<T>,
 ) -> Result<T, Stop> {
     let cpu = current_cpu();
     if me.cpu.load(Ordering::Relaxed) != cpu {
@@ -328,7 +340,7 @@ pub fn wait_for<T>(
     }
     if !spin.is_zero() {
         for _ in 0..QUICK_SPINS {
-            if let Some(v) = ready() {
+            if let Some(v) = ready(Look::Quick) {
                 return Ok(v);
             }
             std::hint::spin_loop();
@@ -349,13 +361,14 @@ pub fn wait_for<T>(
         }
         None
     };
-    let finish = |stop: Stop, ready: &mut dyn FnMut() -> Option<T>| ready().ok_or(stop);
+    let finish =
+        |stop: Stop, ready: &mut dyn FnMut(Look) -> Option<T>| ready(Look::Exact).ok_or(stop);
 
     // Phase 1: spin (yielding instead whenever the peer shares our CPU).
     if !spin.is_zero() {
         loop {
             for _ in 0..64 {
-                if let Some(v) = ready() {
+                if let Some(v) = ready(Look::Quick) {
                     return Ok(v);
                 }
                 std::hint::spin_loop();
@@ -375,7 +388,7 @@ pub fn wait_for<T>(
     // Phase 2: yield.
     for _ in 0..yields {
         std::thread::yield_now();
-        if let Some(v) = ready() {
+        if let Some(v) = ready(Look::Exact) {
             return Ok(v);
         }
     }
@@ -390,7 +403,7 @@ pub fn wait_for<T>(
         {
             barrier_ok = heavy_barrier();
         }
-        if let Some(v) = ready() {
+        if let Some(v) = ready(Look::Exact) {
             park.waiting.fetch_sub(1, Ordering::Relaxed);
             return Ok(v);
         }
