@@ -5,11 +5,12 @@
 #![no_main]
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use shmkit::channel::broadcast::{self, Overflow};
 use shmkit::channel::spsc::{self, Config};
-use shmkit::channel::{TryRecvError, TrySendError};
+use shmkit::channel::{SendTimeoutError, TryRecvError, TrySendError};
 
 fn message(step: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i ^ step) as u8).collect()
@@ -32,7 +33,7 @@ fn spsc_model(shape: u8, ops: &[u8]) {
     let mut model: VecDeque<Vec<u8>> = VecDeque::new();
     let mut buf = Vec::new();
     for (step, pair) in ops.chunks(2).enumerate() {
-        let op = pair[0] % 4;
+        let op = pair[0] % 6;
         let len = usize::from(*pair.get(1).unwrap_or(&0)) * (max + 8) / 255;
         let msg = message(step, len);
         match op {
@@ -58,11 +59,27 @@ fn spsc_model(shape: u8, ops: &[u8]) {
                 Err(TryRecvError::Empty) => assert!(model.is_empty()),
                 Err(e) => panic!("{e}"),
             },
-            _ => match rx.try_recv_ref() {
+            3 => match rx.try_recv_ref() {
                 Ok(g) => assert_eq!(Some(&g[..]), model.pop_front().as_deref()),
                 Err(TryRecvError::Empty) => assert!(model.is_empty()),
                 Err(e) => panic!("{e}"),
             },
+            // A send that may wait (here: not at all) looks at the release hint first,
+            // but must still find any room there is.
+            4 => match tx.send_timeout(&msg, Duration::ZERO) {
+                Ok(()) => model.push_back(msg),
+                Err(SendTimeoutError::TooLarge { .. }) => assert!(len > max),
+                Err(SendTimeoutError::Timeout(_)) => assert!(!model.is_empty()),
+                Err(e) => panic!("{e}"),
+            },
+            _ => {
+                let most = usize::from(*pair.get(1).unwrap_or(&0)) % 8 + 1;
+                match rx.try_recv_batch(most, |m| assert_eq!(Some(m), model.pop_front().as_deref())) {
+                    Ok(n) => assert!((1..=most).contains(&n)),
+                    Err(TryRecvError::Empty) => assert!(model.is_empty()),
+                    Err(e) => panic!("{e}"),
+                }
+            }
         }
     }
 }

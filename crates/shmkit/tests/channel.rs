@@ -328,3 +328,22 @@ fn a_spinning_sender_sees_room_freed_short_of_the_receivers_release_hint() {
     wait_for_line(&mut stdout, "peer:rest 255");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_million_messages_received_in_batches_arrive_byte_exact_and_in_order() {
+    let (seg, child) = start("posix", "send", MESSAGES);
+    let mut rx = Receiver::from_segment(seg).unwrap();
+    let (mut seq, mut batches, mut scratch) = (0u64, 0u64, Vec::new());
+    while seq < MESSAGES {
+        rx.recv_batch_timeout(usize::MAX, T, |m| {
+            check_msg(seq, MAX, m, &mut scratch).unwrap_or_else(|e| panic!("message {seq}: {e}"));
+            seq += 1;
+        })
+        .unwrap_or_else(|e| panic!("after {seq} messages: {e}"));
+        batches += 1;
+    }
+    let mut buf = Vec::new();
+    assert_eq!(rx.recv_timeout(&mut buf, T), Err(RecvTimeoutError::Disconnected));
+    finish(child);
+    println!("{MESSAGES} messages in {batches} batches");
+}

@@ -50,6 +50,12 @@ pub const MIN_CAPACITY: u64 = 256;
 /// Largest ring capacity (payload lengths are u32).
 pub const MAX_CAPACITY: u64 = 1 << 32;
 
+/// How far ahead of each message the consumer asks for the ring's bytes. The next frame
+/// word's position depends on this frame's length, so without a hint the consumer's
+/// loads form a chain of cache misses; 16 lines ahead doubles streaming throughput on
+/// the development VM and leaves ping-pong latency alone (the lines ahead are not
+/// written yet, and were this consumer's on the last lap anyway).
+const PREFETCH_AHEAD: u64 = 1024;
 const KIND_SHIFT: u32 = 62;
 const KIND_MESSAGE: u64 = 1;
 const KIND_PADDING: u64 = 2;
@@ -291,36 +297,48 @@ impl Producer {
         // The frame, any padding before it, and the zero word after it.
         let end = self.head + pad + fs + FRAME_HEADER;
         if end - self.cached_tail > self.geo.capacity {
-            let tail = match refresh {
-                Refresh::Exact => {
-                    let tail = mem.read_pos().load(Ordering::Acquire);
-                    if tail < self.cached_tail || tail > self.head {
-                        return Err(ReserveError::Corrupt(format!(
-                            "consumer position {tail} outside [{}, {}]",
-                            self.cached_tail, self.head
-                        )));
-                    }
-                    tail
-                }
-                Refresh::Hint => {
-                    // Behind what we read exactly is normal (the hint is coarse);
-                    // ahead of us is not.
-                    let hint = mem.release_hint().load(Ordering::Acquire);
-                    if hint > self.head {
-                        return Err(ReserveError::Corrupt(format!(
-                            "consumer release hint {hint} ahead of the producer at {}",
-                            self.head
-                        )));
-                    }
-                    hint.max(self.cached_tail)
-                }
-            };
-            self.cached_tail = tail;
+            let tail = self.refresh_tail(mem, refresh)?;
             if end - tail > self.geo.capacity {
                 return Err(ReserveError::Full);
             }
         }
         Ok(Reservation { frame_pos: self.head + pad, max_len: len })
+    }
+
+    /// Re-reads the consumer's progress (off the hot path: the ring looked full).
+    #[cold]
+    #[inline(never)]
+    fn refresh_tail<M: RingMemory>(
+        &mut self,
+        mem: &M,
+        refresh: Refresh,
+    ) -> Result<u64, ReserveError> {
+        let tail = match refresh {
+            Refresh::Exact => {
+                let tail = mem.read_pos().load(Ordering::Acquire);
+                if tail < self.cached_tail || tail > self.head {
+                    return Err(ReserveError::Corrupt(format!(
+                        "consumer position {tail} outside [{}, {}]",
+                        self.cached_tail, self.head
+                    )));
+                }
+                tail
+            }
+            Refresh::Hint => {
+                // Behind what we read exactly is normal (the hint is coarse); ahead of
+                // us is not.
+                let hint = mem.release_hint().load(Ordering::Acquire);
+                if hint > self.head {
+                    return Err(ReserveError::Corrupt(format!(
+                        "consumer release hint {hint} ahead of the producer at {}",
+                        self.head
+                    )));
+                }
+                hint.max(self.cached_tail)
+            }
+        };
+        self.cached_tail = tail;
+        Ok(tail)
     }
 
     /// Byte offset of the reserved payload inside the ring.
@@ -421,28 +439,21 @@ impl Consumer {
             let kind = word >> KIND_SHIFT;
             let len = word & 0xffff_ffff;
             if (word >> 32) & STAMP_MASK != stamp(self.tail) {
-                return Err(format!(
-                    "frame word {word:#018x} at position {} has a wrong stamp",
-                    self.tail
-                ));
+                return Err(bad_frame(word, self.tail, "has a wrong stamp"));
             }
             match kind {
                 KIND_MESSAGE
                     if len <= self.geo.max_message
                         && off + frame_size(len) <= self.geo.capacity =>
                 {
+                    mem.prefetch(off + PREFETCH_AHEAD);
                     return Ok(Some(Frame { pos: self.tail, offset: off + FRAME_HEADER, len }));
                 }
                 KIND_PADDING if off + FRAME_HEADER + len == self.geo.capacity => {
                     // Padding always runs to the end of the ring; the frame is at offset 0.
                     self.tail += FRAME_HEADER + len;
                 }
-                _ => {
-                    return Err(format!(
-                    "frame word {word:#018x} at position {} is invalid (kind {kind}, length {len})",
-                    self.tail
-                ))
-                }
+                _ => return Err(bad_frame(word, self.tail, "is invalid (kind or length)")),
             }
         }
     }
@@ -478,6 +489,14 @@ impl Consumer {
         self.release(mem, frame);
         Ok(Some(len))
     }
+}
+
+/// The error for an impossible frame word (kept out of the hot path).
+#[cold]
+#[inline(never)]
+fn bad_frame(word: u64, pos: u64, what: &str) -> String {
+    let (kind, len) = (word >> KIND_SHIFT, word & 0xffff_ffff);
+    format!("frame word {word:#018x} at position {pos} {what}: kind {kind}, length {len}")
 }
 
 /// A ring in ordinary process memory, for unit tests, Miri and benchmarks of the
