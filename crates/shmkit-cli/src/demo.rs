@@ -74,6 +74,7 @@ pub fn run(args: &Args) -> CliResult {
             warmup: args.count / 10,
             floor: true,
             stream: false,
+            batch: false,
         };
         println!(
             "demo: {} round trips of 64 B, then the floor between the same two processes:",

@@ -48,6 +48,10 @@ pub struct PingArgs {
     /// Measure one-way streaming throughput instead of round trips (count messages).
     #[arg(long)]
     pub stream: bool,
+    /// With --stream: pong takes every waiting message in one `recv_batch` call
+    /// instead of one `recv_ref` per message.
+    #[arg(long, requires = "stream")]
+    pub batch: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +109,8 @@ pub struct PingReport {
 
 #[derive(Debug, Serialize, Clone, Copy)]
 pub struct StreamReport {
+    /// Whether pong received with `recv_batch`.
+    pub batch: bool,
     pub messages: u64,
     pub size: u64,
     pub seconds: f64,
@@ -199,11 +205,12 @@ impl Pinger {
     }
 
     /// Streams `count` messages of `size` bytes one way and waits for pong's tally.
-    pub fn stream(&mut self, size: usize, count: u64) -> CliResult<StreamReport> {
+    pub fn stream(&mut self, size: usize, count: u64, batch: bool) -> CliResult<StreamReport> {
         let mut cmd = CTRL.to_vec();
         cmd.push(b'S');
         cmd.extend_from_slice(&count.to_le_bytes());
         cmd.extend_from_slice(&(size as u64).to_le_bytes());
+        cmd.push(batch as u8);
         self.send(&cmd)?;
         let mut payload = vec![0xa5u8; size];
         let start = Instant::now();
@@ -224,6 +231,7 @@ impl Pinger {
             return fail(format!("ping: pong received {got} of {count} streamed messages"));
         }
         Ok(StreamReport {
+            batch,
             messages: count,
             size: size as u64,
             seconds,
@@ -367,6 +375,7 @@ pub struct Run {
     pub warmup: u64,
     pub floor: bool,
     pub stream: bool,
+    pub batch: bool,
 }
 
 impl PingArgs {
@@ -379,6 +388,7 @@ impl PingArgs {
             warmup: self.warmup,
             floor: self.floor,
             stream: self.stream,
+            batch: self.batch,
         }
     }
 }
@@ -404,7 +414,7 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
         stream: None,
     };
     if args.stream {
-        report.stream = Some(p.stream(size, args.count)?);
+        report.stream = Some(p.stream(size, args.count, args.batch)?);
     } else {
         // Interleave the floor with the measurement so both see the same machine state.
         let half = args.count / 2;
@@ -459,7 +469,8 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
     }
     if let Some(s) = &r.stream {
         println!(
-            "  stream: {} messages in {:.3} s = {}msg/s, {}B/s{}",
+            "  stream{}: {} messages in {:.3} s = {}msg/s, {}B/s{}",
+            if s.batch { " (batch receive)" } else { "" },
             s.messages,
             s.seconds,
             rate(s.messages_per_sec),
@@ -529,12 +540,26 @@ fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {
                 return fail("pong: bad stream command");
             };
             let mut errors = 0u64;
-            for i in 0..count {
-                let g = rx
-                    .recv_ref_timeout(PEER_TIMEOUT)
-                    .map_err(|e| Failure(format!("pong: stream: {e}")))?;
-                if g.len() as u64 != size || (size >= 8 && g[..8] != i.to_le_bytes()) {
+            let mut check = |i: u64, m: &[u8]| {
+                if m.len() as u64 != size || (size >= 8 && m[..8] != i.to_le_bytes()) {
                     errors += 1;
+                }
+            };
+            let stream_err = |e: RecvTimeoutError| Failure(format!("pong: stream: {e}"));
+            if cmd.get(25) == Some(&1) {
+                let mut i = 0;
+                while i < count {
+                    let left = usize::try_from(count - i).unwrap_or(usize::MAX);
+                    rx.recv_batch_timeout(left, PEER_TIMEOUT, |m| {
+                        check(i, m);
+                        i += 1;
+                    })
+                    .map_err(stream_err)?;
+                }
+            } else {
+                for i in 0..count {
+                    let g = rx.recv_ref_timeout(PEER_TIMEOUT).map_err(stream_err)?;
+                    check(i, &g);
                 }
             }
             let mut tally = CTRL.to_vec();

@@ -123,8 +123,8 @@ fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
     assert!(!exists(&format!("{name}.req")) && !exists(&format!("{name}.rep")));
 }
 
-#[test]
-fn ping_stream_counts_every_message() {
+/// Streams 200,000 messages through a fresh pong; `extra` are more ping options.
+fn stream_through_pong(extra: &[&str]) -> Value {
     let name = unique("stream");
     let target = format!("posix:{name}");
     let mut pong = Command::new(BIN)
@@ -132,17 +132,37 @@ fn ping_stream_counts_every_message() {
         .spawn()
         .unwrap();
     let out = Command::new(BIN)
-        .args([
-            "ping", &target, "--stream", "-n", "200000", "--size", "100", "--json", "--wait",
-            "block",
-        ])
+        .args(["ping", &target, "--stream", "-n", "200000", "--size", "100", "--json"])
+        .args(["--wait", "block"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(pong.wait().unwrap().success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn ping_stream_counts_every_message() {
+    let r = stream_through_pong(&[]);
     assert_eq!(r["stream"]["messages"], 200000);
     assert_eq!(r["stream"]["errors"], 0);
-    assert!(pong.wait().unwrap().success());
+    assert_eq!(r["stream"]["batch"], false);
+}
+
+#[test]
+fn ping_stream_with_batch_receive_counts_every_message() {
+    let r = stream_through_pong(&["--batch"]);
+    assert_eq!(r["stream"]["messages"], 200000);
+    assert_eq!(r["stream"]["errors"], 0, "pong checks every sequence number");
+    assert_eq!(r["stream"]["batch"], true);
+}
+
+#[test]
+fn ping_batch_without_stream_is_refused() {
+    let out = Command::new(BIN).args(["ping", "posix:/shmkit.nope", "--batch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--stream"));
 }
 
 #[test]
