@@ -15,7 +15,10 @@
 //!    on the standard seqlock argument. It does catch wrong publish ordering.)
 //! 4. Broadcast join under backpressure: a subscriber claiming its record, fencing and
 //!    reading `head`, against the publisher's fenced rescan: the publisher never
-//!    overwrites a message the joined subscriber has not read.
+//!    overwrites a message the joined subscriber has not read. (A rescan during a
+//!    quick look reads each subscriber's hint instead of its cursor; a hint is stored
+//!    after the cursor and never passes it, so it can only make the publisher wait
+//!    longer — the model keeps to the cursor.)
 //!
 //! Models 3 and 4 restate the orderings of `broadcast.rs` over loom atomics (that
 //! module works on mapped memory directly); a change to either must change both.

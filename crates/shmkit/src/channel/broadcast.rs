@@ -50,12 +50,13 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::ring::Refresh;
 use super::{recv_error, Fault, SendError, SendTimeoutError, TrySendError};
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
 use crate::sync::peer::Liveness;
-use crate::sync::wait::{self, Park, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy, EXACT_EVERY};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the publisher; subscribers are 1..=N.
@@ -171,7 +172,22 @@ pub struct CursorLine {
     pub missed: AtomicU64,
     /// Messages this subscriber received (for tools).
     pub received: AtomicU64,
-    pub reserved: [AtomicU64; 13],
+    pub reserved: [AtomicU64; 5],
+    /// `cursor` as of every [`hint_step`] messages, on a cache line of its own: what a
+    /// publisher waiting for room polls, so that it does not take the cursor's line
+    /// away before each message (the SPSC ring's release hint, `ring` docs). Never
+    /// ahead of `cursor`.
+    pub hint: AtomicU64,
+    pub reserved2: [AtomicU64; 7],
+}
+
+/// How many messages a subscriber reads between two stores of its hint.
+pub const fn hint_step(slots: u64) -> u64 {
+    if slots >= 16 {
+        slots / 8
+    } else {
+        1
+    }
 }
 
 /// The first 16 bytes of every slot.
@@ -615,7 +631,10 @@ impl Publisher {
     }
 
     /// Finds the slowest live subscriber (`slowest`, `laggard`).
-    fn rescan(&mut self) {
+    /// `Refresh::Hint` reads each subscriber's hint instead of its cursor: a slowest
+    /// position that may be a little behind, but read without taking cursor lines away
+    /// from subscribers.
+    fn rescan(&mut self, refresh: Refresh) {
         // Pairs with a joining subscriber's fence (see the module docs).
         fence(Ordering::SeqCst);
         let (mut slowest, mut laggard) = (self.head, None);
@@ -627,7 +646,12 @@ impl Publisher {
                 continue;
             }
             // A cursor past head is corrupt; treating it as head keeps us going.
-            let c = self.shared.view().cursor_line(i).cursor.load(Ordering::Acquire).min(self.head);
+            let line = self.shared.view().cursor_line(i);
+            let c = match refresh {
+                Refresh::Exact => line.cursor.load(Ordering::Acquire),
+                Refresh::Hint => line.hint.load(Ordering::Acquire),
+            }
+            .min(self.head);
             if c < slowest {
                 slowest = c;
                 laggard = Some(i);
@@ -637,20 +661,24 @@ impl Publisher {
         self.laggard = laggard;
     }
 
-    fn has_room(&mut self) -> bool {
-        self.rescan();
+    fn has_room(&mut self, refresh: Refresh) -> bool {
+        self.rescan(refresh);
         self.head - self.slowest < self.shared.geo.slots
     }
 
     /// Backpressure: waits until the slot for `head` is free of live readers.
     fn make_room(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
-        if self.has_room() {
+        if self.has_room(Refresh::Hint) {
             return Ok(());
         }
-        let Some(timeout) = wait else { return Err(Fault::Full) };
+        let Some(timeout) = wait else {
+            return if self.has_room(Refresh::Exact) { Ok(()) } else { Err(Fault::Full) };
+        };
         let deadline = deadline_of(timeout);
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
+        // As in `spsc`: quick looks read the hints, every EXACT_EVERY-th the cursors.
+        let mut looks = 0u32;
         loop {
             let Some(laggard) = self.laggard else { return Ok(()) };
             let peer = shared.view().endpoint(laggard);
@@ -661,7 +689,15 @@ impl Publisher {
                 Park::of(me),
                 Some(peer),
                 remaining(deadline),
-                |_| self.has_room().then_some(()),
+                |look| {
+                    looks = looks.wrapping_add(1);
+                    let refresh = if look == Look::Exact || looks % EXACT_EVERY == 0 {
+                        Refresh::Exact
+                    } else {
+                        Refresh::Hint
+                    };
+                    self.has_room(refresh).then_some(())
+                },
             );
             match result {
                 Ok(()) => return Ok(()),
@@ -670,7 +706,7 @@ impl Publisher {
                 Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
                 Err(Stop::Closed) => {}
             }
-            if self.has_room() {
+            if self.has_room(Refresh::Exact) {
                 return Ok(());
             }
         }
@@ -731,6 +767,8 @@ pub struct Subscriber {
     index: u32,
     /// The next message to read (our copy of the cursor line).
     cursor: u64,
+    /// The cursor last stored in our hint.
+    hinted: u64,
     wait: WaitStrategy,
     flags: u32,
     cpu: u32,
@@ -775,6 +813,7 @@ impl Subscriber {
         let head = shared.view().publisher_line().head.load(Ordering::Acquire);
         let line = shared.view().cursor_line(index);
         line.cursor.store(head, Ordering::Release);
+        line.hint.store(head, Ordering::Release);
         line.missed.store(0, Ordering::Relaxed);
         line.received.store(0, Ordering::Relaxed);
         let mut s = Subscriber {
@@ -782,6 +821,7 @@ impl Subscriber {
             shared,
             index,
             cursor: head,
+            hinted: head,
             wait: WaitStrategy::default(),
             flags: 0,
             cpu: u32::MAX,
@@ -988,6 +1028,8 @@ impl Subscriber {
         let line = self.shared.view().cursor_line(self.index);
         line.missed.fetch_add(missed, Ordering::Relaxed);
         line.cursor.store(to, Ordering::Release);
+        self.hinted = to;
+        line.hint.store(to, Ordering::Release);
         Step::Fault(Fault::Lagged(missed))
     }
 
@@ -996,6 +1038,10 @@ impl Subscriber {
         self.cursor += 1;
         let line = self.shared.view().cursor_line(self.index);
         line.cursor.store(self.cursor, Ordering::Release);
+        if self.cursor - self.hinted >= hint_step(self.shared.geo.slots) {
+            self.hinted = self.cursor;
+            line.hint.store(self.cursor, Ordering::Release);
+        }
         // A tools-only counter in shared memory: it may hold anything, so wrap.
         line.received
             .store(line.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -1202,6 +1248,39 @@ mod tests {
             p.send_timeout(&[1], Duration::from_millis(10)),
             Err(SendTimeoutError::Timeout(_))
         ));
+    }
+
+    #[test]
+    fn hints_move_once_per_step_and_a_waiting_publisher_still_sees_every_freed_slot() {
+        let (mut p, mut subs) = channel(64, Overflow::Backpressure, 2);
+        assert_eq!(hint_step(64), 8);
+        while p.try_send(&[1; 8]).is_ok() {}
+        let mut buf = Vec::new();
+        fn line(s: &Subscriber) -> &CursorLine {
+            s.shared.view().cursor_line(s.index())
+        }
+        for _ in 0..3 {
+            subs[0].try_recv(&mut buf).unwrap();
+            subs[1].try_recv(&mut buf).unwrap();
+        }
+        // Three read: below a step, so the hints stay where the subscribers joined.
+        for s in &subs {
+            assert_eq!(line(s).cursor.load(Ordering::Relaxed), 3);
+            assert_eq!(line(s).hint.load(Ordering::Relaxed), 0);
+        }
+        // A send that may wait looks at the hints first but must still find the three
+        // slots (its final look is exact; with no time to wait it has nothing else).
+        for _ in 0..3 {
+            p.send_timeout(&[2; 8], Duration::ZERO).unwrap();
+        }
+        assert!(matches!(p.try_send(&[3]), Err(TrySendError::Full(_))));
+        for _ in 0..5 {
+            subs[0].try_recv(&mut buf).unwrap();
+            subs[1].try_recv(&mut buf).unwrap();
+        }
+        for s in &subs {
+            assert_eq!(line(s).hint.load(Ordering::Relaxed), 8, "a step read");
+        }
     }
 
     #[test]

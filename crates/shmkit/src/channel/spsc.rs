@@ -38,7 +38,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
-use crate::sync::wait::{self, Look, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Stop, WaitStrategy, EXACT_EVERY};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the sender.
@@ -51,10 +51,6 @@ pub const PRODUCER_LINE: usize = 256;
 pub const CONSUMER_LINE: usize = 384;
 /// Offset of the ring.
 pub const RING: usize = 512;
-/// A producer spinning for room reads the consumer's exact position once per this many
-/// looks (the others read the release hint): with a pause per look, every few
-/// microseconds.
-const EXACT_EVERY: u32 = 256;
 /// How often a non-blocking send that finds the ring full may read the consumer's exact
 /// position ([`Sender::try_send`]).
 pub const TRY_EXACT_PERIOD: Duration = Duration::from_micros(1);

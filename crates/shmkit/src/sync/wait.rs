@@ -121,6 +121,12 @@ pub enum Look {
     Exact,
 }
 
+/// A waiter that polls a coarse hint of its peer's progress during [`Look::Quick`]s
+/// (the SPSC release hint, broadcast cursor hints) reads the exact value once per this
+/// many: with a pause per look, every few microseconds, so a peer that stops short of
+/// its next hint is still seen.
+pub const EXACT_EVERY: u32 = 256;
+
 /// Why a wait ended without its condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
