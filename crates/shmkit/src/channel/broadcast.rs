@@ -633,7 +633,8 @@ impl Publisher {
     /// Finds the slowest live subscriber (`slowest`, `laggard`).
     /// `Refresh::Hint` reads each subscriber's hint instead of its cursor: a slowest
     /// position that may be a little behind, but read without taking cursor lines away
-    /// from subscribers.
+    /// from subscribers. Only an exact rescan names the laggard, whose liveness a
+    /// waiting publisher watches: a hint's laggard may not be the one holding it back.
     fn rescan(&mut self, refresh: Refresh) {
         // Pairs with a joining subscriber's fence (see the module docs).
         fence(Ordering::SeqCst);
@@ -658,7 +659,9 @@ impl Publisher {
             }
         }
         self.slowest = slowest;
-        self.laggard = laggard;
+        if refresh == Refresh::Exact {
+            self.laggard = laggard;
+        }
     }
 
     fn has_room(&mut self, refresh: Refresh) -> bool {
@@ -668,12 +671,10 @@ impl Publisher {
 
     /// Backpressure: waits until the slot for `head` is free of live readers.
     fn make_room(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
-        if self.has_room(Refresh::Hint) {
+        if self.has_room(Refresh::Hint) || self.has_room(Refresh::Exact) {
             return Ok(());
         }
-        let Some(timeout) = wait else {
-            return if self.has_room(Refresh::Exact) { Ok(()) } else { Err(Fault::Full) };
-        };
+        let Some(timeout) = wait else { return Err(Fault::Full) };
         let deadline = deadline_of(timeout);
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
@@ -696,11 +697,16 @@ impl Publisher {
                     } else {
                         Refresh::Hint
                     };
-                    self.has_room(refresh).then_some(())
+                    if self.has_room(refresh) {
+                        return Some(true);
+                    }
+                    // Another subscriber now holds us back: watch its liveness instead.
+                    (self.laggard != Some(laggard)).then_some(false)
                 },
             );
             match result {
-                Ok(()) => return Ok(()),
+                Ok(true) => return Ok(()),
+                Ok(false) => continue,
                 Err(Stop::Timeout) => return Err(Fault::Timeout),
                 // Skip the dead until a new subscriber takes the record over.
                 Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
