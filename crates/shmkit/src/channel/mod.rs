@@ -1,6 +1,7 @@
 //! Channels over shared segments.
 //!
-//! - [`spsc`]: one sender, one receiver, variable-length messages, zero-copy loans.
+//! - [`spsc`]: one sender, one receiver, variable-length messages, zero-copy loans,
+//!   and batch receive (`recv_batch`) for streaming.
 //! - [`broadcast`]: one publisher, up to 64 subscribers, each with its own cursor;
 //!   slow subscribers are either overtaken (`Lagged`) or waited for.
 //! - [`rpc`]: request/reply between many clients and one server.
