@@ -31,6 +31,15 @@ fn peer_entry() {
             write_at(&seg, DATA + 4096, &pattern(2, 4096));
             println!("peer:mapped at {:p}", seg.as_ptr());
         }
+        // Say so, then open a segment that may still be empty and report its size.
+        "open-len" => {
+            let name: Name = args[0].parse().unwrap();
+            println!("peer:ready");
+            match Segment::open(&name, &Options::default()) {
+                Ok(seg) => println!("peer:len {}", seg.len()),
+                Err(e) => println!("peer:error {e}"),
+            }
+        }
         "ftok" => {
             let key = sysv::ftok(&PathBuf::from(&args[0]), 42).unwrap();
             println!("peer:{key}");
@@ -344,4 +353,35 @@ fn a_segment_whose_creator_died_while_initialising_is_refused_at_once() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     assert!(start.elapsed() < std::time::Duration::from_secs(5), "no waiting for a dead creator");
+}
+
+#[test]
+fn an_opener_waits_for_a_creator_to_size_its_object_and_refuses_one_that_stays_empty() {
+    // A creator makes the object, then sizes it: an opener in between sees 0 bytes.
+    let name = format!("/{}", unique("sizing"));
+    let fd = rustix::shm::open(
+        name.as_str(),
+        rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let target = format!("posix:{name}");
+    let (mut child, mut out) = spawn_ready("open-len", &[target]);
+    rustix::fs::ftruncate(&fd, 8192).unwrap();
+    wait_for_line(&mut out, "peer:len 8192");
+    assert!(child.wait().unwrap().success());
+    rustix::shm::unlink(name.as_str()).unwrap();
+
+    // One that stays empty is refused, after the opener's wait.
+    let empty = format!("/{}", unique("empty"));
+    let _fd = rustix::shm::open(
+        empty.as_str(),
+        rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let err =
+        Segment::open(&format!("posix:{empty}").parse().unwrap(), &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("empty (0 bytes)"), "{err}");
+    rustix::shm::unlink(empty.as_str()).unwrap();
 }

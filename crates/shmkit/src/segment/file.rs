@@ -83,11 +83,17 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Segment> {
 }
 
 fn regular_len(fd: &OwnedFd, path: &Path) -> Result<usize> {
-    let st = rustix::fs::fstat(fd).map_err(|e| Error::errno("fstat", quoted(path), e))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(Error::InvalidArgument(format!("{} is not a regular file", path.display())));
-    }
-    super::checked_len(st.st_size, &format!("file {}", path.display()))
+    let size = || {
+        let st = rustix::fs::fstat(fd).map_err(|e| Error::errno("fstat", quoted(path), e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(st.st_size)
+    };
+    super::wait_sized(size, &format!("file {}", path.display()))
 }
 
 /// `unlink(path)` if the path still names the file `fd` has open.

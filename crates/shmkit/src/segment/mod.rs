@@ -466,6 +466,22 @@ pub(crate) fn map_fd(
     NonNull::new(ptr.cast()).ok_or_else(|| Error::corrupt("mmap returned a null mapping"))
 }
 
+/// The size of an object an opener found: `size` (from `fstat`) until it is not 0, for
+/// at most [`crate::layout::OPEN_TIMEOUT`]. A creator makes a POSIX object or a file
+/// and *then* sizes it, so an opener that comes in between sees 0 bytes; it waits, as
+/// it waits for a header that is still being initialised. An object that stays empty
+/// is an error.
+pub(crate) fn wait_sized(mut size: impl FnMut() -> Result<i64>, what: &str) -> Result<usize> {
+    let start = std::time::Instant::now();
+    loop {
+        let n = size()?;
+        if n != 0 || start.elapsed() >= crate::layout::OPEN_TIMEOUT {
+            return checked_len(n, what);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Checks that an object's size (from `fstat`/`IPC_STAT`) can be mapped.
 pub(crate) fn checked_len(size: i64, what: &str) -> Result<usize> {
     if size <= 0 {

@@ -105,8 +105,11 @@ pub(crate) fn open(name: &str, opts: &Options) -> Result<Segment> {
 }
 
 fn existing_len(fd: &OwnedFd, name: &str) -> Result<usize> {
-    let st = rustix::fs::fstat(fd).map_err(|e| Error::errno("fstat", quoted(name), e))?;
-    super::checked_len(st.st_size, &format!("POSIX shm {name:?}"))
+    let size = || {
+        let st = rustix::fs::fstat(fd).map_err(|e| Error::errno("fstat", quoted(name), e))?;
+        Ok(st.st_size)
+    };
+    super::wait_sized(size, &format!("POSIX shm {name:?}"))
 }
 
 /// `shm_unlink(name)`, only if the name still refers to the object `fd` has open (so a
