@@ -29,7 +29,8 @@
 //! dies never has a message delivered twice. The producer reads that position only
 //! when its cached copy says the ring is full — but a producer *waiting* for room that
 //! re-reads it on every spin takes the line away from the consumer before each of its
-//! stores: in streaming, where the consumer is the slower side, that halves throughput.
+//! stores: in streaming, where the consumer is the slower side, that cut 64-byte
+//! throughput to a quarter on the development VM.
 //! So the consumer also publishes a coarse copy, the **release hint**, on its own cache
 //! line once per [`hint_step`] bytes. A waiting producer polls the hint, which changes
 //! rarely and stays in its cache, and re-reads the exact position only now and then
