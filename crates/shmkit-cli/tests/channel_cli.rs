@@ -137,7 +137,15 @@ fn stream_through_pong(extra: &[&str]) -> Value {
         .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        // A pong still waiting for its ping would outlive the test.
+        let _ = pong.kill();
+        let _ = pong.wait();
+        for end in ["req", "rep"] {
+            let _ = std::fs::remove_file(format!("/dev/shm{name}.{end}"));
+        }
+        panic!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     assert!(pong.wait().unwrap().success());
     serde_json::from_slice(&out.stdout).unwrap()
 }
