@@ -56,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
 use crate::sync::peer::Liveness;
-use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy, EXACT_EVERY};
+use crate::sync::wait::{self, Park, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the publisher; subscribers are 1..=N.
@@ -678,8 +678,6 @@ impl Publisher {
         let deadline = deadline_of(timeout);
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
-        // As in `spsc`: quick looks read the hints, every EXACT_EVERY-th the cursors.
-        let mut looks = 0u32;
         loop {
             let Some(laggard) = self.laggard else { return Ok(()) };
             let peer = shared.view().endpoint(laggard);
@@ -690,14 +688,9 @@ impl Publisher {
                 Park::of(me),
                 Some(peer),
                 remaining(deadline),
+                // Quick looks read the hints, exact ones the cursors.
                 |look| {
-                    looks = looks.wrapping_add(1);
-                    let refresh = if look == Look::Exact || looks % EXACT_EVERY == 0 {
-                        Refresh::Exact
-                    } else {
-                        Refresh::Hint
-                    };
-                    if self.has_room(refresh) {
+                    if self.has_room(look.into()) {
                         return Some(true);
                     }
                     // Another subscriber now holds us back: watch its liveness instead.

@@ -210,6 +210,16 @@ pub enum Refresh {
     Hint,
 }
 
+/// A waiter's quick look reads the hint; an exact one the position.
+impl From<crate::sync::wait::Look> for Refresh {
+    fn from(look: crate::sync::wait::Look) -> Refresh {
+        match look {
+            crate::sync::wait::Look::Quick => Refresh::Hint,
+            crate::sync::wait::Look::Exact => Refresh::Exact,
+        }
+    }
+}
+
 /// Room reserved for one frame; nothing is written until [`Producer::commit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {

@@ -38,7 +38,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
-use crate::sync::wait::{self, Look, Stop, WaitStrategy, EXACT_EVERY};
+use crate::sync::wait::{self, Look, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the sender.
@@ -634,22 +634,13 @@ impl Sender {
         };
         let producer = &mut self.producer;
         let me = shared.endpoint(SENDER);
-        // While spinning, every EXACT_EVERY-th look reads the exact position, so that a
-        // consumer that stops short of its next hint is still seen.
-        let mut looks = 0u32;
-        let mut ready = |look: Look| {
-            looks = looks.wrapping_add(1);
-            let refresh = if look == Look::Exact || looks % EXACT_EVERY == 0 {
-                Refresh::Exact
-            } else {
-                Refresh::Hint
-            };
-            match producer.try_reserve_with(shared, len as u64, refresh) {
+        // Quick looks read the release hint, exact ones the position.
+        let mut ready =
+            |look: Look| match producer.try_reserve_with(shared, len as u64, look.into()) {
                 Ok(r) => Some(Ok(r)),
                 Err(ReserveError::Full) => None,
                 Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
-            }
-        };
+            };
         let result = wait::wait_for(
             self.side.wait,
             me,

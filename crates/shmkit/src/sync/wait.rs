@@ -115,16 +115,16 @@ impl std::str::FromStr for WaitStrategy {
 pub enum Look {
     /// While spinning: a cheap check that may see the peer's progress late is fine
     /// (the next one comes within nanoseconds), and one that keeps off the peer's
-    /// cache lines is better.
+    /// cache lines is better. Every [`EXACT_EVERY`]-th spinning look is `Exact`.
     Quick,
     /// Before sleeping, after a wake-up and at the end: the check must be exact.
     Exact,
 }
 
-/// A waiter that polls a coarse hint of its peer's progress during [`Look::Quick`]s
-/// (the SPSC release hint, broadcast cursor hints) reads the exact value once per this
-/// many: with a pause per look, every few microseconds, so a peer that stops short of
-/// its next hint is still seen.
+/// While spinning, [`wait_for`] asks for an exact look once per this many, so that a
+/// condition that polls a coarse hint of its peer's progress during [`Look::Quick`]s
+/// (the SPSC release hint, broadcast cursor hints) still sees a peer that stops short
+/// of its next hint: with a pause per look, every few microseconds.
 pub const EXACT_EVERY: u32 = 256;
 
 /// Why a wait ended without its condition.
@@ -311,7 +311,8 @@ pub fn record_cpu(me: &Endpoint, cached: &mut u32) {
 /// Waits until `ready` returns `Some`, the peer is gone, or `timeout` passes (measured
 /// from the end of the first, clock-free spins: at most a few microseconds late).
 ///
-/// `ready` is called with [`Look::Quick`] while spinning and [`Look::Exact`] otherwise;
+/// `ready` is called with [`Look::Quick`] while spinning (every [`EXACT_EVERY`]-th time
+/// with [`Look::Exact`]) and [`Look::Exact`] otherwise;
 /// it is called again (exactly) after the peer is found gone, so everything the peer
 /// published before closing or dying is still delivered.
 pub fn wait_for<T>(
@@ -344,9 +345,18 @@ pub fn wait_for<T>(
     if strategy != WaitStrategy::Block && std::ptr::eq(park.futex, &me.futex) {
         barrier_ok = eager_park_while_sharing(me, peer, shared_cpu);
     }
+    let mut spins = 0u32;
+    let mut spin_look = || {
+        spins = spins.wrapping_add(1);
+        if spins % EXACT_EVERY == 0 {
+            Look::Exact
+        } else {
+            Look::Quick
+        }
+    };
     if !spin.is_zero() {
         for _ in 0..QUICK_SPINS {
-            if let Some(v) = ready(Look::Quick) {
+            if let Some(v) = ready(spin_look()) {
                 return Ok(v);
             }
             std::hint::spin_loop();
@@ -374,7 +384,7 @@ pub fn wait_for<T>(
     if !spin.is_zero() {
         loop {
             for _ in 0..64 {
-                if let Some(v) = ready(Look::Quick) {
+                if let Some(v) = ready(spin_look()) {
                     return Ok(v);
                 }
                 std::hint::spin_loop();
