@@ -355,16 +355,18 @@ fn a_segment_whose_creator_died_while_initialising_is_refused_at_once() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5), "no waiting for a dead creator");
 }
 
+/// A new POSIX shared-memory object of 0 bytes, as a creator has it before sizing it.
+fn unsized_posix(name: &str) -> std::os::fd::OwnedFd {
+    use rustix::shm::OFlags;
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR;
+    rustix::shm::open(name, flags, rustix::fs::Mode::from_raw_mode(0o600)).unwrap()
+}
+
 #[test]
 fn an_opener_waits_for_a_creator_to_size_its_object_and_refuses_one_that_stays_empty() {
     // A creator makes the object, then sizes it: an opener in between sees 0 bytes.
     let name = format!("/{}", unique("sizing"));
-    let fd = rustix::shm::open(
-        name.as_str(),
-        rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .unwrap();
+    let fd = unsized_posix(&name);
     let target = format!("posix:{name}");
     let (mut child, mut out) = spawn_ready("open-len", &[target]);
     rustix::fs::ftruncate(&fd, 8192).unwrap();
@@ -374,12 +376,7 @@ fn an_opener_waits_for_a_creator_to_size_its_object_and_refuses_one_that_stays_e
 
     // One that stays empty is refused, after the opener's wait.
     let empty = format!("/{}", unique("empty"));
-    let _fd = rustix::shm::open(
-        empty.as_str(),
-        rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .unwrap();
+    let _fd = unsized_posix(&empty);
     let err =
         Segment::open(&format!("posix:{empty}").parse().unwrap(), &Options::default()).unwrap_err();
     assert!(err.to_string().contains("empty (0 bytes)"), "{err}");
