@@ -42,7 +42,8 @@ pub struct PingArgs {
     #[arg(long, default_value = "10000")]
     pub warmup: u64,
     /// Also measure the floor: raw cache-line and raw futex ping-pong between the same
-    /// two processes.
+    /// two processes. The cache-line floor alternates with shmkit's round trips in 10
+    /// rounds, and the ratio printed is the median of the rounds' ratios.
     #[arg(long)]
     pub floor: bool,
     /// Measure one-way streaming throughput instead of round trips (count messages).
@@ -104,8 +105,26 @@ pub struct PingReport {
     pub round_trips_per_sec: Option<f64>,
     pub floor_cacheline: Option<Summary>,
     pub floor_futex: Option<Summary>,
+    /// shmkit's p50 over the cache-line floor's, round by round.
+    pub floor_ratio: Option<FloorRatio>,
     pub stream: Option<StreamReport>,
 }
+
+/// The latency / cache-line floor ratio of p50s, taken in rounds that alternate the two
+/// measurements between the same two processes: on a VM whose vCPUs move between
+/// physical cores (and so between cache-sharing domains) one floor for a whole run can
+/// be off by 2×, while a round lasts a few milliseconds.
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct FloorRatio {
+    pub rounds: u64,
+    /// Median over rounds of (shmkit p50 / floor p50).
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Rounds in which `--floor` alternates shmkit's round trips with the cache-line floor.
+const FLOOR_ROUNDS: u64 = 10;
 
 #[derive(Debug, Serialize, Clone, Copy)]
 pub struct StreamReport {
@@ -181,8 +200,22 @@ impl Pinger {
         warmup: u64,
         count: u64,
     ) -> CliResult<(Summary, f64)> {
-        let mut payload = vec![0x5au8; size];
         let mut samples = Vec::with_capacity(count as usize);
+        let seconds = self.round_trip_samples(size, warmup, count, &mut samples)?;
+        Ok((Summary::of(&mut samples), (warmup + count) as f64 / seconds))
+    }
+
+    /// Round trips of `size`-byte messages, appending one-way latencies (ns) to
+    /// `samples`; returns the seconds they took (warm-up included).
+    fn round_trip_samples(
+        &mut self,
+        size: usize,
+        warmup: u64,
+        count: u64,
+        samples: &mut Vec<f64>,
+    ) -> CliResult<f64> {
+        let mut payload = vec![0x5au8; size];
+        samples.reserve(count as usize);
         let started = Instant::now();
         for i in 0..warmup + count {
             if size >= 8 {
@@ -199,9 +232,7 @@ impl Pinger {
                 samples.push((t1 - t0).as_nanos() as f64 / 2.0);
             }
         }
-        let measured = started.elapsed().as_secs_f64();
-        let rate = (warmup + count) as f64 / measured;
-        Ok((Summary::of(&mut samples), rate))
+        Ok(started.elapsed().as_secs_f64())
     }
 
     /// Streams `count` messages of `size` bytes one way and waits for pong's tally.
@@ -244,6 +275,19 @@ impl Pinger {
     /// Measures the raw floor with the pong process: `futex` false = cache-line
     /// ping-pong, true = futex ping-pong.
     pub fn floor(&mut self, use_futex: bool, warmup: u64, count: u64) -> CliResult<Summary> {
+        let mut samples = Vec::with_capacity(count as usize);
+        self.floor_samples(use_futex, warmup, count, &mut samples)?;
+        Ok(Summary::of(&mut samples))
+    }
+
+    /// [`Pinger::floor`], appending one-way latencies (ns) to `samples`.
+    fn floor_samples(
+        &mut self,
+        use_futex: bool,
+        warmup: u64,
+        count: u64,
+        samples: &mut Vec<f64>,
+    ) -> CliResult {
         let name = Name::Posix(format!("/shmkit.floor.{}", std::process::id()));
         let seg = Segment::create(&name, 4096, &Options::default())
             .context(format!("cannot create {name}"))?;
@@ -256,7 +300,7 @@ impl Pinger {
         cmd.extend_from_slice(name.to_string().as_bytes());
         self.send(&cmd)?;
         let words = FloorWords::of(&seg);
-        let mut samples = Vec::with_capacity(count as usize);
+        samples.reserve(count as usize);
         for i in 1..=warmup + count {
             let t0 = Instant::now();
             words.ping.store(i, Ordering::Release);
@@ -273,7 +317,7 @@ impl Pinger {
         }
         self.recv()?; // pong's "done"
         drop(seg);
-        Ok(Summary::of(&mut samples))
+        Ok(())
     }
 
     /// The CPU pong last recorded while waiting.
@@ -411,20 +455,44 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
         round_trips_per_sec: None,
         floor_cacheline: None,
         floor_futex: None,
+        floor_ratio: None,
         stream: None,
     };
     if args.stream {
         report.stream = Some(p.stream(size, args.count, args.batch)?);
-    } else {
-        // Interleave the floor with the measurement so both see the same machine state.
-        let half = args.count / 2;
-        let (a, _) = p.round_trips(size, args.warmup, half)?;
-        if args.floor {
-            report.floor_cacheline = Some(p.floor(false, args.warmup, args.count)?);
-            report.floor_futex = Some(p.floor(true, args.warmup / 10, args.count / 10)?);
+    } else if args.floor {
+        // Alternate shmkit and the cache-line floor in rounds so that both see the same
+        // placement of the two processes; the futex floor runs once, mid-way.
+        let rounds = FLOOR_ROUNDS.min(args.count).max(1);
+        let (mut latency, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut measured, mut seconds) = (0, 0.0);
+        for k in 0..rounds {
+            let n = args.count / rounds + u64::from(k < args.count % rounds);
+            let warmup = if k == 0 { args.warmup } else { args.warmup / rounds };
+            let (l0, f0) = (latency.len(), floor.len());
+            seconds += p.round_trip_samples(size, warmup, n, &mut latency)?;
+            measured += warmup + n;
+            p.floor_samples(false, warmup, n, &mut floor)?;
+            let ratio = Summary::of(&mut latency[l0..].to_vec()).p50
+                / Summary::of(&mut floor[f0..].to_vec()).p50;
+            if ratio.is_finite() {
+                ratios.push(ratio);
+            }
+            if k == rounds / 2 {
+                report.floor_futex = Some(p.floor(true, args.warmup / 10, args.count / 10)?);
+            }
         }
-        let (b, rate) = p.round_trips(size, args.warmup / 10, args.count - half)?;
-        report.latency = Some(a.merge(&b));
+        report.latency = Some(Summary::of(&mut latency));
+        report.round_trips_per_sec = Some(measured as f64 / seconds);
+        report.floor_cacheline = Some(Summary::of(&mut floor));
+        if !ratios.is_empty() {
+            let r = Summary::of(&mut ratios);
+            report.floor_ratio =
+                Some(FloorRatio { rounds: r.samples, median: r.p50, min: r.min, max: r.max });
+        }
+    } else {
+        let (l, rate) = p.round_trips(size, args.warmup, args.count)?;
+        report.latency = Some(l);
         report.round_trips_per_sec = Some(rate);
     }
     report.cpu_pong = p.pong_cpu();
@@ -461,8 +529,12 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
     if let Some(f) = &r.floor_futex {
         println!("  floor: raw futex         {}", f.line());
     }
-    if let (Some(l), Some(f)) = (&r.latency, &r.floor_cacheline) {
-        println!("  shmkit p50 / cache-line floor p50 = {:.2}x", l.p50 / f.p50);
+    if let Some(q) = &r.floor_ratio {
+        println!(
+            "  shmkit p50 / cache-line floor p50 = {:.2}x (median of {} alternating rounds; \
+             {:.2}-{:.2}x)",
+            q.median, q.rounds, q.min, q.max
+        );
     }
     if let (Some(l), Some(f)) = (&r.latency, &r.floor_futex) {
         println!("  shmkit p50 / futex floor p50      = {:.2}x", l.p50 / f.p50);
