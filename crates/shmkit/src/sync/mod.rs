@@ -4,3 +4,4 @@
 pub mod futex;
 pub mod peer;
 pub mod wait;
+pub mod watchdog;

@@ -36,17 +36,19 @@
 //! on the *same* CPU (it cannot make progress while we spin), so every strategy yields
 //! at once when the peer's recorded CPU is ours.
 //!
-//! A parked side wakes at least every [`LIVENESS_PERIOD`] to check that its peer is
-//! alive, so a peer killed by SIGKILL is noticed within that period.
+//! A waiting side checks that its peer is alive once per [`LIVENESS_PERIOD`]; a parked
+//! side is woken for that by this process's [`watchdog`] thread (or, where the watchdog
+//! cannot serve, by a timeout on its park), so a peer killed by SIGKILL is noticed
+//! within `LIVENESS_PERIOD` + [`watchdog::TICK`].
 
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::layout::{endpoint_flags, endpoint_state, Endpoint};
-use crate::sync::futex;
 use crate::sync::peer::{self, Liveness};
+use crate::sync::{futex, watchdog};
 
-/// Longest a parked side sleeps before checking its peer's liveness.
+/// How often a waiting side checks its peer's liveness (reading `/proc`).
 pub const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
 
 /// How a blocking operation waits.
@@ -428,15 +430,27 @@ pub fn wait_for<T>(
             park.waiting.fetch_sub(1, Ordering::Relaxed);
             return finish(stop, &mut ready);
         }
-        let mut nap = if barrier_ok { LIVENESS_PERIOD } else { Duration::from_millis(1) };
-        if let Some(d) = deadline {
-            if now >= d {
+        let left = match deadline {
+            Some(d) if now >= d => {
                 park.waiting.fetch_sub(1, Ordering::Relaxed);
                 return finish(Stop::Timeout, &mut ready);
             }
-            nap = nap.min(d - now);
-        }
-        futex::wait(park.futex, seq, Some(nap));
+            Some(d) => Some(d - now),
+            None => None,
+        };
+        // The watchdog wakes us every TICK for the liveness check, so the kernel needs a
+        // timer only for a deadline close enough that a late tick could overshoot it.
+        let watched = if barrier_ok { watchdog::watch(park.futex) } else { None };
+        let nap = match (&watched, left) {
+            (Some(_), Some(left)) if left <= 2 * LIVENESS_PERIOD => Some(left),
+            (Some(_), _) => None,
+            (None, left) => {
+                let nap = if barrier_ok { LIVENESS_PERIOD } else { Duration::from_millis(1) };
+                Some(left.map_or(nap, |left| left.min(nap)))
+            }
+        };
+        futex::wait(park.futex, seq, nap);
+        drop(watched);
         park.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
