@@ -57,6 +57,13 @@ pub const MAX_CAPACITY: u64 = 1 << 32;
 /// the development VM and leaves ping-pong latency alone (the lines ahead are not
 /// written yet, and were this consumer's on the last lap anyway).
 const PREFETCH_AHEAD: u64 = 1024;
+/// Only messages up to this long prefetch ahead: after a longer one the line
+/// [`PREFETCH_AHEAD`] bytes on is in the next frame or two, which the producer may be
+/// writing at that moment, and reading it takes the line away from the producer
+/// mid-write (1 KiB messages on an AMD EPYC VM: 9.4 GB/s with the prefetch, 19.5 GB/s
+/// without; 64 B unchanged). Long messages are sequential reads that the hardware
+/// prefetcher follows by itself.
+const PREFETCH_MAX_LEN: u64 = 256;
 const KIND_SHIFT: u32 = 62;
 const KIND_MESSAGE: u64 = 1;
 const KIND_PADDING: u64 = 2;
@@ -457,7 +464,9 @@ impl Consumer {
                     if len <= self.geo.max_message
                         && off + frame_size(len) <= self.geo.capacity =>
                 {
-                    mem.prefetch(off + PREFETCH_AHEAD);
+                    if len <= PREFETCH_MAX_LEN {
+                        mem.prefetch(off + PREFETCH_AHEAD);
+                    }
                     return Ok(Some(Frame { pos: self.tail, offset: off + FRAME_HEADER, len }));
                 }
                 KIND_PADDING if off + FRAME_HEADER + len == self.geo.capacity => {
