@@ -19,6 +19,15 @@ fn report(what: &str, n: u64, f: impl FnOnce()) {
 
 fn main() {
     const N: u64 = 20_000_000;
+    {
+        let (_tx, mut rx) = spsc::pair(spsc::create_memfd(&Config::default()).unwrap()).unwrap();
+        let mut out = Vec::new();
+        report("spsc try_recv on an empty channel", N, || {
+            for _ in 0..N {
+                black_box(rx.try_recv(&mut out).is_err());
+            }
+        });
+    }
     for size in [0usize, 8, 64, 1024] {
         let msg = vec![7u8; size];
         let geo = Geometry::new(1 << 16, max_message_limit(1 << 16)).unwrap();

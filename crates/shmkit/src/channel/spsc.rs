@@ -729,7 +729,8 @@ pub struct Receiver {
     shared: Arc<Shared>,
     consumer: Consumer,
     side: Side,
-    last_liveness: Instant,
+    /// When a non-blocking receive last read the sender's liveness (coarse clock).
+    last_liveness: Duration,
 }
 
 impl Receiver {
@@ -760,7 +761,7 @@ impl Receiver {
     fn attach(shared: Arc<Shared>) -> Result<Receiver> {
         let (side, _, r) = Side::attach(&shared, RECEIVER, SENDER, "receiver")?;
         let consumer = Consumer::new(shared.geo, r);
-        Ok(Receiver { shared, consumer, side, last_liveness: Instant::now() })
+        Ok(Receiver { shared, consumer, side, last_liveness: wait::coarse_now() })
     }
 
     /// Whether the sender has closed its end or died (a sender that has not attached
@@ -994,8 +995,9 @@ impl Receiver {
             // every liveness period), re-checking for messages it published first.
             let gone = if wait::peer_closed(sender) {
                 Some(Stop::Closed)
-            } else if self.last_liveness.elapsed() >= wait::LIVENESS_PERIOD {
-                self.last_liveness = Instant::now();
+            } else if wait::coarse_now().saturating_sub(self.last_liveness) >= wait::LIVENESS_PERIOD
+            {
+                self.last_liveness = wait::coarse_now();
                 wait::peer_gone(sender)
             } else {
                 None
