@@ -14,7 +14,7 @@ use serde::Serialize;
 use shmkit::channel::spsc::{Config, RECEIVER, SENDER};
 use shmkit::channel::{Receiver, RecvTimeoutError, Sender, WaitStrategy};
 use shmkit::layout::{self, ObjectKind};
-use shmkit::sync::{futex, wait};
+use shmkit::sync::{futex, wait, watchdog};
 use shmkit::{Name, Options, Segment};
 
 use crate::chan::{self, ChanArgs};
@@ -387,7 +387,14 @@ impl<'a> FloorWords<'a> {
             if v == want {
                 return Ok(());
             }
-            futex::wait(Self::futex_of(word), v as u32, Some(Duration::from_millis(100)));
+            // A raw futex ping-pong parks without a timeout: a timed park arms a kernel
+            // timer, which on a VM costs more than the difference being measured. The
+            // watchdog's periodic wake-up (as shmkit's own parks use it) lets a dead peer
+            // still end the wait below.
+            let watched = watchdog::watch(Self::futex_of(word));
+            let nap = if watched.is_some() { None } else { Some(Duration::from_millis(100)) };
+            futex::wait(Self::futex_of(word), v as u32, nap);
+            drop(watched);
             if start.elapsed() > PEER_TIMEOUT {
                 return fail("floor: the peer stopped answering");
             }
