@@ -118,6 +118,13 @@ fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
         let p50 = r[key]["p50"].as_f64().unwrap();
         assert!(p50 > 0.0 && p50 <= r[key]["p99"].as_f64().unwrap(), "{key}: {r}");
     }
+    assert_eq!(r["floor_cacheline"]["samples"], 2000, "the floor runs as many round trips");
+    // The floor alternates with shmkit in rounds; the ratio is the median of theirs.
+    let q = &r["floor_ratio"];
+    assert_eq!(q["rounds"], 10, "{r}");
+    let (lo, mid, hi) =
+        (q["min"].as_f64().unwrap(), q["median"].as_f64().unwrap(), q["max"].as_f64().unwrap());
+    assert!(0.0 < lo && lo <= mid && mid <= hi, "{q}");
     assert!(r["round_trips_per_sec"].as_f64().unwrap() > 0.0);
     assert!(pong.wait().unwrap().success(), "pong exits when ping disconnects");
     assert!(!exists(&format!("{name}.req")) && !exists(&format!("{name}.rep")));
