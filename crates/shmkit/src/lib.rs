@@ -16,6 +16,11 @@
 //! - [`gc`]: removing what crashed processes left behind.
 //! - [`sync`]: shared futexes, the wait strategy, and peer liveness.
 //!
+//! The first time a blocking call parks, shmkit starts one background thread in the
+//! process, `shmkit-watchdog` ([`sync::watchdog`]): it wakes parked callers every
+//! 10 ms so that they notice a peer killed by SIGKILL without each park arming a
+//! kernel timer. It sleeps while nothing is parked and never touches shared memory.
+//!
 //! # Two processes, one channel
 //!
 //! The parent creates a channel and starts a second process (here: itself again) that
