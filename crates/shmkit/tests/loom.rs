@@ -5,8 +5,9 @@
 //!    a padding frame, checking every byte and the zero-word-ahead rule; the producer
 //!    learns of freed room from the release hint first, then the exact position.
 //! 2. Sleep/wake: the Dekker handshake of `sync::wait` (waiting flag + futex sequence
-//!    word + SeqCst fences) with a futex emulated by a mutex and condition variable;
-//!    loom reports a deadlock if any interleaving loses the wake-up.
+//!    word + SeqCst fences; the first of two wakers takes the flag) with a futex
+//!    emulated by a mutex and condition variable; loom reports a deadlock if any
+//!    interleaving loses the wake-up.
 //! 3. Broadcast slots: the seqlock of `channel::broadcast` (odd `seq`, Release fence,
 //!    relaxed data words, even `seq`, `head`; a reader's Acquire fence and re-check),
 //!    with the publisher lapping a two-slot ring under a reader: no torn or stale
@@ -154,36 +155,52 @@ impl Futex {
 
 #[test]
 fn a_sleeper_never_misses_the_wake_up_for_a_publication() {
-    loom::model(|| {
+    // Three threads and an emulated futex: unbounded, the search takes hours; four
+    // preemptions (13 s) cover the two wakers around a sleep round and the next one.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(4);
+    builder.check(|| {
         let data = Arc::new(AtomicU64::new(0));
         let seq = Arc::new(AtomicU32::new(0));
         let waiting = Arc::new(AtomicU32::new(0));
         let futex = Arc::new(Futex { lock: Mutex::new(()), cond: Condvar::new() });
 
-        let (d, s, w, f) = (data.clone(), seq.clone(), waiting.clone(), futex.clone());
-        let waker = thread::spawn(move || {
-            // wait::notify after a Release publication.
-            d.store(1, Ordering::Release);
-            fence(Ordering::SeqCst);
-            if w.load(Ordering::Relaxed) != 0 {
-                s.fetch_add(1, Ordering::Release);
-                f.wake();
-            }
-        });
+        // Two wakers, each publishing once (wait::notify after a Release publication):
+        // the first to find the flag takes it, so the second may find it clear while
+        // the sleeper has not yet run; the sleeper must still see both publications.
+        let wakers: Vec<_> = (0..2)
+            .map(|_| {
+                let (d, s, w, f) = (data.clone(), seq.clone(), waiting.clone(), futex.clone());
+                thread::spawn(move || {
+                    d.fetch_add(1, Ordering::Release);
+                    fence(Ordering::SeqCst);
+                    if w.load(Ordering::Relaxed) != 0 && w.swap(0, Ordering::Relaxed) != 0 {
+                        s.fetch_add(1, Ordering::Release);
+                        f.wake();
+                    }
+                })
+            })
+            .collect();
 
-        // The park phase of wait::wait_for.
+        // The park phase of wait::wait_for with one sleeper (an endpoint's own park).
         loop {
             let observed = seq.load(Ordering::Acquire);
             waiting.store(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            if data.load(Ordering::Acquire) == 1 {
+            if data.load(Ordering::Acquire) == 2 {
                 waiting.store(0, Ordering::Relaxed);
                 break;
             }
             futex.wait(&seq, observed);
             waiting.store(0, Ordering::Relaxed);
+            // The look right after a wake-up, before the next round.
+            if data.load(Ordering::Acquire) == 2 {
+                break;
+            }
         }
-        waker.join().unwrap();
+        for w in wakers {
+            w.join().unwrap();
+        }
     });
 }
 

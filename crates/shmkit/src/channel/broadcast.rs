@@ -400,7 +400,7 @@ impl<'a> View<'a> {
     /// The park the subscribers share.
     fn bell(self) -> Park<'a> {
         let line = self.publisher_line();
-        Park { futex: &line.bell, waiting: &line.sleepers }
+        Park::shared(&line.bell, &line.sleepers)
     }
 }
 

@@ -1105,6 +1105,29 @@ mod tests {
     }
 
     #[test]
+    fn a_woken_receiver_that_has_not_run_yet_costs_later_sends_no_wake_up() {
+        let (mut tx, mut rx) = memfd_pair(1 << 16);
+        let shared = tx.shared.clone();
+        let me = shared.endpoint(RECEIVER);
+        let mut buf = Vec::new();
+        for round in 0..3 {
+            // The receiver parked (as wait_for arms it) and has not run since.
+            me.waiting.store(1, Ordering::Relaxed);
+            let before = me.futex.load(Ordering::Relaxed);
+            for i in 0..100u8 {
+                tx.send(&[i; 24]).unwrap();
+            }
+            // One wake-up for the first message; the other 99 found the flag taken.
+            assert_eq!(me.futex.load(Ordering::Relaxed), before.wrapping_add(1), "round {round}");
+            assert_eq!(me.waiting.load(Ordering::Relaxed), 0);
+            for i in 0..100u8 {
+                assert_eq!(rx.try_recv(&mut buf), Ok(24));
+                assert_eq!(buf, [i; 24]);
+            }
+        }
+    }
+
+    #[test]
     fn with_both_ends_here_try_send_sees_room_the_moment_it_is_freed() {
         let (mut tx, mut rx) = memfd_pair(4096);
         let msg = [1u8; 56];
