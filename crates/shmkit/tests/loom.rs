@@ -7,7 +7,7 @@
 //! 2. Sleep/wake: the Dekker handshake of `sync::wait` (waiting flag + futex sequence
 //!    word + SeqCst fences; the first of two wakers takes the flag) with a futex
 //!    emulated by a mutex and condition variable; loom reports a deadlock if any
-//!    interleaving loses the wake-up.
+//!    interleaving loses the wake-up. Also two sleepers sharing one park.
 //! 3. Broadcast slots: the seqlock of `channel::broadcast` (odd `seq`, Release fence,
 //!    relaxed data words, even `seq`, `head`; a reader's Acquire fence and re-check),
 //!    with the publisher lapping a two-slot ring under a reader: no torn or stale
@@ -200,6 +200,49 @@ fn a_sleeper_never_misses_the_wake_up_for_a_publication() {
         }
         for w in wakers {
             w.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn sleepers_sharing_a_park_never_miss_the_wake_up_for_a_publication() {
+    // Two sleepers on one park (broadcast subscribers on the bell): a sleeper that
+    // leaves does not clear the flag, since the other may have armed it.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let data = Arc::new(AtomicU64::new(0));
+        let seq = Arc::new(AtomicU32::new(0));
+        let waiting = Arc::new(AtomicU32::new(0));
+        let futex = Arc::new(Futex { lock: Mutex::new(()), cond: Condvar::new() });
+
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let (d, s, w, f) = (data.clone(), seq.clone(), waiting.clone(), futex.clone());
+                thread::spawn(move || loop {
+                    let observed = s.load(Ordering::Acquire);
+                    w.store(1, Ordering::Relaxed);
+                    fence(Ordering::SeqCst);
+                    if d.load(Ordering::Acquire) == 1 {
+                        break;
+                    }
+                    f.wait(&s, observed);
+                    if d.load(Ordering::Acquire) == 1 {
+                        break;
+                    }
+                })
+            })
+            .collect();
+
+        // Park::notify_all after a Release publication.
+        data.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::Relaxed) != 0 {
+            seq.fetch_add(1, Ordering::Release);
+            futex.wake();
+        }
+        for s in sleepers {
+            s.join().unwrap();
         }
     });
 }

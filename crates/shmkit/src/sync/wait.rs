@@ -1,25 +1,25 @@
 //! How a side waits for its peer: spin, then yield, then park on a shared futex.
 //!
 //! # The sleep/wake protocol (no lost wake-ups, no syscall on the hot path)
-//! The sleeper parks on a `futex` and a `waiting` word ([`Park`]: its [`Endpoint`]'s
-//! own, where `waiting` is a flag, or a pair shared by many sleepers, where it counts
-//! them):
+//! The sleeper parks on a `futex` and a `waiting` flag ([`Park`]: its [`Endpoint`]'s
+//! own, or a pair shared by many sleepers):
 //! ```text
 //! sleeper (each round)                     waker (after publishing, Release)
 //! seq = futex.load(Acquire)                fence(SeqCst)
-//! waiting = 1 (shared: += 1)               if waiting.load() != 0
-//! fence(SeqCst)                               && waiting.swap(0) != 0 {  (shared: no swap)
+//! waiting = 1                              if waiting.load() != 0
+//! fence(SeqCst)                               && waiting.swap(0) != 0 {
 //! if condition holds: done                     futex.fetch_add(1); FUTEX_WAKE
 //! FUTEX_WAIT(futex, seq, timeout)          }
-//! waiting = 0 (shared: -= 1)
+//! waiting = 0 (own park only)
 //! ```
 //! The two fences order "publish, then read `waiting`" against "set `waiting`, then
 //! re-check": either the sleeper's re-check sees the publication, or the waker sees
 //! `waiting == 1` and bumps `futex`, which makes `FUTEX_WAIT` return at once if it has
-//! not slept yet. A waker that finds `waiting == 0` makes no system call — including,
-//! for a single sleeper, every waker after the one that took the flag, until the woken
-//! sleeper runs and arms it again (its new round re-checks under a new fence).
-
+//! not slept yet. A waker that finds `waiting == 0` makes no system call — including
+//! every waker after the one that took the flag, until a woken sleeper runs and arms it
+//! again (its new round re-checks under a new fence). On a shared park one wake-up
+//! wakes every sleeper, so whoever armed before the flag was taken is woken by it.
+//!
 //! # Fence-free wake-up checks (asymmetric barrier)
 //! The waker's `fence(SeqCst)` stalls it until its stores reach the cache, once per
 //! message: in streaming that costs more than everything else. A process that
@@ -235,16 +235,18 @@ pub fn wake(peer: &Endpoint) {
 /// one peer; a shared pair when one waker serves many sleepers (a broadcast's
 /// subscribers), so that waking them costs one check however many there are.
 ///
-/// With one sleeper (an endpoint's own park) `waiting` is a flag that the first waker
-/// clears as it wakes ([`notify`]), so a sleeper that has been woken but not yet run
-/// costs later wakers nothing: on one CPU a sender otherwise paid a `FUTEX_WAKE` for
-/// every message it published before the woken receiver got the CPU (measured: 1.65
-/// futex calls per streamed message). A shared park counts its sleepers instead.
+/// `waiting` is a flag: "someone armed since the last wake-up". The first waker to find
+/// it set takes it (`swap`) and wakes; later wakers find it clear until a sleeper has
+/// run and armed again, so a sleeper that has been woken but not yet run costs them
+/// nothing: on one CPU a sender otherwise paid a `FUTEX_WAKE` for every message it
+/// published before the woken receiver got the CPU (measured: 1.65 futex calls per
+/// streamed message). A sleeper that leaves without sleeping clears the flag only on a
+/// park of its own; on a shared park another sleeper may have armed it too.
 #[derive(Debug, Clone, Copy)]
 pub struct Park<'a> {
     pub futex: &'a AtomicU32,
     pub waiting: &'a AtomicU32,
-    /// Whether several sleepers share this park (`waiting` counts them).
+    /// Whether several sleepers share this park (one wake-up wakes them all).
     pub shared: bool,
 }
 
@@ -262,19 +264,14 @@ impl<'a> Park<'a> {
     /// Announces that this thread is about to sleep here.
     #[inline]
     fn arm(&self) {
-        if self.shared {
-            self.waiting.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.waiting.store(1, Ordering::Relaxed);
-        }
+        self.waiting.store(1, Ordering::Relaxed);
     }
 
-    /// Withdraws [`Park::arm`] (a waker may already have cleared a single flag).
+    /// Withdraws [`Park::arm`] on a park of our own (a waker may already have taken the
+    /// flag); on a shared park the flag stays, since another sleeper may have set it.
     #[inline]
     fn disarm(&self) {
-        if self.shared {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-        } else {
+        if !self.shared {
             self.waiting.store(0, Ordering::Relaxed);
         }
     }
@@ -288,7 +285,8 @@ impl<'a> Park<'a> {
         } else {
             fence(Ordering::SeqCst);
         }
-        if self.waiting.load(Ordering::Relaxed) != 0 {
+        if self.waiting.load(Ordering::Relaxed) != 0 && self.waiting.swap(0, Ordering::Relaxed) != 0
+        {
             self.wake_all();
         }
     }
