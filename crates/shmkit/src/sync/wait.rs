@@ -210,9 +210,7 @@ pub fn notify(peer: &Endpoint, my_flags: u32) {
     } else {
         fence(Ordering::SeqCst);
     }
-    // The endpoint's park has one sleeper: the first waker takes the flag, later ones
-    // see it clear until the sleeper has run and armed it again.
-    if peer.waiting.load(Ordering::Relaxed) != 0 && peer.waiting.swap(0, Ordering::Relaxed) != 0 {
+    if Park::of(peer).take() {
         wake(peer);
     }
 }
@@ -231,7 +229,7 @@ pub fn wake(peer: &Endpoint) {
 }
 
 /// The two words a waiter parks on: `futex` (a sequence bumped by every wake-up) and
-/// `waiting` (how many sleep or are about to). An endpoint's own pair for a side with
+/// `waiting` (a flag, below). An endpoint's own pair for a side with
 /// one peer; a shared pair when one waker serves many sleepers (a broadcast's
 /// subscribers), so that waking them costs one check however many there are.
 ///
@@ -267,6 +265,13 @@ impl<'a> Park<'a> {
         self.waiting.store(1, Ordering::Relaxed);
     }
 
+    /// For a waker after its fence: whether someone armed since the last wake-up, taking
+    /// the flag if so (the load first keeps the common "nobody sleeps" case read-only).
+    #[inline]
+    fn take(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) != 0 && self.waiting.swap(0, Ordering::Relaxed) != 0
+    }
+
     /// Withdraws [`Park::arm`] on a park of our own (a waker may already have taken the
     /// flag); on a shared park the flag stays, since another sleeper may have set it.
     #[inline]
@@ -285,8 +290,7 @@ impl<'a> Park<'a> {
         } else {
             fence(Ordering::SeqCst);
         }
-        if self.waiting.load(Ordering::Relaxed) != 0 && self.waiting.swap(0, Ordering::Relaxed) != 0
-        {
+        if self.take() {
             self.wake_all();
         }
     }
