@@ -993,15 +993,7 @@ impl Receiver {
         let Some(timeout) = deadline.timeout() else {
             // Not waiting: report a gone sender (cheap check always, /proc at most
             // every liveness period), re-checking for messages it published first.
-            let gone = if wait::peer_closed(sender) {
-                Some(Stop::Closed)
-            } else if wait::coarse_now().saturating_sub(self.last_liveness) >= wait::LIVENESS_PERIOD
-            {
-                self.last_liveness = wait::coarse_now();
-                wait::peer_gone(sender)
-            } else {
-                None
-            };
+            let gone = wait::peer_gone_paced(sender, &mut self.last_liveness);
             return match (gone, peek(Look::Exact)) {
                 (_, Some(result)) => result,
                 (Some(stop), None) => Err(stop_fault(stop)),

@@ -160,6 +160,21 @@ pub fn peer_gone(peer: &Endpoint) -> Option<Stop> {
     }
 }
 
+/// [`peer_gone`] for a caller that asks often: the peer's state word every time, its
+/// process (`/proc`) only once [`LIVENESS_PERIOD`] has passed since `*last` (a
+/// [`coarse_now`] reading, updated when `/proc` is read).
+pub fn peer_gone_paced(peer: &Endpoint, last: &mut Duration) -> Option<Stop> {
+    if peer_closed(peer) {
+        return Some(Stop::Closed);
+    }
+    let now = coarse_now();
+    if now.saturating_sub(*last) < LIVENESS_PERIOD {
+        return None;
+    }
+    *last = now;
+    peer_gone(peer)
+}
+
 /// Cheap check: only the peer's state word (no `/proc` access).
 #[inline]
 pub fn peer_closed(peer: &Endpoint) -> bool {
@@ -417,18 +432,7 @@ pub fn wait_for<T>(
         _ => None,
     };
     let mut last_check = coarse_now();
-    let gone = |last: &mut Duration| -> Option<Stop> {
-        let peer = peer?;
-        if peer_closed(peer) {
-            return Some(Stop::Closed);
-        }
-        let now = coarse_now();
-        if now.saturating_sub(*last) >= LIVENESS_PERIOD {
-            *last = now;
-            return peer_gone(peer);
-        }
-        None
-    };
+    let gone = |last: &mut Duration| peer.and_then(|peer| peer_gone_paced(peer, last));
     let finish =
         |stop: Stop, ready: &mut dyn FnMut(Look) -> Option<T>| ready(Look::Exact).ok_or(stop);
 
