@@ -543,7 +543,11 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
             q.median, q.rounds, q.min, q.max
         );
     }
-    if let (Some(l), Some(f)) = (&r.latency, &r.floor_futex) {
+    // The futex floor is what a parked round trip costs: the measure for a blocking
+    // wait or for two processes sharing a CPU. Against a spinning pair on two CPUs the
+    // ratio is a tiny number that says nothing (the figures stay in --json).
+    let parks = r.wait == "block" || (r.cpu_ping == r.cpu_pong && r.cpu_ping != u32::MAX);
+    if let (Some(l), Some(f), true) = (&r.latency, &r.floor_futex, parks) {
         println!("  shmkit p50 / futex floor p50      = {:.2}x", l.p50 / f.p50);
     }
     if let Some(s) = &r.stream {
