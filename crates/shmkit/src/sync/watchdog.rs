@@ -20,10 +20,11 @@
 //! [`IDLE_TICKS`] ticks without a parked thread (a parker wakes it again), and is
 //! started afresh in a forked child. Where it cannot serve (its thread could not be
 //! spawned, or all [`SLOTS`] are taken by other threads) [`watch`] returns `None` and
-//! the caller parks with a timeout as before.
+//! the caller parks with a timeout as before; a failed spawn (say `EAGAIN` at a thread
+//! limit) is retried by the first park [`RETRY`] later.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::sync::futex;
@@ -38,6 +39,10 @@ pub const SLOTS: usize = 128;
 
 /// Ticks without any parked thread after which the watchdog sleeps until a park.
 pub const IDLE_TICKS: u32 = 100;
+
+/// How long after a failed spawn of the watchdog thread parks stay timed before one of
+/// them tries again.
+pub const RETRY: Duration = Duration::from_secs(1);
 
 /// One thread's slot: `owner` is 1 while a thread holds it, `addr` the futex it is
 /// parked on (0: not parked).
@@ -60,6 +65,13 @@ const STARTING: u32 = 1;
 const RUNNING: u32 = 2;
 const IDLE: u32 = 3;
 const FAILED: u32 = 4;
+
+/// While FAILED: the coarse-clock time (ms) from which a park may try to spawn again.
+static RETRY_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Spawns that fail on purpose (tests of the retry).
+#[cfg(test)]
+static FAIL_SPAWNS: AtomicU32 = AtomicU32::new(0);
 
 /// This thread's slot, released when the thread exits.
 struct Claim {
@@ -135,7 +147,17 @@ fn running() -> bool {
     loop {
         match STATE.load(Ordering::SeqCst) {
             STARTING | RUNNING => return true,
-            FAILED => return false,
+            FAILED => {
+                let now = super::wait::coarse_now().as_millis() as u64;
+                if now < RETRY_AT_MS.load(Ordering::Relaxed)
+                    || STATE
+                        .compare_exchange(FAILED, STARTING, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_err()
+                {
+                    return false;
+                }
+                return start();
+            }
             IDLE => {
                 if STATE
                     .compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::Relaxed)
@@ -166,6 +188,11 @@ fn start() -> bool {
         // performs atomic stores, which are async-signal-safe.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
+    #[cfg(test)]
+    if FAIL_SPAWNS.load(Ordering::Relaxed) > 0 {
+        FAIL_SPAWNS.fetch_sub(1, Ordering::Relaxed);
+        return failed();
+    }
     let spawned = std::thread::Builder::new()
         .name("shmkit-watchdog".into())
         .stack_size(64 * 1024)
@@ -175,11 +202,17 @@ fn start() -> bool {
             let _ = STATE.compare_exchange(STARTING, RUNNING, Ordering::SeqCst, Ordering::Relaxed);
             true
         }
-        Err(_) => {
-            STATE.store(FAILED, Ordering::SeqCst);
-            false
-        }
+        Err(_) => failed(),
     }
+}
+
+/// Records a failed spawn: parks stay timed until [`RETRY`] has passed.
+#[cold]
+fn failed() -> bool {
+    let retry_at = super::wait::coarse_now() + RETRY;
+    RETRY_AT_MS.store(retry_at.as_millis() as u64, Ordering::Relaxed);
+    STATE.store(FAILED, Ordering::SeqCst);
+    false
 }
 
 /// In a forked child only the forking thread exists: no watchdog, and every other
@@ -279,6 +312,41 @@ mod tests {
         // SAFETY: pid is our child; status is a valid out-pointer.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    }
+
+    #[test]
+    fn a_failed_spawn_is_retried_once_the_retry_period_has_passed() {
+        // In a forked child, whose watchdog state is its own: this test must not leave
+        // the other tests' watchdog failed.
+        // SAFETY: the child only uses this module's statics and calls _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let word = AtomicU32::new(0);
+            FAIL_SPAWNS.store(1, Ordering::Relaxed);
+            let first = watch(&word).is_none() && STATE.load(Ordering::SeqCst) == FAILED;
+            // Within the retry period no park tries again (a try would succeed now).
+            let waits = watch(&word).is_none() && STATE.load(Ordering::SeqCst) == FAILED;
+            // Once it has passed, the next park spawns the watchdog and is served by it.
+            RETRY_AT_MS.store(0, Ordering::Relaxed);
+            let retried = watch(&word).is_some();
+            let code = if !first {
+                1
+            } else if !waits {
+                2
+            } else if !retried {
+                3
+            } else {
+                0
+            };
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: pid is our child; status is a valid out-pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "1: not failed, 2: retried early, 3: never");
     }
 
     #[test]
