@@ -370,10 +370,48 @@ impl Producer {
     #[inline]
     pub fn commit<M: RingMemory>(&mut self, mem: &M, r: Reservation, len: u64) {
         assert!(len <= r.max_len, "commit of {len} bytes exceeds the {} reserved", r.max_len);
+        // Zero the next frame word first: the consumer will look there next.
+        let next = r.frame_pos + frame_size(len);
+        mem.word(next & self.geo.mask()).store(0, Ordering::Relaxed);
+        self.publish(mem, r, len);
+    }
+
+    /// Copies `msg` (`<= r.max_len` bytes) into a reserved frame and publishes it.
+    ///
+    /// The payload bytes that share the frame word's cache line are written last,
+    /// right before the word: written first, as one copy would, that line is taken from
+    /// the consumer polling it, read back by the consumer's next poll, and taken again
+    /// for the word — two transfers of the line the message is waiting on. This way
+    /// it changes hands once, while the consumer's waiting prefetch
+    /// ([`Consumer::try_peek`]) already fetches the message's next line, written first.
+    /// (64-byte messages on an AMD EPYC VM whose vCPUs sat on different core complexes:
+    /// one-way 380–390 ns → 325–330 ns in a raw ring of this layout.)
+    #[inline]
+    pub fn write<M: RingMemory>(&mut self, mem: &M, r: Reservation, msg: &[u8]) {
+        let len = msg.len() as u64;
+        assert!(len <= r.max_len, "write of {len} bytes exceeds the {} reserved", r.max_len);
+        let payload = self.payload_offset(&r);
+        // Payload bytes up to the end of the frame word's 64-byte line (0..=56).
+        let word_line_end = ((r.frame_pos & self.geo.mask()) | 63) + 1;
+        let head = (word_line_end - payload).min(len) as usize;
+        let next = r.frame_pos + frame_size(len);
+        if head < msg.len() {
+            // SAFETY: the reservation covers payload .. payload + len inside the ring,
+            // free space owned by the producer until the frame word is published below.
+            unsafe { mem.copy_in(payload + head as u64, &msg[head..]) };
+        }
+        mem.word(next & self.geo.mask()).store(0, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { mem.copy_in(payload, &msg[..head]) };
+        self.publish(mem, r, len);
+    }
+
+    /// Stores the frame word (and any padding word before it) and the position, once
+    /// the payload and the next zero word are written.
+    #[inline]
+    fn publish<M: RingMemory>(&mut self, mem: &M, r: Reservation, len: u64) {
         let mask = self.geo.mask();
         let next = r.frame_pos + frame_size(len);
-        // Zero the next frame word first: the consumer will look there next.
-        mem.word(next & mask).store(0, Ordering::Relaxed);
         mem.word(r.frame_pos & mask)
             .store(encode(KIND_MESSAGE, r.frame_pos, len), Ordering::Release);
         if r.frame_pos != self.head {
@@ -401,10 +439,7 @@ impl Producer {
         refresh: Refresh,
     ) -> Result<(), ReserveError> {
         let r = self.try_reserve_with(mem, msg.len() as u64, refresh)?;
-        // SAFETY: the reservation covers payload_offset .. + msg.len() inside the ring,
-        // and it is free space owned by the producer until commit.
-        unsafe { mem.copy_in(self.payload_offset(&r), msg) };
-        self.commit(mem, r, msg.len() as u64);
+        self.write(mem, r, msg);
         Ok(())
     }
 }
@@ -636,6 +671,34 @@ mod tests {
         }
         assert!(paddings > 50, "padding frames exercised: {paddings}");
         assert!(p.head() > 20 * 256, "wrapped many times");
+    }
+
+    #[test]
+    fn a_split_write_is_byte_exact_wherever_the_frame_word_sits_in_its_line() {
+        // Every frame-word position in a 64-byte line (0, 8, .. 56), with lengths that
+        // end before, at and after that line's end and span several lines: the part
+        // written after the rest is neither lost, doubled nor shifted, and the next
+        // frame word is zero.
+        let (mem, mut p, mut c, _) = ring(4096);
+        let mut out = Vec::new();
+        for start in (0..64u64).step_by(8) {
+            for len in [0usize, 1, 7, 8, 47, 48, 55, 56, 57, 63, 64, 65, 120, 200, 1000] {
+                // A filler message moves the head to `start` in its line (again if the
+                // ring wrapped and padded meanwhile).
+                while p.head() % 64 != start {
+                    let to = (64 + start - p.head() % 64) % 64;
+                    p.try_push(&mem, &vec![0xee; to as usize - 8]).unwrap();
+                    assert_eq!(c.try_pop_into(&mem, &mut out).unwrap(), Some(to as usize - 8));
+                }
+                let m = msg(len as u64 + start, len);
+                let r = p.try_reserve(&mem, len as u64).unwrap();
+                p.write(&mem, r, &m);
+                assert_eq!(mem.word(p.head() & 4095).load(Ordering::Relaxed), 0);
+                assert_eq!(c.try_pop_into(&mem, &mut out).unwrap(), Some(len), "at {start}");
+                assert_eq!(out, m, "frame word at {start} in its line, {len} bytes");
+                assert_eq!(c.try_pop_into(&mem, &mut out).unwrap(), None);
+            }
+        }
     }
 
     #[test]

@@ -580,11 +580,8 @@ impl Sender {
     #[inline]
     fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Fault> {
         let r = self.reserve(msg.len(), deadline)?;
-        let off = self.producer.payload_offset(&r);
-        // SAFETY: the reservation covers off .. off + msg.len() inside the ring and the
-        // region is ours until commit.
-        unsafe { self.shared.copy_in(off, msg) };
-        self.publish(r, msg.len() as u64);
+        self.producer.write(&*self.shared, r, msg);
+        self.side.done(&self.shared);
         Ok(())
     }
 
