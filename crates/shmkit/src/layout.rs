@@ -204,24 +204,21 @@ impl Endpoint {
     /// [`Error::Busy`]. `what` names the endpoint in errors ("sender").
     pub fn claim(&self, what: &str) -> Result<()> {
         let (pid, start) = peer::current();
+        let busy = || Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) };
         loop {
             let seen = self.state.load(Ordering::Acquire);
+            // Which attachment a takeover judges dead: looking that up in /proc takes
+            // long enough for another process to take the endpoint over meanwhile,
+            // leaving it ATTACHED again, to a live holder, for the CAS below to match.
+            let attachment = self.attaches.load(Ordering::Relaxed);
             let takeable = match seen {
                 endpoint_state::FREE | endpoint_state::CLOSED => true,
                 endpoint_state::ATTACHED => self.liveness() == peer::Liveness::Dead,
-                endpoint_state::CLAIMING => {
-                    return Err(Error::Busy {
-                        what: what.into(),
-                        pid: self.pid.load(Ordering::Relaxed),
-                    })
-                }
+                endpoint_state::CLAIMING => return Err(busy()),
                 other => return Err(Error::corrupt(format!("{what} endpoint state {other}"))),
             };
             if !takeable {
-                return Err(Error::Busy {
-                    what: what.into(),
-                    pid: self.pid.load(Ordering::Relaxed),
-                });
+                return Err(busy());
             }
             if self
                 .state
@@ -231,10 +228,24 @@ impl Endpoint {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
-                .is_ok()
+                .is_err()
             {
-                break;
+                continue;
             }
+            // A claim in between counted itself before publishing ATTACHED, which our
+            // CAS acquired: hand the endpoint back to that holder and look again.
+            if seen == endpoint_state::ATTACHED
+                && self.attaches.load(Ordering::Relaxed) != attachment
+            {
+                let _ = self.state.compare_exchange(
+                    endpoint_state::CLAIMING,
+                    endpoint_state::ATTACHED,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+                continue;
+            }
+            break;
         }
         self.pid.store(pid, Ordering::Relaxed);
         self.start_time.store(start, Ordering::Relaxed);
@@ -516,4 +527,111 @@ pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
 /// Whether `seg` starts with the shmkit magic (without validating anything else).
 pub fn has_magic(seg: &Segment) -> bool {
     header(seg).is_ok_and(|h| h.magic.load(Ordering::Relaxed) == MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shared anonymous memory that forked children see.
+    struct SharedPage(*mut u8);
+
+    impl SharedPage {
+        fn new() -> SharedPage {
+            // SAFETY: a fresh anonymous shared mapping; checked below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            SharedPage(p.cast())
+        }
+
+        /// The atomic at byte `off` (aligned for its type, inside the page).
+        fn at<T>(&self, off: usize) -> &T {
+            assert!(off + std::mem::size_of::<T>() <= 4096 && off % std::mem::align_of::<T>() == 0);
+            // SAFETY: in bounds and aligned (asserted); the page is zeroed, which is a
+            // valid value of every atomic and of an Endpoint; only atomics access it.
+            unsafe { &*self.0.add(off).cast::<T>() }
+        }
+    }
+
+    impl Drop for SharedPage {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping, unmapped once.
+            unsafe { libc::munmap(self.0.cast(), 4096) };
+        }
+    }
+
+    #[test]
+    fn of_processes_racing_to_take_over_a_dead_holders_endpoint_exactly_one_wins() {
+        // The /proc lookup that finds the holder dead is slow enough for a rival to
+        // finish its takeover first; the endpoint is then ATTACHED again (to the rival),
+        // and a claim that compared only the state would take it a second time.
+        const RIVALS: usize = 4;
+        for round in 0..100 {
+            let page = SharedPage::new();
+            let e: &Endpoint = page.at(0);
+            let (ready, go, done): (&AtomicU32, &AtomicU32, &AtomicU32) =
+                (page.at(256), page.at(260), page.at(264));
+            let won = |i: usize| page.at::<AtomicU32>(512 + 4 * i);
+            // A holder that has died: a child that exited and was reaped.
+            // SAFETY: the child only calls _exit.
+            let dead = unsafe { libc::fork() };
+            if dead == 0 {
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: dead is our child.
+            assert_eq!(unsafe { libc::waitpid(dead, std::ptr::null_mut(), 0) }, dead);
+            e.pid.store(dead as u32, Ordering::Relaxed);
+            e.start_time.store(1, Ordering::Relaxed);
+            e.attaches.store(1, Ordering::Relaxed);
+            e.state.store(endpoint_state::ATTACHED, Ordering::Release);
+            let mut children = Vec::new();
+            for i in 0..RIVALS {
+                // SAFETY: the child uses the shared page and /proc, then calls _exit.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0, "fork failed");
+                if pid == 0 {
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    while go.load(Ordering::SeqCst) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    let ok = e.claim("test").is_ok();
+                    won(i).store(if ok { 1 } else { 2 }, Ordering::SeqCst);
+                    // A winner stays alive until every rival has tried: once it exits,
+                    // taking its endpoint over is legitimate.
+                    while done.load(Ordering::SeqCst) == 0 {
+                        std::thread::yield_now();
+                    }
+                    // SAFETY: ends the child without unwinding into the test harness.
+                    unsafe { libc::_exit(0) };
+                }
+                children.push(pid);
+            }
+            while ready.load(Ordering::SeqCst) < RIVALS as u32 {
+                std::thread::yield_now();
+            }
+            go.store(1, Ordering::SeqCst);
+            while (0..RIVALS).any(|i| won(i).load(Ordering::SeqCst) == 0) {
+                std::thread::yield_now();
+            }
+            done.store(1, Ordering::SeqCst);
+            for pid in children {
+                let mut status = 0;
+                // SAFETY: pid is our child; status is a valid out-pointer.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            }
+            let winners = (0..RIVALS).filter(|&i| won(i).load(Ordering::SeqCst) == 1).count();
+            assert_eq!(winners, 1, "round {round}: {winners} processes took the endpoint");
+            assert_eq!(e.attaches.load(Ordering::Relaxed), 2, "round {round}");
+        }
+    }
 }
