@@ -113,6 +113,15 @@ fn a_killed_client_does_not_hold_up_the_others_and_its_record_is_reused() {
     // Every record is free again (two closed, one dead): three new clients fit, and the
     // dead one's channels were removed so its successor could create them.
     server.serve_for(Duration::from_millis(100), answer);
+    // No client's channels outlive it: the two that left removed theirs, the server the
+    // dead one's.
+    for i in 1..=3 {
+        let (req, rep) = shmkit::channel::rpc::channel_names(&name, i).unwrap();
+        for n in [req, rep] {
+            let Name::Posix(n) = n else { unreachable!() };
+            assert!(!std::path::Path::new(&format!("/dev/shm{n}")).exists(), "{n} is left");
+        }
+    }
     let children = (10..13).map(|id| client(&name, id, &[])).collect();
     for (status, out) in serve_until_done(&mut server, children) {
         assert!(status.success() && out.contains("peer:ok"), "{status}: {out}");

@@ -10,8 +10,10 @@
 //! publishes `ready = attaches` (the record's attachment count) in its slot line. The
 //! server scans the records, attaches to the channels of every client whose `ready`
 //! matches its current attachment, and answers requests in turn. A client that dies is
-//! noticed by the server through the request channel (`PeerDead`); the server removes
-//! the dead client's channels and the record becomes free for the next client. A server
+//! noticed by the server through the request channel (`PeerDead`); the server takes the
+//! dead client's record over (so that no new client creates channels of the same names
+//! meanwhile), removes its channels and closes the record, free for the next client. A
+//! departing client removes its channels before it closes its record. A server
 //! that dies is noticed by its clients through the reply channel (`PeerDead`) or, before
 //! it ever attached, through the registry's server record.
 //!
@@ -20,6 +22,7 @@
 //!
 //! Names: `posix:` and `file:` registries (the channels' names are derived from it).
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -190,8 +193,9 @@ pub enum CallError {
 pub struct Client {
     registry: Registry,
     index: u32,
-    tx: Sender,
-    rx: Receiver,
+    /// Dropped (their names removed) before the record is given up: see `Drop`.
+    tx: ManuallyDrop<Sender>,
+    rx: ManuallyDrop<Receiver>,
     /// Calls made; every request and reply carries the call number first (8 bytes), so
     /// a late reply to an abandoned call is recognised and dropped.
     calls: u64,
@@ -228,6 +232,7 @@ impl Client {
         registry.slot(index).ready.store(e.attaches.load(Ordering::Relaxed), Ordering::Release);
         wait::wake(registry.endpoint(SERVER));
         let flags = wait::flags_for(WaitStrategy::default());
+        let (tx, rx) = (ManuallyDrop::new(tx), ManuallyDrop::new(rx));
         Ok(Client { registry, index, tx, rx, calls: 0, out: Vec::new(), reply: Vec::new(), flags })
     }
 
@@ -352,9 +357,16 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.registry.slot(self.index).ready.store(0, Ordering::Release);
+        // Our channels are owned by us: dropping them removes their names. That must
+        // happen while the record is still ours: once it is closed, the next client may
+        // take it and create channels of the same names, which we would then remove.
+        // SAFETY: `tx` and `rx` are dropped once, here, and not used afterwards.
+        unsafe {
+            ManuallyDrop::drop(&mut self.tx);
+            ManuallyDrop::drop(&mut self.rx);
+        }
         self.registry.endpoint(self.index).close();
         wait::wake(self.registry.endpoint(SERVER));
-        // Our channels are owned by us: dropping `tx`/`rx` removes their names.
     }
 }
 
@@ -468,12 +480,19 @@ impl Server {
                 }
             };
             if gone {
+                let attaches = conn.attaches;
                 self.connections[i] = None;
+                // A dead client cannot remove its channels. Take its record over first
+                // (if it is still that client's), so that no new client is creating
+                // channels of the same names meanwhile, then leave it closed.
                 let e = self.registry.endpoint(i as u32);
                 if e.state.load(Ordering::Acquire) == endpoint_state::ATTACHED
+                    && e.attaches.load(Ordering::Relaxed) == attaches
                     && e.liveness() == Liveness::Dead
+                    && e.claim("client").is_ok()
                 {
                     remove_channels(&self.registry.name, i as u32);
+                    e.close();
                 }
             }
         }
