@@ -196,6 +196,10 @@ pub mod endpoint_flags {
 
 const _: () = assert!(std::mem::size_of::<Endpoint>() == ENDPOINT_SIZE);
 
+/// How many times [`Endpoint::claim`] looks again after losing a race before it reports
+/// the endpoint busy.
+const CLAIM_ATTEMPTS: u32 = 100;
+
 impl Endpoint {
     /// Takes this endpoint for the calling process.
     ///
@@ -205,7 +209,14 @@ impl Endpoint {
     pub fn claim(&self, what: &str) -> Result<()> {
         let (pid, start) = peer::current();
         let busy = || Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) };
+        let mut attempts = 0;
         loop {
+            // Rivals make a claim look again; a segment whose state keeps changing under
+            // us (a hostile peer) ends it as busy.
+            attempts += 1;
+            if attempts > CLAIM_ATTEMPTS {
+                return Err(busy());
+            }
             let seen = self.state.load(Ordering::Acquire);
             // Which attachment a takeover judges dead: looking that up in /proc takes
             // long enough for another process to take the endpoint over meanwhile,
