@@ -507,11 +507,19 @@ pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
     let h = header(seg)?;
     loop {
         let result = validate(seg);
+        // Read after `validate`: a creator may have moved on since it looked.
         let state = h.state.load(Ordering::Acquire);
-        let blank = h.magic.load(Ordering::Relaxed) == 0 && state == state::EMPTY;
+        let magic = h.magic.load(Ordering::Relaxed);
         let waiting = match &result {
             Err(Error::NotReady { .. }) => true,
-            Err(Error::Incompatible { field: "magic", .. }) => blank,
+            // A blank header (creation only just begun), one being initialised, or one
+            // that got its magic after `validate` read it: all creations in progress.
+            // Deciding on the state alone, read later than the magic, called a header
+            // that went from blank to INITIALISING in between foreign.
+            Err(Error::Incompatible { field: "magic", .. }) => {
+                magic == MAGIC
+                    || (magic == 0 && (state == state::EMPTY || state == state::INITIALISING))
+            }
             _ => false,
         };
         if !waiting {
@@ -643,6 +651,40 @@ mod tests {
             let winners = (0..RIVALS).filter(|&i| won(i).load(Ordering::SeqCst) == 1).count();
             assert_eq!(winners, 1, "round {round}: {winners} processes took the endpoint");
             assert_eq!(e.attaches.load(Ordering::Relaxed), 2, "round {round}");
+        }
+    }
+
+    #[test]
+    fn an_opener_racing_a_creator_waits_for_the_header_instead_of_calling_it_foreign() {
+        // The opener's first look can find the header blank (magic 0, EMPTY) and its
+        // second, a moment later, INITIALISING: a creation in progress, not a segment
+        // of someone else's.
+        for round in 0..300 {
+            let seg = Segment::create_memfd("race", 8192).unwrap();
+            let page = SharedPage::new();
+            let (ready, go): (&AtomicU32, &AtomicU32) = (page.at(0), page.at(4));
+            // SAFETY: the child writes the shared header and flags, then calls _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                ready.store(1, Ordering::SeqCst);
+                while go.load(Ordering::SeqCst) == 0 {
+                    std::hint::spin_loop();
+                }
+                let ok = init(&seg, ObjectKind::Raw, 1, &[]).map(publish).is_ok();
+                // SAFETY: ends the child without unwinding into the test harness.
+                unsafe { libc::_exit(i32::from(!ok)) };
+            }
+            while ready.load(Ordering::SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            go.store(1, Ordering::SeqCst);
+            let got = wait_ready(&seg, Duration::from_secs(10));
+            let mut status = 0;
+            // SAFETY: pid is our child; status is a valid out-pointer.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(status, 0, "round {round}: the creator failed");
+            assert!(got.is_ok(), "round {round}: {got:?}");
         }
     }
 }
