@@ -520,6 +520,7 @@ impl Sender {
     }
 
     /// Sends `msg`, waiting for room as long as it takes.
+    #[inline]
     pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
         self.push(msg, Deadline::Never).map_err(|f| SendError::from_fault(f, msg))
     }
@@ -533,6 +534,7 @@ impl Sender {
     /// line away before every message the consumer releases (measured: streaming by
     /// spinning on `try_send` went from 12 to 28 M msg/s). With both ends in this
     /// process (see [`pair`]) every `Full` is exact.
+    #[inline]
     pub fn try_send<'a>(
         &mut self,
         msg: &'a [u8],
@@ -541,6 +543,7 @@ impl Sender {
     }
 
     /// Sends `msg`, waiting at most `timeout` for room.
+    #[inline]
     pub fn send_timeout<'a>(
         &mut self,
         msg: &'a [u8],
@@ -551,6 +554,7 @@ impl Sender {
 
     /// Lends a writable slice of `len` bytes inside the ring, waiting for room;
     /// [`WriteGrant::commit`] publishes it, dropping the grant abandons it.
+    #[inline]
     pub fn loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, SendError<usize>> {
         let r = self.reserve(len, Deadline::Never).map_err(|f| SendError::from_fault(f, len))?;
         Ok(WriteGrant { sender: self, reservation: r })
@@ -577,7 +581,7 @@ impl Sender {
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Fault> {
         let r = self.reserve(msg.len(), deadline)?;
         self.producer.write(&*self.shared, r, msg);
@@ -591,7 +595,7 @@ impl Sender {
         self.side.done(&self.shared);
     }
 
-    #[inline]
+    #[inline(always)]
     fn reserve(
         &mut self,
         len: usize,
@@ -607,11 +611,23 @@ impl Sender {
         }
         // Look at the release hint first, leaving the consumer's position line alone
         // (`ring` docs).
-        match self.producer.try_reserve_with(shared, len as u64, Refresh::Hint) {
-            Ok(r) => return Ok(r),
-            Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
-            Err(ReserveError::Full) => {}
+        loop {
+            match self.producer.try_reserve_with(&*self.shared, len as u64, Refresh::Hint) {
+                Ok(r) => return Ok(r),
+                Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
+                // Reserved again above once there is room, rather than returned from
+                // the call: see `Receiver::next_frame`.
+                Err(ReserveError::Full) => self.reserve_wait(len, deadline)?,
+            }
         }
+    }
+
+    /// [`Sender::reserve`] once the ring looks full: waits (or, by the deadline, does
+    /// not) until the producer has seen room for `len` bytes.
+    #[inline(never)]
+    fn reserve_wait(&mut self, len: usize, deadline: Deadline) -> std::result::Result<(), Fault> {
+        let shared = &*self.shared;
+        let receiver = shared.endpoint(RECEIVER);
         let Some(timeout) = deadline.timeout() else {
             // Not waiting: the exact position, unless read a moment ago while the
             // receiver is in another process. (With both ends here, a caller that has
@@ -624,7 +640,7 @@ impl Sender {
                 self.last_exact = Some(now);
             }
             return match self.producer.try_reserve_with(shared, len as u64, Refresh::Exact) {
-                Ok(r) => Ok(r),
+                Ok(_) => Ok(()),
                 Err(ReserveError::Corrupt(what)) => Err(Fault::Corrupt(what)),
                 Err(ReserveError::Full) => Err(Fault::Full),
             };
@@ -634,7 +650,7 @@ impl Sender {
         // Quick looks read the release hint, exact ones the position.
         let mut ready =
             |look: Look| match producer.try_reserve_with(shared, len as u64, look.into()) {
-                Ok(r) => Some(Ok(r)),
+                Ok(_) => Some(Ok(())),
                 Err(ReserveError::Full) => None,
                 Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
             };
@@ -671,6 +687,7 @@ impl WriteGrant<'_> {
     ///
     /// # Panics
     /// If `len` exceeds the loaned length.
+    #[inline]
     pub fn commit(self, len: usize) {
         let r = self.reservation;
         assert!(
@@ -790,18 +807,21 @@ impl Receiver {
 
     /// Receives the next message into `buf` (replacing its contents), waiting as long
     /// as it takes; returns its length.
+    #[inline]
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
         let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         Ok(self.take(frame, buf))
     }
 
     /// Receives a message if one is there now.
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, TryRecvError> {
         let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
         Ok(self.take(frame, buf))
     }
 
     /// Receives a message, waiting at most `timeout`.
+    #[inline]
     pub fn recv_timeout(
         &mut self,
         buf: &mut Vec<u8>,
@@ -814,6 +834,7 @@ impl Receiver {
 
     /// Receives the next message into `buf`, waiting as long as it takes. A message
     /// longer than `buf` stays in the channel ([`RecvIntoError::BufferTooSmall`]).
+    #[inline]
     pub fn recv_into(&mut self, buf: &mut [u8]) -> std::result::Result<usize, RecvIntoError> {
         let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         let len = frame.len as usize;
@@ -828,6 +849,7 @@ impl Receiver {
 
     /// Lends the next message in place, waiting as long as it takes; the space is
     /// released when the grant is dropped.
+    #[inline]
     pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
         let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
@@ -935,12 +957,14 @@ impl Receiver {
     }
 
     /// [`Receiver::recv_ref`] without waiting.
+    #[inline]
     pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
         let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
     }
 
     /// [`Receiver::recv_ref`] waiting at most `timeout`.
+    #[inline]
     pub fn recv_ref_timeout(
         &mut self,
         timeout: Duration,
@@ -972,18 +996,28 @@ impl Receiver {
         self.side.done(&self.shared);
     }
 
-    #[inline]
+    /// The next frame: inlined when one is there, a call when we must wait (see
+    /// [`Consumer::try_peek`] on why the frame must not go through a call).
+    #[inline(always)]
     fn next_frame(&mut self, deadline: Deadline) -> std::result::Result<Frame, Fault> {
-        let shared = &*self.shared;
-        match self.consumer.try_peek(shared) {
-            Ok(Some(frame)) => return Ok(frame),
-            Ok(None) => {}
-            Err(what) => return Err(Fault::Corrupt(what)),
+        loop {
+            if let Some(frame) = self.consumer.peek_message(&*self.shared) {
+                return Ok(frame);
+            }
+            // The frame is taken again above rather than returned from here: merged
+            // with the fast path's, it would go through the stack after all.
+            self.next_frame_wait(deadline)?;
         }
+    }
+
+    /// Waits until a message is at the consumer's position (skipping padding), or fails.
+    #[inline(never)]
+    fn next_frame_wait(&mut self, deadline: Deadline) -> std::result::Result<(), Fault> {
+        let shared = &*self.shared;
         let sender = shared.endpoint(SENDER);
         let consumer = &mut self.consumer;
         let mut peek = |_: Look| match consumer.try_peek(shared) {
-            Ok(Some(frame)) => Some(Ok(frame)),
+            Ok(Some(_)) => Some(Ok(())),
             Ok(None) => None,
             Err(what) => Some(Err(Fault::Corrupt(what))),
         };
@@ -1024,6 +1058,7 @@ pub struct ReadGrant<'a> {
 
 impl Deref for ReadGrant<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: the frame was validated to lie inside the ring and stays ours until
         // this grant drops.
@@ -1037,6 +1072,7 @@ impl Deref for ReadGrant<'_> {
 }
 
 impl Drop for ReadGrant<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.receiver.release(self.frame);
     }
