@@ -73,6 +73,16 @@ fn peer_entry() {
                 tx.send_timeout(&msg, T).unwrap();
             }
         }
+        // Send count messages back to back (spinning), say so, then hold the sender
+        // open until stdin ends.
+        "stream-then-hold" => {
+            let mut tx = Sender::from_segment(peer_segment(&args[0])).unwrap();
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            send_all(&mut tx, args[1].parse().unwrap());
+            println!("peer:sent");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+        }
         // Attach as receiver, say so, then receive nothing until killed.
         "hold-receiver" => {
             let _rx = Receiver::from_segment(peer_segment(&args[0])).unwrap();
@@ -346,4 +356,38 @@ fn a_million_messages_received_in_batches_arrive_byte_exact_and_in_order() {
     assert_eq!(rx.recv_timeout(&mut buf, T), Err(RecvTimeoutError::Disconnected));
     finish(child);
     println!("{MESSAGES} messages in {batches} batches");
+}
+
+#[test]
+fn a_receiver_keeping_behind_a_streaming_sender_gets_a_stream_that_stops_while_it_stays_open() {
+    // A spinning receiver that sees messages arrive back to back waits for the sender
+    // to get ahead (its publish hint) instead of polling the frame being written. A
+    // stream that stops short of that lead, with the sender still attached, must still
+    // be delivered in full, and promptly: the wait is bounded, not tied to the hint.
+    let Made::Named(seg, target) = make("posix") else { unreachable!() };
+    let mut rx = Receiver::from_segment(seg).unwrap();
+    rx.set_wait_strategy(WaitStrategy::BusySpin);
+    const N: u64 = 200_000;
+    // The peer holds its end until its stdin ends, which happens with this process at
+    // the latest: it cannot outlive a failed test.
+    let mut child = peer_command("stream-then-hold", &[target, N.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    for seq in 0..N {
+        rx.recv_timeout(&mut buf, T).unwrap_or_else(|e| panic!("recv {seq}: {e}"));
+        check_msg(seq, MAX, &buf, &mut scratch).unwrap_or_else(|e| panic!("message {seq}: {e}"));
+    }
+    // Everything arrived while the sender is still attached and silent.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "peer:sent");
+    assert_eq!(
+        rx.recv_timeout(&mut buf, Duration::from_millis(20)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    writeln!(child.stdin.take().unwrap(), "done").unwrap();
+    assert_eq!(rx.recv_timeout(&mut buf, T), Err(RecvTimeoutError::Disconnected));
+    assert!(child.wait().unwrap().success());
 }

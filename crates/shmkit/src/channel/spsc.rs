@@ -54,6 +54,19 @@ pub const RING: usize = 512;
 /// How often a non-blocking send that finds the ring full may read the consumer's exact
 /// position ([`Sender::try_send`]).
 pub const TRY_EXACT_PERIOD: Duration = Duration::from_micros(1);
+/// How far apart the sender's [`ProducerLine::publish_hint`]s are, in bytes.
+pub const PUBLISH_HINT_STEP: u64 = 1024;
+/// A receiver keeping behind a streaming sender waits until the sender is this many
+/// bytes ahead of it ...
+pub const STREAM_LEAD: u64 = 4096;
+/// ... or for this many looks at the publish hint, a few pauses apart (some µs).
+const STREAM_LOOKS: u32 = 64;
+/// Consecutive waits that end within [`QUICK_LOOKS`] that make a receiver take its
+/// sender for a streaming one.
+const STREAM_STREAK: u32 = 8;
+/// Looks (a pause apart) within which the next message must come for a wait to count
+/// towards [`STREAM_STREAK`]: far less than any round trip takes.
+const QUICK_LOOKS: u32 = 4;
 /// How long an opener waits for a creator that is still initialising.
 pub const OPEN_TIMEOUT: Duration = layout::OPEN_TIMEOUT;
 
@@ -74,7 +87,14 @@ pub struct ProducerLine {
     /// frame; the consumer never needs it (frames announce themselves) — it is for
     /// space accounting by tools and for recovery after a producer crash.
     pub write_pos: AtomicU64,
-    pub reserved: [AtomicU64; 15],
+    pub reserved: [AtomicU64; 7],
+    /// `write_pos` as of the last crossing of a [`PUBLISH_HINT_STEP`] boundary, 64
+    /// bytes further on (a cache line of its own): what a receiver keeping behind a
+    /// streaming sender polls instead of the frame being written (see
+    /// [`Receiver`]'s streaming notes). A hint only: never trusted for data, and zero
+    /// from a sender that predates it.
+    pub publish_hint: AtomicU64,
+    pub reserved2: [AtomicU64; 7],
 }
 
 /// The consumer's cache line.
@@ -584,14 +604,27 @@ impl Sender {
     #[inline(always)]
     fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Fault> {
         let r = self.reserve(msg.len(), deadline)?;
+        let before = self.producer.head();
         self.producer.write(&*self.shared, r, msg);
-        self.side.done(&self.shared);
+        self.published(before);
         Ok(())
     }
 
     #[inline]
     fn publish(&mut self, r: Reservation, len: u64) {
+        let before = self.producer.head();
         self.producer.commit(&*self.shared, r, len);
+        self.published(before);
+    }
+
+    /// After a frame is published: the publish hint when a step boundary was crossed,
+    /// and the wake-up check.
+    #[inline(always)]
+    fn published(&mut self, before: u64) {
+        let head = self.producer.head();
+        if (before ^ head) >= PUBLISH_HINT_STEP {
+            self.shared.producer_line().publish_hint.store(head, Ordering::Release);
+        }
         self.side.done(&self.shared);
     }
 
@@ -745,6 +778,8 @@ pub struct Receiver {
     side: Side,
     /// When a non-blocking receive last read the sender's liveness (coarse clock).
     last_liveness: Duration,
+    /// Consecutive waits that ended within [`QUICK_LOOKS`] (streaming detection).
+    quick_waits: u32,
 }
 
 impl Receiver {
@@ -775,7 +810,7 @@ impl Receiver {
     fn attach(shared: Arc<Shared>) -> Result<Receiver> {
         let (side, _, r) = Side::attach(&shared, RECEIVER, SENDER, "receiver")?;
         let consumer = Consumer::new(shared.geo, r);
-        Ok(Receiver { shared, consumer, side, last_liveness: wait::coarse_now() })
+        Ok(Receiver { shared, consumer, side, last_liveness: wait::coarse_now(), quick_waits: 0 })
     }
 
     /// Whether the sender has closed its end or died (a sender that has not attached
@@ -1013,6 +1048,26 @@ impl Receiver {
     /// Waits until a message is at the consumer's position (skipping padding), or fails.
     #[inline(never)]
     fn next_frame_wait(&mut self, deadline: Deadline) -> std::result::Result<(), Fault> {
+        // (Looking is useless with the sender on our CPU: it cannot run meanwhile.)
+        if deadline.timeout().is_some()
+            && self.side.wait != WaitStrategy::Block
+            && self.shared.endpoint(SENDER).cpu.load(Ordering::Relaxed) != self.side.cpu
+        {
+            if self.quick_waits >= STREAM_STREAK {
+                self.keep_behind();
+            }
+            for _ in 0..QUICK_LOOKS {
+                match self.consumer.try_peek(&*self.shared) {
+                    Ok(Some(_)) => {
+                        self.quick_waits = self.quick_waits.saturating_add(1);
+                        return Ok(());
+                    }
+                    Ok(None) => std::hint::spin_loop(),
+                    Err(what) => return Err(Fault::Corrupt(what)),
+                }
+            }
+            self.quick_waits = 0;
+        }
         let shared = &*self.shared;
         let sender = shared.endpoint(SENDER);
         let consumer = &mut self.consumer;
@@ -1035,6 +1090,42 @@ impl Receiver {
         match wait::wait_for(self.side.wait, me, wait::Park::of(me), Some(sender), timeout, peek) {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
+        }
+    }
+}
+
+impl Receiver {
+    /// With a streaming sender, waits (briefly) until it is [`STREAM_LEAD`] bytes ahead
+    /// instead of polling the frame it is writing.
+    ///
+    /// A receiver that keeps up with its sender spends its waits on the frame word the
+    /// sender is about to write, so every message costs the sender a cache-line
+    /// transfer to take that line back (and its next lines, which the receiver
+    /// prefetches), and a 64-byte stream runs at the speed of those transfers. Once
+    /// [`STREAM_STREAK`] waits in a row have ended within a few looks — messages
+    /// arriving back to back, which no request/reply exchange does — the receiver
+    /// instead polls the sender's publish hint, a line written once per
+    /// [`PUBLISH_HINT_STEP`] bytes, and takes the messages in a run once the sender is
+    /// ahead. The wait ends after [`STREAM_LOOKS`] looks (a few µs) whatever the hint
+    /// says, so a stream that stops is delivered that much later, once; a wait that
+    /// does not end quickly ends the streaming mode.
+    #[inline(never)]
+    fn keep_behind(&mut self) {
+        let shared = &*self.shared;
+        let tail = self.consumer.tail();
+        let hint = &shared.producer_line().publish_hint;
+        // A sender that does not maintain the hint (an older one) leaves it behind the
+        // messages we have already taken: do not wait for it.
+        if hint.load(Ordering::Relaxed).saturating_add(PUBLISH_HINT_STEP) < tail {
+            return;
+        }
+        for _ in 0..STREAM_LOOKS {
+            if hint.load(Ordering::Acquire) >= tail.saturating_add(STREAM_LEAD) {
+                return;
+            }
+            for _ in 0..4 {
+                std::hint::spin_loop();
+            }
         }
     }
 }
@@ -1127,6 +1218,38 @@ mod tests {
 
     fn memfd_pair(capacity: usize) -> (Sender, Receiver) {
         pair(create_memfd(&Config { capacity, ..Config::default() }).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_publish_hint_moves_once_per_step_and_never_passes_the_write_position() {
+        let (mut tx, mut rx) = memfd_pair(1 << 14);
+        let shared = tx.shared.clone();
+        let line = shared.producer_line();
+        let (mut moves, mut last, mut buf) = (0, 0, Vec::new());
+        for i in 0..2000u64 {
+            let len = (i * 37 % 300) as usize;
+            if i % 3 == 0 {
+                tx.send(&vec![i as u8; len]).unwrap();
+            } else {
+                let mut g = tx.loan(len).unwrap();
+                g.fill(i as u8);
+                g.commit(len);
+            }
+            let (hint, pos) =
+                (line.publish_hint.load(Ordering::Relaxed), line.write_pos.load(Ordering::Relaxed));
+            assert!(hint <= pos, "message {i}: hint {hint} passes the position {pos}");
+            // Behind by less than a step plus the frame that crossed it.
+            assert!(pos - hint < PUBLISH_HINT_STEP + 8 + 304, "message {i}: {hint} vs {pos}");
+            if hint != last {
+                assert_ne!(hint / PUBLISH_HINT_STEP, last / PUBLISH_HINT_STEP, "message {i}");
+                moves += 1;
+                last = hint;
+            }
+            assert_eq!(rx.try_recv(&mut buf), Ok(len));
+        }
+        let pos = line.write_pos.load(Ordering::Relaxed);
+        // Once per step crossed (a frame can cross only one: frames are shorter).
+        assert_eq!(moves, pos / PUBLISH_HINT_STEP, "{moves} moves over {pos} bytes");
     }
 
     #[test]
