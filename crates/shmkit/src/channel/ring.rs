@@ -479,7 +479,13 @@ impl Consumer {
     /// The next published message, skipping padding; `Ok(None)` when there is none.
     #[inline(always)]
     pub fn try_peek<M: RingMemory>(&mut self, mem: &M) -> Result<Option<Frame>, String> {
-        match self.peek_message(mem) {
+        let off = self.tail & self.geo.mask();
+        let word = mem.word(off).load(Ordering::Acquire);
+        if word == 0 {
+            self.waiting(mem, off);
+            return Ok(None);
+        }
+        match self.message_at(mem, off, word) {
             Some(frame) => Ok(Some(frame)),
             None => self.peek_slow(mem),
         }
@@ -497,6 +503,17 @@ impl Consumer {
     pub fn peek_message<M: RingMemory>(&mut self, mem: &M) -> Option<Frame> {
         let off = self.tail & self.geo.mask();
         let word = mem.word(off).load(Ordering::Acquire);
+        let frame = self.message_at(mem, off, word);
+        if word == 0 {
+            self.waiting(mem, off);
+        }
+        frame
+    }
+
+    /// The frame `word` (read at ring offset `off`, the consumer's position) announces,
+    /// if it is a valid message.
+    #[inline(always)]
+    fn message_at<M: RingMemory>(&self, mem: &M, off: u64, word: u64) -> Option<Frame> {
         let len = word & 0xffff_ffff;
         if word >> KIND_SHIFT == KIND_MESSAGE
             && (word >> 32) & STAMP_MASK == stamp(self.tail)
@@ -508,13 +525,15 @@ impl Consumer {
             }
             return Some(Frame { pos: self.tail, offset: off + FRAME_HEADER, len });
         }
-        if word == 0 {
-            // While waiting, keep the line after the frame word warm: a message
-            // longer than the rest of this line continues there, and fetching both
-            // lines together halves the latency of a cache-line-crossing frame.
-            mem.prefetch((off | 63) + 1);
-        }
         None
+    }
+
+    /// Nothing at `off` yet: keep the line after the frame word warm while waiting. A
+    /// message longer than the rest of this line continues there, and fetching both
+    /// lines together halves the latency of a cache-line-crossing frame.
+    #[inline(always)]
+    fn waiting<M: RingMemory>(&self, mem: &M, off: u64) {
+        mem.prefetch((off | 63) + 1);
     }
 
     /// [`Consumer::try_peek`] past padding, or its error.
