@@ -182,6 +182,17 @@ impl Pinger {
         self.tx.send_timeout(msg, PEER_TIMEOUT).map_err(|e| Failure(format!("ping: send: {e}")))
     }
 
+    /// Receives a reply in place and returns what `check` says of it.
+    fn recv_checked(&mut self, check: impl FnOnce(&[u8]) -> bool) -> CliResult<bool> {
+        match self.rx.recv_ref_timeout(PEER_TIMEOUT) {
+            Ok(reply) => Ok(check(&reply)),
+            Err(RecvTimeoutError::Timeout) => {
+                fail(format!("ping: no reply from pong within {PEER_TIMEOUT:?}"))
+            }
+            Err(e) => fail(format!("ping: {e}")),
+        }
+    }
+
     fn recv(&mut self) -> CliResult<usize> {
         match self.rx.recv_timeout(&mut self.buf, PEER_TIMEOUT) {
             Ok(n) => Ok(n),
@@ -223,9 +234,13 @@ impl Pinger {
             }
             let t0 = Instant::now();
             self.send(&payload)?;
-            let n = self.recv()?;
+            // The reply is checked in place (a loan, as pong echoes from one): copying
+            // it out first would time a copy as well as the channel.
+            let matches = self.recv_checked(|reply| {
+                reply.len() == size && (size < 8 || reply[..8] == i.to_le_bytes())
+            })?;
             let t1 = Instant::now();
-            if n != size || (size >= 8 && self.buf[..8] != i.to_le_bytes()) {
+            if !matches {
                 return fail(format!("ping: reply {i} does not match the request"));
             }
             if i >= warmup {
