@@ -4,7 +4,7 @@
 //! offset 0     Header            params: capacity, max message, ring/line offsets
 //! offset 128   Endpoint[0]       the sender: pid, start time, state, futex, waiting
 //! offset 192   Endpoint[1]       the receiver
-//! offset 256   ProducerLine      write position (producer writes)
+//! offset 256   ProducerLine      write position, publish hint (producer writes)
 //! offset 384   ConsumerLine      read position, release hint (consumer writes)
 //! offset 512   ring              `capacity` bytes of frames (see `ring`)
 //! ```
@@ -799,6 +799,15 @@ pub enum RecvIntoError {
 }
 
 /// The receiving end. Dropping it closes the channel for the sender.
+///
+/// # Streaming
+/// A receiver that keeps up with a sender publishing back to back would spend its waits
+/// on the frame the sender is writing, taking that cache line away from it for every
+/// message. Once several waits in a row have ended within a few looks (which no
+/// request/reply exchange does), a waiting receiver (of a strategy that spins) instead
+/// polls the sender's publish hint ([`ProducerLine::publish_hint`]) until the sender
+/// is [`stream_lead`] bytes ahead or some µs have passed, then takes what has arrived.
+/// Ping-pong latency is unaffected; the end of a stream can arrive those µs later.
 #[derive(Debug)]
 pub struct Receiver {
     shared: Arc<Shared>,
