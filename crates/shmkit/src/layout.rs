@@ -530,9 +530,14 @@ pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
             let start = h.creator_start.load(Ordering::Relaxed);
             if let Ok(pid) = u32::try_from(pid) {
                 if pid != 0 && peer::liveness(pid, start) == peer::Liveness::Dead {
-                    return Err(Error::corrupt(format!(
-                        "creator pid {pid} died while initialising the segment"
-                    )));
+                    // Unless it finished first: a creator may publish and exit between
+                    // our look at the state and our look at its process.
+                    return match validate(seg) {
+                        Err(Error::NotReady { .. }) => Err(Error::corrupt(format!(
+                            "creator pid {pid} died while initialising the segment"
+                        ))),
+                        other => other,
+                    };
                 }
             }
         }
