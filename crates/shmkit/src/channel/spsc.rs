@@ -79,6 +79,9 @@ pub const fn stream_lead(capacity: u64) -> u64 {
 /// without keeping behind (paired runs, 9 of 10) and best with this bound (against
 /// 256 looks: 1.1×, 7 of 10).
 const STREAM_LOOKS: u32 = 96;
+/// Looks at an unchanged publish hint after which a receiver stops keeping behind
+/// (a sender streaming 64 B messages moves it every few looks).
+const STREAM_STILL_LOOKS: u32 = 24;
 /// Consecutive waits that end within [`QUICK_LOOKS`] that make a receiver take its
 /// sender for a streaming one.
 const STREAM_STREAK: u32 = 8;
@@ -806,8 +809,9 @@ pub enum RecvIntoError {
 /// message. Once several waits in a row have ended within a few looks (which no
 /// request/reply exchange does), a waiting receiver (of a strategy that spins) instead
 /// polls the sender's publish hint ([`ProducerLine::publish_hint`]) until the sender
-/// is [`stream_lead`] bytes ahead or some µs have passed, then takes what has arrived.
-/// Ping-pong latency is unaffected; the end of a stream can arrive those µs later.
+/// is [`stream_lead`] bytes ahead, the hint stops moving for a while (~2 µs), or some
+/// µs have passed, then takes what has arrived. Ping-pong latency is unaffected; the
+/// end of a burst can arrive that much (~2 µs) later.
 #[derive(Debug)]
 pub struct Receiver {
     shared: Arc<Shared>,
@@ -1160,9 +1164,11 @@ impl Receiver {
     /// arriving back to back, which no request/reply exchange does — the receiver
     /// instead polls the sender's publish hint, a line written once per
     /// [`publish_hint_step`] bytes, and takes the messages in a run once the sender is
-    /// ahead. The wait ends after [`STREAM_LOOKS`] looks (some µs) whatever the hint
-    /// says, so a stream that stops is delivered that much later, once; a wait that
-    /// does not end quickly ends the streaming mode.
+    /// ahead. The wait also ends once the hint has stood still for
+    /// [`STREAM_STILL_LOOKS`] looks (~2 µs here: the sender stopped or slowed), and
+    /// after [`STREAM_LOOKS`] looks whatever the hint says, so the end of a burst is
+    /// delivered at most that much later, once; a wait that does not end quickly then
+    /// ends the streaming mode.
     #[inline(never)]
     fn keep_behind(&mut self) {
         let shared = &*self.shared;
@@ -1175,9 +1181,21 @@ impl Receiver {
             return;
         }
         let lead = stream_lead(capacity);
+        let (mut last, mut still) = (0, 0);
         for _ in 0..STREAM_LOOKS {
-            if hint.load(Ordering::Acquire) >= tail.saturating_add(lead) {
+            let now = hint.load(Ordering::Acquire);
+            if now >= tail.saturating_add(lead) {
                 return;
+            }
+            // A hint that stops moving is a sender that stopped (or slowed): stop
+            // waiting for the lead, so that the end of a burst is not held back long.
+            if now == last {
+                still += 1;
+                if still >= STREAM_STILL_LOOKS {
+                    return;
+                }
+            } else {
+                (last, still) = (now, 0);
             }
             for _ in 0..4 {
                 std::hint::spin_loop();
