@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,7 @@ fn every_subscriber_gets_the_published_lines_byte_for_byte() {
 fn a_stalled_subscriber_under_overwrite_says_how_many_messages_it_lost() {
     let name = unique("lossy");
     let target = format!("posix:{name}");
-    let mut s = sub(&target);
+    let s = sub(&target);
     let text = lines(100_000);
     let (mut p, writer) =
         publish(&target, &["--slots", "64", "--wait-subscribers", "1"], text.clone().into_bytes());
@@ -79,11 +79,12 @@ fn a_stalled_subscriber_under_overwrite_says_how_many_messages_it_lost() {
     // the full pipe and falls behind.
     writer.join().unwrap();
     assert!(p.wait().unwrap().success());
-    let mut out = String::new();
-    s.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let mut err = String::new();
-    s.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(s.wait().unwrap().success(), "{err}");
+    // Both pipes at once: a subscriber that falls behind often can fill its stderr
+    // with loss reports while we would still be reading its stdout (CI hung on that).
+    let done = s.wait_with_output().unwrap();
+    let (out, err) =
+        (String::from_utf8(done.stdout).unwrap(), String::from_utf8_lossy(&done.stderr));
+    assert!(done.status.success(), "{err}");
     let lost: u64 = err
         .lines()
         .filter_map(|l| l.split(" messages lost").next()?.rsplit(' ').next()?.parse::<u64>().ok())
