@@ -186,21 +186,12 @@ impl Pinger {
     fn recv_checked(&mut self, check: impl FnOnce(&[u8]) -> bool) -> CliResult<bool> {
         match self.rx.recv_ref_timeout(PEER_TIMEOUT) {
             Ok(reply) => Ok(check(&reply)),
-            Err(RecvTimeoutError::Timeout) => {
-                fail(format!("ping: no reply from pong within {PEER_TIMEOUT:?}"))
-            }
-            Err(e) => fail(format!("ping: {e}")),
+            Err(e) => Err(recv_failure(e)),
         }
     }
 
     fn recv(&mut self) -> CliResult<usize> {
-        match self.rx.recv_timeout(&mut self.buf, PEER_TIMEOUT) {
-            Ok(n) => Ok(n),
-            Err(RecvTimeoutError::Timeout) => {
-                fail(format!("ping: no reply from pong within {PEER_TIMEOUT:?}"))
-            }
-            Err(e) => fail(format!("ping: {e}")),
-        }
+        self.rx.recv_timeout(&mut self.buf, PEER_TIMEOUT).map_err(recv_failure)
     }
 
     /// Round trips of `size`-byte messages; returns one-way latencies (ns) and the
@@ -344,6 +335,16 @@ impl Pinger {
                 layout::endpoint(seg, &info, SENDER).ok().map(|e| e.cpu.load(Ordering::Relaxed))
             })
             .unwrap_or(u32::MAX)
+    }
+}
+
+/// Why ping's wait for a reply failed.
+fn recv_failure(e: RecvTimeoutError) -> Failure {
+    match e {
+        RecvTimeoutError::Timeout => {
+            Failure(format!("ping: no reply from pong within {PEER_TIMEOUT:?}"))
+        }
+        e => Failure(format!("ping: {e}")),
     }
 }
 
