@@ -1091,13 +1091,9 @@ impl Receiver {
     fn next_frame_wait(&mut self, deadline: Deadline) -> std::result::Result<(), Fault> {
         // Quick looks first, for a strategy that spins at all. (Looking is useless with
         // the sender on our CPU: it cannot run meanwhile.)
-        let spins = match self.side.wait {
-            WaitStrategy::BusySpin => true,
-            WaitStrategy::Adaptive { spin, .. } => !spin.is_zero(),
-            WaitStrategy::Block => false,
-        };
-        if deadline.timeout().is_some()
-            && spins
+        let timeout = deadline.timeout();
+        if timeout.is_some()
+            && !self.side.wait.budget().0.is_zero()
             && self.shared.endpoint(SENDER).cpu.load(Ordering::Relaxed) != self.side.cpu
         {
             if self.quick_waits >= STREAM_STREAK {
@@ -1106,7 +1102,7 @@ impl Receiver {
             // Then plain looks for a while: entering `wait_for` (the CPU check, clocks,
             // liveness) costs more than a look, and a reply usually comes within these.
             // A short timeout gets only the quick looks.
-            let looks = match deadline.timeout() {
+            let looks = match timeout {
                 Some(Some(t)) if t < SHORT_TIMEOUT => QUICK_LOOKS,
                 _ => PLAIN_LOOKS,
             };
@@ -1134,7 +1130,7 @@ impl Receiver {
             Ok(None) => None,
             Err(what) => Some(Err(Fault::Corrupt(what))),
         };
-        let Some(timeout) = deadline.timeout() else {
+        let Some(timeout) = timeout else {
             // Not waiting: report a gone sender (cheap check always, /proc at most
             // every liveness period), re-checking for messages it published first.
             let gone = wait::peer_gone_paced(sender, &mut self.last_liveness);
@@ -1150,9 +1146,7 @@ impl Receiver {
             Err(stop) => Err(stop_fault(stop)),
         }
     }
-}
 
-impl Receiver {
     /// With a streaming sender, waits (briefly) until it is [`stream_lead`] bytes ahead
     /// instead of polling the frame it is writing.
     ///

@@ -76,6 +76,18 @@ impl Default for WaitStrategy {
     }
 }
 
+impl WaitStrategy {
+    /// How long a wait spins before it yields, and how many times it yields before it
+    /// parks (`Duration::MAX`: spins for good; zero: parks at once).
+    pub fn budget(self) -> (Duration, u32) {
+        match self {
+            WaitStrategy::BusySpin => (Duration::MAX, 0),
+            WaitStrategy::Adaptive { spin, yields } => (spin, yields),
+            WaitStrategy::Block => (Duration::ZERO, 0),
+        }
+    }
+}
+
 impl std::fmt::Display for WaitStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -386,11 +398,7 @@ pub fn wait_for<T>(
     if me.cpu.load(Ordering::Relaxed) != cpu {
         me.cpu.store(cpu, Ordering::Relaxed);
     }
-    let (spin, yields) = match strategy {
-        WaitStrategy::BusySpin => (Duration::MAX, 0),
-        WaitStrategy::Adaptive { spin, yields } => (spin, yields),
-        WaitStrategy::Block => (Duration::ZERO, 0),
-    };
+    let (spin, yields) = strategy.budget();
     // Without a peer (a server waiting for any client) nothing shares our CPU and
     // nobody's death ends the wait.
     let same_cpu = || peer.is_some_and(|p| p.cpu.load(Ordering::Relaxed) == cpu);
