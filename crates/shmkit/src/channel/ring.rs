@@ -543,11 +543,11 @@ impl Consumer {
             let off = self.tail & self.geo.mask();
             let word = mem.word(off).load(Ordering::Acquire);
             if word == 0 {
-                // While waiting, keep the line after the frame word warm: a message
-                // longer than the rest of this line continues there, and fetching both
-                // lines together halves the latency of a cache-line-crossing frame.
-                mem.prefetch((off | 63) + 1);
+                self.waiting(mem, off);
                 return Ok(None);
+            }
+            if let Some(frame) = self.message_at(mem, off, word) {
+                return Ok(Some(frame));
             }
             let kind = word >> KIND_SHIFT;
             let len = word & 0xffff_ffff;
@@ -555,15 +555,6 @@ impl Consumer {
                 return Err(bad_frame(word, self.tail, "has a wrong stamp"));
             }
             match kind {
-                KIND_MESSAGE
-                    if len <= self.geo.max_message
-                        && off + frame_size(len) <= self.geo.capacity =>
-                {
-                    if len <= PREFETCH_MAX_LEN {
-                        mem.prefetch(off + PREFETCH_AHEAD);
-                    }
-                    return Ok(Some(Frame { pos: self.tail, offset: off + FRAME_HEADER, len }));
-                }
                 KIND_PADDING if off + FRAME_HEADER + len == self.geo.capacity => {
                     // Padding always runs to the end of the ring; the frame is at offset 0.
                     self.tail += FRAME_HEADER + len;
