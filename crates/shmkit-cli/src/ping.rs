@@ -17,6 +17,7 @@ use shmkit::layout::{self, ObjectKind};
 use shmkit::sync::{futex, wait, watchdog};
 use shmkit::{Name, Options, Segment};
 
+use crate::bench::floor;
 use crate::chan::{self, ChanArgs};
 use crate::stats::{rate, Summary};
 use crate::util::{fail, parse_size, print_json, CliResult, Context, Failure};
@@ -42,8 +43,10 @@ pub struct PingArgs {
     #[arg(long, default_value = "10000")]
     pub warmup: u64,
     /// Also measure the floor: raw cache-line and raw futex ping-pong between the same
-    /// two processes. The cache-line floor alternates with shmkit's round trips in 10
-    /// rounds, and the ratio printed is the median of the rounds' ratios.
+    /// two processes, each message on the next line of 64 KiB (as a ring's messages; one
+    /// fixed line's latency depends on which line it is). The cache-line floor
+    /// alternates with shmkit's round trips in 10 rounds, and the ratio printed is the
+    /// median of the rounds' ratios.
     #[arg(long)]
     pub floor: bool,
     /// Measure one-way streaming throughput instead of round trips (count messages).
@@ -295,7 +298,7 @@ impl Pinger {
         samples: &mut Vec<f64>,
     ) -> CliResult {
         let name = Name::Posix(format!("/shmkit.floor.{}", std::process::id()));
-        let seg = Segment::create(&name, 4096, &Options::default())
+        let seg = Segment::create(&name, floor::SEGMENT_LEN, &Options::default())
             .context(format!("cannot create {name}"))?;
         let h = layout::init(&seg, ObjectKind::Raw, 0, &[])?;
         layout::publish(h);
@@ -309,12 +312,12 @@ impl Pinger {
         samples.reserve(count as usize);
         for i in 1..=warmup + count {
             let t0 = Instant::now();
-            words.ping.store(i, Ordering::Release);
+            words.word(0, i).store(i, Ordering::Release);
             if use_futex {
-                futex::wake(words.ping_futex(), 1);
-                words.wait_futex(words.pong, i)?;
+                futex::wake(FloorWords::futex_of(words.word(0, i)), 1);
+                words.wait_futex(words.word(1, i), i)?;
             } else {
-                words.spin(words.pong, i)?;
+                words.spin(words.word(1, i), i)?;
             }
             let t1 = Instant::now();
             if i > warmup {
@@ -348,23 +351,24 @@ fn recv_failure(e: RecvTimeoutError) -> Failure {
     }
 }
 
-/// The two words of a floor measurement, on separate 128-byte blocks.
+/// A floor measurement's segment: each round trip's two words on lines of their own
+/// that walk over 64 KiB per direction (one fixed line's latency depends on which line
+/// it is; see `bench::floor`).
 struct FloorWords<'a> {
-    ping: &'a AtomicU64,
-    pong: &'a AtomicU64,
+    seg: &'a Segment,
 }
 
 impl<'a> FloorWords<'a> {
     fn of(seg: &'a Segment) -> FloorWords<'a> {
-        assert!(seg.len() >= 1024);
-        // SAFETY: offsets 512 and 768 are in bounds (asserted), 8-aligned, and only
-        // accessed atomically.
-        unsafe {
-            FloorWords {
-                ping: &*seg.as_ptr().add(512).cast::<AtomicU64>(),
-                pong: &*seg.as_ptr().add(768).cast::<AtomicU64>(),
-            }
-        }
+        assert!(seg.len() >= floor::SEGMENT_LEN);
+        FloorWords { seg }
+    }
+
+    /// The word round trip `i` stores on `side` (0 = ping, 1 = pong).
+    fn word(&self, side: usize, i: u64) -> &'a AtomicU64 {
+        // SAFETY: `word_offset` is 8-aligned and in bounds of a `SEGMENT_LEN` segment
+        // (asserted in `of`); the words are only accessed atomically.
+        unsafe { &*self.seg.as_ptr().add(floor::word_offset(side, i)).cast::<AtomicU64>() }
     }
 
     /// The low half of a word as a futex (x86-64 is little-endian).
@@ -372,10 +376,6 @@ impl<'a> FloorWords<'a> {
         // SAFETY: the low 4 bytes of an aligned AtomicU64 form an aligned AtomicU32;
         // both are only accessed atomically.
         unsafe { &*(word as *const AtomicU64).cast::<std::sync::atomic::AtomicU32>() }
-    }
-
-    fn ping_futex(&self) -> &std::sync::atomic::AtomicU32 {
-        Self::futex_of(self.ping)
     }
 
     fn spin(&self, word: &AtomicU64, want: u64) -> CliResult {
@@ -679,12 +679,12 @@ fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {
             let words = FloorWords::of(&seg);
             for i in 1..=rounds {
                 if use_futex {
-                    words.wait_futex(words.ping, i)?;
-                    words.pong.store(i, Ordering::Release);
-                    futex::wake(FloorWords::futex_of(words.pong), 1);
+                    words.wait_futex(words.word(0, i), i)?;
+                    words.word(1, i).store(i, Ordering::Release);
+                    futex::wake(FloorWords::futex_of(words.word(1, i)), 1);
                 } else {
-                    words.spin(words.ping, i)?;
-                    words.pong.store(i, Ordering::Release);
+                    words.spin(words.word(0, i), i)?;
+                    words.word(1, i).store(i, Ordering::Release);
                 }
             }
             let mut done = CTRL.to_vec();

@@ -1,12 +1,18 @@
-//! The physical floors: one 8-byte word per direction in POSIX shared memory, on
-//! separate 128-byte blocks. A send stores a new value, a receive waits for the word
-//! to change; the cache-line floor spins, the futex floor sleeps in FUTEX_WAIT and is
-//! woken by FUTEX_WAKE on every message. No payload moves: these are the least any
-//! mechanism that crosses between the two CPUs must cost.
+//! The physical floors: one cache line per message in POSIX shared memory. A send
+//! stores the message's count into its line, a receive waits for that count; the
+//! cache-line floor spins, the futex floor sleeps in FUTEX_WAIT and is woken by
+//! FUTEX_WAKE on every message. No payload moves: these are the least any mechanism
+//! that crosses between the two CPUs must cost.
 //!
-//! The word carries the message's sequence number plus one (so the first message
-//! differs from the zeroed word); `recv` writes it back into the buffer's first 8
-//! bytes, which is all the harness looks at.
+//! Message `n` of a direction uses line `n % LINES` of that direction's area, so the
+//! floor walks over 64 KiB as a ring does. One fixed line would not do: how long a
+//! line takes to cross between two cores depends on the line's address (its home on
+//! the CPU's mesh). On a Xeon (Emerald Rapids) VM, the p50 of single lines between the
+//! same two CPUs measured 150-250 ns, line by line and stable for each line; the walk
+//! measures the typical line, as a channel meets them.
+//!
+//! The line's second word carries the message's sequence number; `recv` writes it
+//! back into the buffer's first 8 bytes, which is all the harness looks at.
 
 use std::io;
 use std::marker::PhantomData;
@@ -18,10 +24,24 @@ use shmkit::{Name, Options, Segment};
 use super::mech::{Ctx, Link};
 use super::slot::spin_until;
 
-/// How a floor waits for the peer's word to change.
+/// Bytes of each direction's area.
+const AREA: usize = 64 * 1024;
+const LINE: usize = 64;
+/// Where the areas start: after a page (which holds the header in `ping`'s floor).
+const AREAS_AT: usize = 4096;
+/// Bytes of a floor segment.
+pub const SEGMENT_LEN: usize = AREAS_AT + 2 * AREA;
+
+/// The offset of the word that carries message `n` (counted from 0) sent by `side`
+/// (0 = ping, 1 = pong); the word after it is free for a payload word.
+pub fn word_offset(side: usize, n: u64) -> usize {
+    AREAS_AT + side * AREA + (n % (AREA / LINE) as u64) as usize * LINE
+}
+
+/// How a floor waits for the peer's word to reach a value.
 pub trait Wait {
     fn wake(word: &AtomicU32);
-    fn wait(word: &AtomicU64, seen: u64);
+    fn wait(word: &AtomicU64, want: u64);
 }
 
 pub struct Spin;
@@ -30,8 +50,8 @@ pub struct Sleep;
 impl Wait for Spin {
     fn wake(_word: &AtomicU32) {}
 
-    fn wait(word: &AtomicU64, seen: u64) {
-        spin_until(|| word.load(Ordering::Acquire) != seen);
+    fn wait(word: &AtomicU64, want: u64) {
+        spin_until(|| word.load(Ordering::Acquire) == want);
     }
 }
 
@@ -40,9 +60,13 @@ impl Wait for Sleep {
         futex::wake(word, 1);
     }
 
-    fn wait(word: &AtomicU64, seen: u64) {
-        while word.load(Ordering::Acquire) == seen {
-            // The low half is the futex; consecutive values always differ in it.
+    fn wait(word: &AtomicU64, want: u64) {
+        loop {
+            let seen = word.load(Ordering::Acquire);
+            if seen == want {
+                return;
+            }
+            // The low half is the futex; a line's successive counts differ in it.
             futex::wait(low_half(word), seen as u32, None);
         }
     }
@@ -55,8 +79,9 @@ pub struct Floor<W> {
     seg: Segment,
     /// 0 = ping, 1 = pong.
     me: usize,
-    /// The last value seen in the peer's word.
-    seen: u64,
+    /// Messages sent and received so far.
+    sent: u64,
+    received: u64,
     wait: PhantomData<W>,
 }
 
@@ -68,17 +93,23 @@ fn low_half(word: &AtomicU64) -> &AtomicU32 {
 }
 
 impl<W: Wait> Floor<W> {
-    fn word(&self, side: usize) -> &AtomicU64 {
-        // SAFETY: offsets 512 and 768 are inside the 4096-byte segment (checked when
-        // opened), 8-aligned, and only accessed atomically.
-        unsafe { &*self.seg.as_ptr().add(512 + 256 * side).cast::<AtomicU64>() }
+    /// The count word and the sequence word of message `n` from `side`.
+    fn line(&self, side: usize, n: u64) -> (&AtomicU64, &AtomicU64) {
+        let at = word_offset(side, n);
+        // SAFETY: `word_offset` stays 16 bytes short of `SEGMENT_LEN`, which the
+        // segment has (checked when opened); both words are 8-aligned and only
+        // accessed atomically.
+        unsafe {
+            let p = self.seg.as_ptr().add(at);
+            (&*p.cast::<AtomicU64>(), &*p.add(8).cast::<AtomicU64>())
+        }
     }
 
     fn new(seg: Segment, me: usize) -> io::Result<Floor<W>> {
-        if seg.len() < 4096 {
+        if seg.len() < SEGMENT_LEN {
             return Err(super::mech::invalid("floor segment too small"));
         }
-        Ok(Floor { seg, me, seen: 0, wait: PhantomData })
+        Ok(Floor { seg, me, sent: 0, received: 0, wait: PhantomData })
     }
 }
 
@@ -87,7 +118,8 @@ impl<W: Wait> Link for Floor<W> {
 
     fn pong(ctx: &Ctx, ready: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<Self> {
         let name = Name::Posix(ctx.posix_name("floor"));
-        let seg = Segment::create(&name, 4096, &Options::default()).map_err(io::Error::other)?;
+        let seg =
+            Segment::create(&name, SEGMENT_LEN, &Options::default()).map_err(io::Error::other)?;
         ready(&name.to_string())?;
         Floor::new(seg, 1)
     }
@@ -99,17 +131,19 @@ impl<W: Wait> Link for Floor<W> {
 
     fn send(&mut self, msg: &[u8]) -> io::Result<()> {
         let seq = u64::from_le_bytes(msg[..8].try_into().expect("8-byte sequence number"));
-        let word = self.word(self.me);
-        word.store(seq.wrapping_add(1), Ordering::Release);
-        W::wake(low_half(word));
+        self.sent += 1;
+        let (count, seq_word) = self.line(self.me, self.sent - 1);
+        seq_word.store(seq, Ordering::Relaxed);
+        count.store(self.sent, Ordering::Release);
+        W::wake(low_half(count));
         Ok(())
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let word = self.word(1 - self.me);
-        W::wait(word, self.seen);
-        self.seen = word.load(Ordering::Acquire);
-        buf[..8].copy_from_slice(&self.seen.wrapping_sub(1).to_le_bytes());
+        self.received += 1;
+        let (count, seq_word) = self.line(1 - self.me, self.received - 1);
+        W::wait(count, self.received);
+        buf[..8].copy_from_slice(&seq_word.load(Ordering::Relaxed).to_le_bytes());
         Ok(())
     }
 }

@@ -90,9 +90,9 @@ macro_rules! mechanisms {
 
 mechanisms! {
     FloorCacheLine = "floor-cacheline", Floor,
-        "raw cache-line ping-pong: one word each way, spinning (the physical floor)";
+        "raw cache-line ping-pong: one word each way on a line that walks over 64 KiB, spinning (the physical floor)";
     FloorFutex = "floor-futex", Floor,
-        "raw shared-futex ping-pong: one word each way, FUTEX_WAIT/FUTEX_WAKE";
+        "raw shared-futex ping-pong: one word each way (walking as above), FUTEX_WAIT/FUTEX_WAKE";
     Memcpy = "memcpy", Copy,
         "one process copying the payload between two buffers (throughput floor)";
     Pipe = "pipe", Ipc, "a pair of anonymous pipes, inherited from the orchestrator";

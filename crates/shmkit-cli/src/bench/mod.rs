@@ -13,7 +13,7 @@ mod chart;
 mod eventfd;
 mod fanout;
 mod fifo;
-mod floor;
+pub(crate) mod floor;
 pub mod harness;
 mod mech;
 mod mmap_spin;
