@@ -108,17 +108,20 @@ pub struct PingReport {
     pub round_trips_per_sec: Option<f64>,
     pub floor_cacheline: Option<Summary>,
     pub floor_futex: Option<Summary>,
-    /// shmkit's p50 over the cache-line floor's, round by round.
+    /// shmkit's p50 over its floor's, round by round.
     pub floor_ratio: Option<FloorRatio>,
     pub stream: Option<StreamReport>,
 }
 
-/// The latency / cache-line floor ratio of p50s, taken in rounds that alternate the two
+/// The latency / floor ratio of p50s, taken in rounds that alternate the two
 /// measurements between the same two processes: on a VM whose vCPUs move between
 /// physical cores (and so between cache-sharing domains) one floor for a whole run can
 /// be off by 2×, while a round lasts a few milliseconds.
 #[derive(Debug, Serialize, Clone, Copy)]
 pub struct FloorRatio {
+    /// The floor held against: `cache-line` for spinning round trips on two CPUs,
+    /// `futex` for parked ones (a blocking wait, or both processes on one CPU).
+    pub floor: &'static str,
     pub rounds: u64,
     /// Median over rounds of (shmkit p50 / floor p50).
     pub median: f64,
@@ -126,7 +129,7 @@ pub struct FloorRatio {
     pub max: f64,
 }
 
-/// Rounds in which `--floor` alternates shmkit's round trips with the cache-line floor.
+/// Rounds in which `--floor` alternates shmkit's round trips with its floor.
 const FLOOR_ROUNDS: u64 = 10;
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -484,8 +487,12 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
     if args.stream {
         report.stream = Some(p.stream(size, args.count, args.batch)?);
     } else if args.floor {
-        // Alternate shmkit and the cache-line floor in rounds so that both see the same
-        // placement of the two processes; the futex floor runs once, mid-way.
+        // Alternate shmkit and its floor in rounds so that both see the same placement
+        // of the two processes; the other floor runs once, mid-way. A parked round trip
+        // (a blocking wait, or both processes on one CPU) is held against the futex
+        // floor, a spinning one against the cache line.
+        let one_cpu = p.pong_cpu() == report.cpu_ping && report.cpu_ping != u32::MAX;
+        let parks = args.wait == WaitStrategy::Block || one_cpu;
         let rounds = FLOOR_ROUNDS.min(args.count).max(1);
         let (mut latency, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut measured, mut seconds) = (0, 0.0);
@@ -495,23 +502,31 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
             let (l0, f0) = (latency.len(), floor.len());
             seconds += p.round_trip_samples(size, warmup, n, &mut latency)?;
             measured += warmup + n;
-            p.floor_samples(false, warmup, n, &mut floor)?;
+            p.floor_samples(parks, warmup, n, &mut floor)?;
             // Sorting this round's samples in place is harmless: all are sorted below.
             let ratio = Summary::of(&mut latency[l0..]).p50 / Summary::of(&mut floor[f0..]).p50;
             if ratio.is_finite() {
                 ratios.push(ratio);
             }
             if k == rounds / 2 {
-                report.floor_futex = Some(p.floor(true, args.warmup / 10, args.count / 10)?);
+                let other = p.floor(!parks, args.warmup / 10, args.count / 10)?;
+                *(if parks { &mut report.floor_cacheline } else { &mut report.floor_futex }) =
+                    Some(other);
             }
         }
         report.latency = Some(Summary::of(&mut latency));
         report.round_trips_per_sec = Some(measured as f64 / seconds);
-        report.floor_cacheline = Some(Summary::of(&mut floor));
+        *(if parks { &mut report.floor_futex } else { &mut report.floor_cacheline }) =
+            Some(Summary::of(&mut floor));
         if !ratios.is_empty() {
             let r = Summary::of(&mut ratios);
-            report.floor_ratio =
-                Some(FloorRatio { rounds: r.samples, median: r.p50, min: r.min, max: r.max });
+            report.floor_ratio = Some(FloorRatio {
+                floor: if parks { "futex" } else { "cache-line" },
+                rounds: r.samples,
+                median: r.p50,
+                min: r.min,
+                max: r.max,
+            });
         }
     } else {
         let (l, rate) = p.round_trips(size, args.warmup, args.count)?;
@@ -554,17 +569,10 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
     }
     if let Some(q) = &r.floor_ratio {
         println!(
-            "  shmkit p50 / cache-line floor p50 = {:.2}x (median of {} alternating rounds; \
+            "  shmkit p50 / {} floor p50 = {:.2}x (median of {} alternating rounds; \
              {:.2}-{:.2}x)",
-            q.median, q.rounds, q.min, q.max
+            q.floor, q.median, q.rounds, q.min, q.max
         );
-    }
-    // The futex floor is what a parked round trip costs: the measure for a blocking
-    // wait or for two processes sharing a CPU. Against a spinning pair on two CPUs the
-    // ratio is a tiny number that says nothing (the figures stay in --json).
-    let parks = r.wait == "block" || (r.cpu_ping == r.cpu_pong && r.cpu_ping != u32::MAX);
-    if let (Some(l), Some(f), true) = (&r.latency, &r.floor_futex, parks) {
-        println!("  shmkit p50 / futex floor p50      = {:.2}x", l.p50 / f.p50);
     }
     if let Some(s) = &r.stream {
         println!(

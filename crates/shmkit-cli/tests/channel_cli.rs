@@ -101,33 +101,53 @@ fn recv_on_a_missing_channel_fails_clearly_after_the_open_timeout() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
+/// `ping --floor --json` against a fresh pong, both waiting as `wait` says.
+fn ping_with_floor(wait: &str) -> Value {
     let name = unique("ping");
     let target = format!("posix:{name}");
-    let mut pong =
-        Command::new(BIN).args(["pong", &target, "--create", "--quiet"]).spawn().unwrap();
+    let mut pong = Command::new(BIN)
+        .args(["pong", &target, "--create", "--quiet", "--wait", wait])
+        .spawn()
+        .unwrap();
     let out = Command::new(BIN)
         .args(["ping", &target, "-n", "2000", "--warmup", "100", "--floor", "--json"])
+        .args(["--wait", wait])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(pong.wait().unwrap().success(), "pong exits when ping disconnects");
+    assert!(!exists(&format!("{name}.req")) && !exists(&format!("{name}.rep")));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
+    let r = ping_with_floor("adaptive");
     assert_eq!(r["latency"]["samples"], 2000);
     for key in ["latency", "floor_cacheline", "floor_futex"] {
         let p50 = r[key]["p50"].as_f64().unwrap();
         assert!(p50 > 0.0 && p50 <= r[key]["p99"].as_f64().unwrap(), "{key}: {r}");
     }
-    assert_eq!(r["floor_cacheline"]["samples"], 2000, "the floor runs as many round trips");
     // The floor alternates with shmkit in rounds; the ratio is the median of theirs.
+    // Which floor depends on where the two processes ran (one CPU: the futex).
     let q = &r["floor_ratio"];
+    let one_cpu = r["cpu_ping"] == r["cpu_pong"];
+    assert_eq!(q["floor"], if one_cpu { "futex" } else { "cache-line" }, "{r}");
+    let alternating = if one_cpu { "floor_futex" } else { "floor_cacheline" };
+    assert_eq!(r[alternating]["samples"], 2000, "the floor runs as many round trips: {r}");
     assert_eq!(q["rounds"], 10, "{r}");
     let (lo, mid, hi) =
         (q["min"].as_f64().unwrap(), q["median"].as_f64().unwrap(), q["max"].as_f64().unwrap());
     assert!(0.0 < lo && lo <= mid && mid <= hi, "{q}");
     assert!(r["round_trips_per_sec"].as_f64().unwrap() > 0.0);
-    assert!(pong.wait().unwrap().success(), "pong exits when ping disconnects");
-    assert!(!exists(&format!("{name}.req")) && !exists(&format!("{name}.rep")));
+}
+
+#[test]
+fn a_blocking_ping_is_held_against_the_futex_floor() {
+    let r = ping_with_floor("block");
+    assert_eq!(r["floor_ratio"]["floor"], "futex", "{r}");
+    assert_eq!(r["floor_futex"]["samples"], 2000, "{r}");
+    assert_eq!(r["floor_cacheline"]["samples"], 200, "the other floor runs a tenth: {r}");
 }
 
 /// Streams 200,000 messages through a fresh pong; `extra` are more ping options.
