@@ -300,22 +300,28 @@ fn a_broadcast_subscriber_never_accepts_a_torn_or_stale_message() {
                 r.publish(pos);
             }
         });
-        // Subscriber::look + take, a bounded number of times.
+        // Subscriber::look (exact) + take, a bounded number of times: the slot's `seq`
+        // first, `head` only when the message is not whole. (A quick look returns
+        // `Empty` where `seq` is behind, without reading anything else: a yield here.)
         let slots = 2u64;
         let mut cursor = 0u64;
         for _ in 0..3 {
-            let head = ring.head.load(Ordering::Acquire);
-            if head == cursor {
-                thread::yield_now();
-                continue;
-            }
-            if head - cursor > slots {
-                cursor = head - slots;
-                continue;
-            }
             let slot = ring.slot(cursor);
-            let seq = slot.seq.load(Ordering::Acquire);
             let want = 2 * cursor + 2;
+            let mut seq = slot.seq.load(Ordering::Acquire);
+            if seq != want {
+                let head = ring.head.load(Ordering::Acquire);
+                assert!(head + 1 >= cursor, "head {head} more than one behind cursor {cursor}");
+                if head <= cursor {
+                    thread::yield_now();
+                    continue;
+                }
+                if head - cursor > slots {
+                    cursor = head - slots;
+                    continue;
+                }
+                seq = slot.seq.load(Ordering::Acquire);
+            }
             if seq == want {
                 let copy =
                     [slot.words[0].load(Ordering::Relaxed), slot.words[1].load(Ordering::Relaxed)];

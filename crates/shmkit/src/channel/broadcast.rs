@@ -56,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
 use crate::sync::peer::Liveness;
-use crate::sync::wait::{self, Park, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the publisher; subscribers are 1..=N.
@@ -952,7 +952,10 @@ impl Subscriber {
 
     /// Waits (as `wait` says) for the message at the cursor to be whole.
     fn next(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(u64, usize), Fault> {
-        let found = match self.look() {
+        // A quick first look: a message that is there is taken without reading `head`;
+        // not waiting, the look must be exact.
+        let first = if wait.is_some() { Look::Quick } else { Look::Exact };
+        let found = match self.look(first) {
             Step::Ready(seq, len) => return Ok((seq, len)),
             Step::Fault(f) => return Err(f),
             Step::Empty => match wait {
@@ -964,8 +967,8 @@ impl Subscriber {
         let me = shared.view().endpoint(self.index);
         let publisher = shared.view().endpoint(PUBLISHER);
         let result =
-            wait::wait_for(self.wait, me, shared.view().bell(), Some(publisher), found, |_| {
-                match self.look() {
+            wait::wait_for(self.wait, me, shared.view().bell(), Some(publisher), found, |look| {
+                match self.look(look) {
                     Step::Empty => None,
                     Step::Ready(seq, len) => Some(Ok((seq, len))),
                     Step::Fault(f) => Some(Err(f)),
@@ -980,22 +983,38 @@ impl Subscriber {
     }
 
     /// One look at the cursor's slot; skips ahead (reporting `Lagged`) if overtaken.
-    fn look(&mut self) -> Step {
+    ///
+    /// The slot's `seq` comes first, and alone when it shows the message whole: `head`,
+    /// which the publisher stores after every message, is read only when the message
+    /// is not there, and a [`Look::Quick`] (spinning) does not read it even then while
+    /// `seq` is behind (the message is still to come). Read on every look, `head`'s
+    /// line changed hands twice per message between the publisher and each subscriber.
+    /// An exact look still checks `seq` against `head`, so a corrupt slot is reported.
+    fn look(&mut self, look: Look) -> Step {
         let geo = self.shared.geo;
-        let head = self.shared.view().publisher_line().head.load(Ordering::Acquire);
         let c = self.cursor;
-        if head == c {
-            return Step::Empty;
-        }
-        if head < c || head >= 1 << 62 {
-            return Step::Fault(Fault::Corrupt(format!("head {head}, subscriber cursor {c}")));
-        }
-        if head - c > geo.slots {
-            return self.skip_to(head - geo.slots);
-        }
+        let want = 2 * c + 2;
         let (slot, _) = self.shared.view().slot(c);
         let mut seq = slot.seq.load(Ordering::Acquire);
-        let want = 2 * c + 2;
+        if seq != want {
+            if seq < want && look == Look::Quick {
+                return Step::Empty;
+            }
+            let head = self.shared.view().publisher_line().head.load(Ordering::Acquire);
+            // We took message c - 1 by its `seq`, which the publisher stored after
+            // `head = c - 1`: head is at least c - 1, and c - 1 or c means message c is
+            // not published yet.
+            if head.saturating_add(1) < c || head >= 1 << 62 {
+                return Step::Fault(Fault::Corrupt(format!("head {head}, subscriber cursor {c}")));
+            }
+            if head <= c {
+                return Step::Empty;
+            }
+            if head - c > geo.slots {
+                return self.skip_to(head - geo.slots);
+            }
+            seq = slot.seq.load(Ordering::Acquire);
+        }
         if seq == want {
             let len = slot.len.load(Ordering::Relaxed) as u64;
             if len <= geo.max_message {
@@ -1330,6 +1349,10 @@ mod tests {
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
         v.slot(0).0.seq.store(0, Ordering::Relaxed); // never written, yet head says published
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
+        // A waiting receiver's quick looks see only `seq` (the message still to come);
+        // its exact looks compare with `head` and report the corruption, not a timeout.
+        let waited = subs[0].recv_timeout(&mut buf, Duration::from_secs(5));
+        assert!(matches!(waited, Err(RecvTimeoutError::Corrupt { .. })), "{waited:?}");
         v.publisher_line().head.store(u64::MAX, Ordering::Relaxed);
         assert!(matches!(subs[0].try_recv(&mut buf), Err(TryRecvError::Corrupt { .. })));
     }
