@@ -13,12 +13,14 @@
 //!
 //! # Slots (a seqlock each)
 //! Message number `p` goes to slot `p mod slots`. The publisher stores the slot's `seq`
-//! as `2p + 1` (being written), fences, writes length and bytes with relaxed atomic
-//! stores, stores `seq = 2p + 2` (Release), then `head = p + 1` (Release). A subscriber
-//! at cursor `c < head` loads `seq` (Acquire): `2c + 2` means its message is there; a
-//! larger value means a later lap has overwritten (or is overwriting) it. After copying
-//! the bytes out (relaxed atomic loads) it fences and loads `seq` again: unchanged
-//! means the copy is whole. A torn copy is never returned.
+//! as `2p + 1` (being written; under backpressure, where no reader can be in the slot,
+//! this step is left out), fences, writes length and bytes with relaxed atomic stores
+//! (those past the slot's first line first), stores `seq = 2p + 2` (Release), then
+//! `head = p + 1` (Release). A subscriber at cursor `c` loads `seq` (Acquire): `2c + 2`
+//! means its message is there; a larger value means a later lap has overwritten (or is
+//! overwriting) it; a smaller one, and `head <= c`, that it is still to come. After
+//! copying the bytes out (relaxed atomic loads) it fences and loads `seq` again:
+//! unchanged means the copy is whole. A torn copy is never returned.
 //!
 //! # Overflow
 //! - [`Overflow::Overwrite`]: the publisher never waits and never looks at subscribers,
@@ -451,6 +453,9 @@ unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
     }
 }
 
+/// Message bytes on a slot's first 64-byte line, after the header.
+const FIRST_LINE_BYTES: usize = 64 - SLOT_HEADER;
+
 /// A hint to fetch the line at `p` (which cannot fault, wherever `p` points).
 #[inline]
 fn prefetch(p: *const u8) {
@@ -624,14 +629,29 @@ impl Publisher {
         }
         let pos = self.head;
         let (slot, data) = self.shared.view().slot(pos);
-        slot.seq.store(2 * pos + 1, Ordering::Relaxed);
-        // Orders the odd `seq` before the bytes: a reader that sees any new byte and then
-        // re-reads `seq` sees it changed.
-        fence(Ordering::Release);
-        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        if geo.overflow == Overflow::Overwrite {
+            slot.seq.store(2 * pos + 1, Ordering::Relaxed);
+            // Orders the odd `seq` before the bytes: a reader that sees any new byte and
+            // then re-reads `seq` sees it changed.
+            fence(Ordering::Release);
+        }
+        // (Under backpressure no reader is in the slot: every live subscriber has
+        // passed it. Marking it odd would only take its first line from a subscriber
+        // polling `seq` once more per message.)
+        // The bytes past the slot's first line go first, and the first line's last,
+        // right before `seq`: a subscriber polling `seq` then gives that line up once
+        // per message (the SPSC sender's split write, `ring::Producer::write`).
+        let first = msg.len().min(FIRST_LINE_BYTES);
         // SAFETY: the message area holds max_message bytes rounded up to 64, and
-        // msg.len() <= max_message; 16 bytes after a 64-aligned slot start is 8-aligned.
-        unsafe { store_words(data, msg) };
+        // msg.len() <= max_message; 16 bytes after a 64-aligned slot start is 8-aligned,
+        // and so is FIRST_LINE_BYTES after it.
+        unsafe {
+            if first < msg.len() {
+                store_words(data.add(FIRST_LINE_BYTES), &msg[first..]);
+            }
+            slot.len.store(msg.len() as u32, Ordering::Relaxed);
+            store_words(data, &msg[..first]);
+        }
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head = pos + 1;
         self.shared.view().publisher_line().head.store(pos + 1, Ordering::Release);
@@ -1233,18 +1253,22 @@ mod tests {
 
     #[test]
     fn every_subscriber_gets_every_message_of_every_length() {
-        let (mut p, mut subs) = channel(8, Overflow::Backpressure, 3);
-        let mut buf = Vec::new();
-        for i in 0..200u64 {
-            let m = msg(i, (i % 101) as usize);
-            p.send(&m).unwrap();
-            for s in &mut subs {
-                assert_eq!(s.try_recv(&mut buf), Ok(m.len()));
-                assert_eq!(buf, m);
+        // Lengths on both sides of the slot's first line (48 message bytes), which the
+        // publisher writes last.
+        for overflow in [Overflow::Backpressure, Overflow::Overwrite] {
+            let (mut p, mut subs) = channel(8, overflow, 3);
+            let mut buf = Vec::new();
+            for i in 0..200u64 {
+                let m = msg(i, (i % 101) as usize);
+                p.send(&m).unwrap();
+                for s in &mut subs {
+                    assert_eq!(s.try_recv(&mut buf), Ok(m.len()));
+                    assert_eq!(buf, m, "{overflow:?}");
+                }
             }
-        }
-        for s in &mut subs {
-            assert_eq!(s.try_recv(&mut buf), Err(TryRecvError::Empty));
+            for s in &mut subs {
+                assert_eq!(s.try_recv(&mut buf), Err(TryRecvError::Empty));
+            }
         }
     }
 
