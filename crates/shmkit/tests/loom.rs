@@ -9,14 +9,16 @@
 //!    emulated by a mutex and condition variable; loom reports a deadlock if any
 //!    interleaving loses the wake-up. Also two sleepers sharing one park.
 //! 3. Broadcast slots: the seqlock of `channel::broadcast` (odd `seq`, Release fence,
-//!    relaxed data words, even `seq`, `head`; a reader's Acquire fence and re-check),
-//!    with the publisher lapping a two-slot ring under a reader: no torn or stale
-//!    message is ever accepted. (Loom rarely lets a relaxed load return a stale value,
+//!    relaxed data words, even `seq`, `head`; a reader that takes a whole message by
+//!    its `seq` alone and reads `head` otherwise, its Acquire fence and re-check), with
+//!    the publisher lapping a two-slot ring under a reader: no torn or stale message
+//!    is ever accepted, and `head` is never more than one behind the reader's cursor. (Loom rarely lets a relaxed load return a stale value,
 //!    so this model does not catch a missing reader-side Acquire fence; that fence rests
 //!    on the standard seqlock argument. It does catch wrong publish ordering.)
 //! 4. Broadcast join under backpressure: a subscriber claiming its record, fencing and
 //!    reading `head`, against the publisher's fenced rescan: the publisher never
-//!    overwrites a message the joined subscriber has not read. (A rescan during a
+//!    overwrites a message the joined subscriber has not read, not even in part (the
+//!    publisher writes without an odd `seq` here, as under backpressure). (A rescan during a
 //!    quick look reads each subscriber's hint instead of its cursor; a hint is stored
 //!    after the cursor and never passes it, so it can only make the publisher wait
 //!    longer — the model keeps to the cursor.)
@@ -286,6 +288,16 @@ impl Ring {
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head.store(pos + 1, Ordering::Release);
     }
+
+    /// Publisher::push under backpressure: no odd `seq` (no reader can be in the slot).
+    fn publish_unmarked(&self, pos: u64) {
+        let slot = self.slot(pos);
+        for w in &slot.words {
+            w.store(pos, Ordering::Relaxed);
+        }
+        slot.seq.store(2 * pos + 2, Ordering::Release);
+        self.head.store(pos + 1, Ordering::Release);
+    }
 }
 
 #[test]
@@ -363,7 +375,7 @@ fn a_joining_subscriber_is_never_overtaken_under_backpressure() {
                         return;
                     }
                 }
-                r.publish(pos);
+                r.publish_unmarked(pos);
             }
         });
         // Subscriber::attach: claim (Release), fence, read head, set the cursor.
@@ -372,8 +384,13 @@ fn a_joining_subscriber_is_never_overtaken_under_backpressure() {
         let joined = ring.head.load(Ordering::Acquire);
         cursor.store(joined, Ordering::Release);
         if ring.head.load(Ordering::Acquire) > joined {
-            let seq = ring.slot(joined).seq.load(Ordering::Acquire);
+            let slot = ring.slot(joined);
+            let seq = slot.seq.load(Ordering::Acquire);
             assert_eq!(seq, 2 * joined + 2, "message {joined} overwritten before it was read");
+            // Unmarked writes would tear the message without changing `seq` first.
+            let words =
+                [slot.words[0].load(Ordering::Relaxed), slot.words[1].load(Ordering::Relaxed)];
+            assert_eq!(words, [joined, joined], "message {joined} torn by the next lap");
         }
         publisher.join().unwrap();
     });
