@@ -491,7 +491,11 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
         // of the two processes; the other floor runs once, mid-way. A parked round trip
         // (a blocking wait, or both processes on one CPU) is held against the futex
         // floor, a spinning one against the cache line.
-        let one_cpu = p.pong_cpu() == report.cpu_ping && report.cpu_ping != u32::MAX;
+        // One CPU: we are pinned to a single CPU and pong ran there. (Unpinned, the two
+        // may meet on one CPU for a moment and part again.)
+        let one_cpu = crate::cpus::allowed().len() == 1
+            && p.pong_cpu() == report.cpu_ping
+            && report.cpu_ping != u32::MAX;
         let parks = args.wait == WaitStrategy::Block || one_cpu;
         let rounds = FLOOR_ROUNDS.min(args.count).max(1);
         let (mut latency, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());

@@ -101,17 +101,25 @@ fn recv_on_a_missing_channel_fails_clearly_after_the_open_timeout() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// `ping --floor --json` against a fresh pong, both waiting as `wait` says.
-fn ping_with_floor(wait: &str) -> Value {
+/// `ping --floor --json` against a fresh pong, both waiting as `wait` says and run
+/// through `taskset -c CPU` if `cpu` is given.
+fn ping_with_floor(wait: &str, cpu: Option<usize>) -> Value {
     let name = unique("ping");
     let target = format!("posix:{name}");
-    let mut pong = Command::new(BIN)
-        .args(["pong", &target, "--create", "--quiet", "--wait", wait])
-        .spawn()
-        .unwrap();
-    let out = Command::new(BIN)
-        .args(["ping", &target, "-n", "2000", "--warmup", "100", "--floor", "--json"])
-        .args(["--wait", wait])
+    let command = |args: &[&str]| {
+        let mut c = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string(), BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        c.args(args).args(["--wait", wait]);
+        c
+    };
+    let mut pong = command(&["pong", &target, "--create", "--quiet"]).spawn().unwrap();
+    let out = command(&["ping", &target, "-n", "2000", "--warmup", "100", "--floor", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -122,18 +130,19 @@ fn ping_with_floor(wait: &str) -> Value {
 
 #[test]
 fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
-    let r = ping_with_floor("adaptive");
+    let r = ping_with_floor("adaptive", None);
     assert_eq!(r["latency"]["samples"], 2000);
     for key in ["latency", "floor_cacheline", "floor_futex"] {
         let p50 = r[key]["p50"].as_f64().unwrap();
         assert!(p50 > 0.0 && p50 <= r[key]["p99"].as_f64().unwrap(), "{key}: {r}");
     }
     // The floor alternates with shmkit in rounds; the ratio is the median of theirs.
-    // Which floor depends on where the two processes ran (one CPU: the futex).
     let q = &r["floor_ratio"];
-    let one_cpu = r["cpu_ping"] == r["cpu_pong"];
-    assert_eq!(q["floor"], if one_cpu { "futex" } else { "cache-line" }, "{r}");
-    let alternating = if one_cpu { "floor_futex" } else { "floor_cacheline" };
+    let alternating = match q["floor"].as_str() {
+        Some("cache-line") => "floor_cacheline",
+        Some("futex") => "floor_futex",
+        other => panic!("floor {other:?}: {r}"),
+    };
     assert_eq!(r[alternating]["samples"], 2000, "the floor runs as many round trips: {r}");
     assert_eq!(q["rounds"], 10, "{r}");
     let (lo, mid, hi) =
@@ -143,11 +152,27 @@ fn ping_against_a_pong_process_reports_latency_and_the_floor_as_json() {
 }
 
 #[test]
-fn a_blocking_ping_is_held_against_the_futex_floor() {
-    let r = ping_with_floor("block");
-    assert_eq!(r["floor_ratio"]["floor"], "futex", "{r}");
-    assert_eq!(r["floor_futex"]["samples"], 2000, "{r}");
-    assert_eq!(r["floor_cacheline"]["samples"], 200, "the other floor runs a tenth: {r}");
+fn parked_round_trips_are_held_against_the_futex_floor() {
+    // A blocking wait, and two processes pinned to one CPU.
+    let cpu = first_allowed_cpu();
+    for (wait, cpu) in [("block", None), ("adaptive", Some(cpu))] {
+        let r = ping_with_floor(wait, cpu);
+        assert_eq!(r["floor_ratio"]["floor"], "futex", "{wait} {cpu:?}: {r}");
+        assert_eq!(r["floor_futex"]["samples"], 2000, "{r}");
+        assert_eq!(r["floor_cacheline"]["samples"], 200, "the other floor runs a tenth: {r}");
+    }
+}
+
+/// The first CPU this process may run on (from /proc: the test has no libc).
+fn first_allowed_cpu() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status")
+        .trim();
+    let first = list.split([',', '-']).next().unwrap();
+    first.parse().unwrap_or_else(|_| panic!("Cpus_allowed_list {list:?}"))
 }
 
 /// Streams 200,000 messages through a fresh pong; `extra` are more ping options.
