@@ -44,9 +44,10 @@ pub struct PingArgs {
     pub warmup: u64,
     /// Also measure the floor: raw cache-line and raw futex ping-pong between the same
     /// two processes, each message on the next line of 64 KiB (as a ring's messages; one
-    /// fixed line's latency depends on which line it is). The cache-line floor
-    /// alternates with shmkit's round trips in 10 rounds, and the ratio printed is the
-    /// median of the rounds' ratios.
+    /// fixed line's latency depends on which line it is). shmkit's floor (the cache
+    /// line; the futex for `--wait block` or both processes pinned to one CPU)
+    /// alternates with its round trips in 10 rounds, and the ratio printed is the median
+    /// of the rounds' ratios.
     #[arg(long)]
     pub floor: bool,
     /// Measure one-way streaming throughput instead of round trips (count messages).
