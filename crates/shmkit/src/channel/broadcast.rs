@@ -52,7 +52,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ring::Refresh;
+use super::ring::{prefetch, Refresh};
 use super::{recv_error, Fault, SendError, SendTimeoutError, TrySendError};
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
@@ -455,18 +455,6 @@ unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
 
 /// Message bytes on a slot's first 64-byte line, after the header.
 const FIRST_LINE_BYTES: usize = 64 - SLOT_HEADER;
-
-/// A hint to fetch the line at `p` (which cannot fault, wherever `p` points).
-#[inline]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it reads nothing architecturally and cannot fault.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))

@@ -106,6 +106,19 @@ fn encode(kind: u64, pos: u64, len: u64) -> u64 {
     (kind << KIND_SHIFT) | (stamp(pos) << 32) | len
 }
 
+/// A hint to fetch the line at `p` into the cache (which cannot fault, wherever `p`
+/// points).
+#[inline]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing architecturally and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// A 64-bit atomic: `std`'s in shared memory, loom's in a model.
 pub trait Atomic64 {
     fn load(&self, order: Ordering) -> u64;

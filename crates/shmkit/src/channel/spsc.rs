@@ -334,19 +334,8 @@ unsafe impl RingMemory for Shared {
 
     #[inline]
     fn prefetch(&self, off: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let off = off & (self.geo.capacity - 1);
-            // SAFETY: prefetch is a hint that cannot fault; the address is inside the
-            // mapping anyway.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    self.data.add(off as usize).cast::<i8>(),
-                )
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = off;
+        // The address stays inside the mapping, though a prefetch could not fault.
+        ring::prefetch(self.data.wrapping_add((off & (self.geo.capacity - 1)) as usize));
     }
 
     #[inline]
