@@ -318,7 +318,7 @@ impl Pinger {
             let t0 = Instant::now();
             words.word(0, i).store(i, Ordering::Release);
             if use_futex {
-                futex::wake(FloorWords::futex_of(words.word(0, i)), 1);
+                futex::wake(floor::low_half(words.word(0, i)), 1);
                 words.wait_futex(words.word(1, i), i)?;
             } else {
                 words.spin(words.word(1, i), i)?;
@@ -375,13 +375,6 @@ impl<'a> FloorWords<'a> {
         unsafe { &*self.seg.as_ptr().add(floor::word_offset(side, i)).cast::<AtomicU64>() }
     }
 
-    /// The low half of a word as a futex (x86-64 is little-endian).
-    fn futex_of(word: &AtomicU64) -> &std::sync::atomic::AtomicU32 {
-        // SAFETY: the low 4 bytes of an aligned AtomicU64 form an aligned AtomicU32;
-        // both are only accessed atomically.
-        unsafe { &*(word as *const AtomicU64).cast::<std::sync::atomic::AtomicU32>() }
-    }
-
     fn spin(&self, word: &AtomicU64, want: u64) -> CliResult {
         let mut spins = 0u32;
         let start = Instant::now();
@@ -411,9 +404,9 @@ impl<'a> FloorWords<'a> {
             // timer, which on a VM costs more than the difference being measured. The
             // watchdog's periodic wake-up (as shmkit's own parks use it) lets a dead peer
             // still end the wait below.
-            let watched = watchdog::watch(Self::futex_of(word));
+            let watched = watchdog::watch(floor::low_half(word));
             let nap = if watched.is_some() { None } else { Some(Duration::from_millis(100)) };
-            futex::wait(Self::futex_of(word), v as u32, nap);
+            futex::wait(floor::low_half(word), v as u32, nap);
             drop(watched);
             if start.elapsed() > PEER_TIMEOUT {
                 return fail("floor: the peer stopped answering");
@@ -694,7 +687,7 @@ fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {
                 if use_futex {
                     words.wait_futex(words.word(0, i), i)?;
                     words.word(1, i).store(i, Ordering::Release);
-                    futex::wake(FloorWords::futex_of(words.word(1, i)), 1);
+                    futex::wake(floor::low_half(words.word(1, i)), 1);
                 } else {
                     words.spin(words.word(0, i), i)?;
                     words.word(1, i).store(i, Ordering::Release);

@@ -86,7 +86,7 @@ pub struct Floor<W> {
 }
 
 /// The low 4 bytes of a word (x86-64 is little-endian) as a futex.
-fn low_half(word: &AtomicU64) -> &AtomicU32 {
+pub fn low_half(word: &AtomicU64) -> &AtomicU32 {
     // SAFETY: the low 4 bytes of an aligned AtomicU64 form an aligned AtomicU32; both
     // views are only accessed atomically.
     unsafe { &*(word as *const AtomicU64).cast::<AtomicU32>() }
