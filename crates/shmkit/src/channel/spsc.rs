@@ -57,21 +57,19 @@ pub const TRY_EXACT_PERIOD: Duration = Duration::from_micros(1);
 /// How far apart the sender's [`ProducerLine::publish_hint`]s are, in bytes: 1 KiB, or
 /// a sixteenth of a smaller ring.
 pub const fn publish_hint_step(capacity: u64) -> u64 {
-    let step = capacity / 16;
-    if step < 1024 {
-        step
-    } else {
-        1024
-    }
+    at_most(capacity / 16, 1024)
 }
 /// A receiver keeping behind a streaming sender waits until the sender is this many
 /// bytes ahead of it (16 KiB, or a quarter of a smaller ring) ...
 pub const fn stream_lead(capacity: u64) -> u64 {
-    let lead = capacity / 4;
-    if lead < 16384 {
-        lead
+    at_most(capacity / 4, 16384)
+}
+/// `value`, capped at `max` (`Ord::min` is not `const`).
+const fn at_most(value: u64, max: u64) -> u64 {
+    if value < max {
+        value
     } else {
-        16384
+        max
     }
 }
 /// ... or for this many looks at the publish hint, a few pauses apart: ~9 µs on the
