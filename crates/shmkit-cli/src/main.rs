@@ -13,6 +13,7 @@ mod dump;
 mod gc;
 mod info;
 mod inspect;
+mod interference;
 mod ls;
 mod ping;
 mod pipe;

@@ -19,6 +19,7 @@ use shmkit::{Name, Options, Segment};
 
 use crate::bench::floor;
 use crate::chan::{self, ChanArgs};
+use crate::interference::{Interference, Meter};
 use crate::stats::{rate, Summary};
 use crate::util::{fail, parse_size, print_json, CliResult, Context, Failure};
 
@@ -112,6 +113,9 @@ pub struct PingReport {
     /// shmkit's p50 over its floor's, round by round.
     pub floor_ratio: Option<FloorRatio>,
     pub stream: Option<StreamReport>,
+    /// Other processes' and the hypervisor's CPU time during the run (`None`: pong's
+    /// process could not be read, or the run was too short to say).
+    pub interference: Option<Interference>,
 }
 
 /// The latency / floor ratio of p50s, taken in rounds that alternate the two
@@ -335,13 +339,22 @@ impl Pinger {
 
     /// The CPU pong last recorded while waiting.
     pub fn pong_cpu(&self) -> u32 {
+        self.pong_endpoint(|e| e.cpu.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
+    }
+
+    /// Pong's process (pid, start time), as it recorded itself.
+    fn pong_process(&self) -> Option<(u32, u64)> {
+        self.pong_endpoint(|e| {
+            (e.pid.load(Ordering::Relaxed), e.start_time.load(Ordering::Relaxed))
+        })
+        .filter(|&(pid, _)| pid != 0)
+    }
+
+    /// `f` of the endpoint pong sends replies from.
+    fn pong_endpoint<T>(&self, f: impl FnOnce(&layout::Endpoint) -> T) -> Option<T> {
         let seg = self.rx.segment();
-        layout::validate(seg)
-            .ok()
-            .and_then(|info| {
-                layout::endpoint(seg, &info, SENDER).ok().map(|e| e.cpu.load(Ordering::Relaxed))
-            })
-            .unwrap_or(u32::MAX)
+        let info = layout::validate(seg).ok()?;
+        layout::endpoint(seg, &info, SENDER).ok().map(f)
     }
 }
 
@@ -477,7 +490,10 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
         floor_futex: None,
         floor_ratio: None,
         stream: None,
+        interference: None,
     };
+    // Without pong's process its CPU time would count as another process's.
+    let meter = p.pong_process().map(|pong| Meter::start(&[pong]));
     if args.stream {
         report.stream = Some(p.stream(size, args.count, args.batch)?);
     } else if args.floor {
@@ -532,6 +548,7 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
         report.round_trips_per_sec = Some(rate);
     }
     report.cpu_pong = p.pong_cpu();
+    report.interference = meter.and_then(|m| m.finish());
     Ok(report)
 }
 
@@ -582,6 +599,9 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
             rate(s.bytes_per_sec),
             if s.errors > 0 { format!(", {} OUT OF ORDER", s.errors) } else { String::new() }
         );
+    }
+    if let Some(warning) = r.interference.and_then(|i| i.warning()) {
+        println!("  warning: {warning}");
     }
     Ok(())
 }

@@ -170,6 +170,40 @@ fn a_row_that_outlives_its_timeout_is_killed_and_reported() {
 }
 
 #[test]
+fn rows_measured_while_other_processes_ran_say_so() {
+    // A busy loop on every CPU, for the length of the run.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut hogs: Vec<_> = (0..cpus)
+        .map(|_| Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap())
+        .collect();
+    let json = scratch("busy.json");
+    let (out, pid) = shmkit(&[
+        "bench",
+        "--mech",
+        "shmkit-block",
+        "--sizes",
+        "64",
+        "--duration",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    for h in &mut hogs {
+        h.kill().unwrap();
+        h.wait().unwrap();
+    }
+    assert_no_leftovers(pid);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let r = rows(&report).iter().find(|r| r["mechanism"] == "shmkit-block").unwrap();
+    assert!(r["interference"]["others_cpus"].as_f64().unwrap() >= 0.5, "{r}");
+    // The table flags the row and says why under it.
+    assert!(table.contains("shmkit-block 64B: other processes used"), "{table}");
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_reason() {
     let (out, _) = shmkit(&["bench", "--mech", "carrier-pigeon"]);
     assert_eq!(out.status.code(), Some(2));

@@ -282,3 +282,46 @@ fn soak_verifies_every_message_in_a_second_process() {
     }
     assert!(r["messages_per_sec"].as_f64().unwrap() > 0.0);
 }
+
+/// Busy loops on every CPU while alive (killed on drop).
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hog = || Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        Hogs((0..cpus).map(|_| hog()).collect())
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for h in &mut self.0 {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+#[test]
+fn ping_says_when_other_processes_took_cpu_time_during_the_run() {
+    let name = unique("busy");
+    let target = format!("posix:{name}");
+    let hogs = Hogs::start();
+    let mut pong = Command::new(BIN)
+        .args(["pong", &target, "--create", "--quiet", "--wait", "block"])
+        .spawn()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["ping", &target, "-n", "100000", "--warmup", "1000", "--wait", "block", "--json"])
+        .output()
+        .unwrap();
+    drop(hogs);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pong.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let i = &r["interference"];
+    // Busy loops on every CPU take at least half of a CPU from the pair's.
+    assert!(i["others_cpus"].as_f64().unwrap() >= 0.5, "{r}");
+    assert!(i["seconds"].as_f64().unwrap() > 0.0, "{r}");
+}

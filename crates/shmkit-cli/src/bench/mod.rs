@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use mech::{Class, Ctx, Mech};
 use report::{Outcome, Row};
 
+use crate::interference::Meter;
 use crate::util::{fail, human_size, parse_size, CliResult, Context, Failure};
 
 #[derive(clap::Args, Debug)]
@@ -284,7 +285,16 @@ fn why(peer: &mut spawn::Peer, who: &str) -> String {
     }
 }
 
+/// A row's figures, and how busy the rest of the machine was meanwhile (the peers are
+/// our children: their CPU time is counted once they are reaped).
 fn measure(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<Row> {
+    let meter = Meter::start(&[]);
+    let mut row = measure_peers(plan, ctx, rendezvous)?;
+    row.interference = meter.finish();
+    Ok(row)
+}
+
+fn measure_peers(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<Row> {
     let deadline = Instant::now() + plan.timeout;
     let (ping_cpu, pong_cpu) = plan.cpus;
     if ctx.mech == Mech::Memcpy {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::harness::{PingFigures, StreamFigures};
 use super::mech::{Class, Mech};
 use super::Plan;
+use crate::interference::Interference;
 use crate::stats::{ns, rate, Summary};
 use crate::util::{human_size, print_table, CliResult, Context};
 
@@ -44,6 +45,8 @@ pub struct Row {
     pub vs_futex_floor: Option<f64>,
     /// Streaming bytes/s over memcpy's, same size.
     pub stream_vs_memcpy: Option<f64>,
+    /// Other processes' and the hypervisor's CPU time while the row ran.
+    pub interference: Option<Interference>,
 }
 
 impl Row {
@@ -72,6 +75,7 @@ impl Row {
             vs_floor: None,
             vs_futex_floor: None,
             stream_vs_memcpy: None,
+            interference: None,
         }
     }
 
@@ -340,7 +344,12 @@ impl Report {
                 Some(l) => row.extend([l.p50, l.p90, l.p99, l.p999, l.max].map(ns)),
                 None => row.extend(std::iter::repeat("-".to_string()).take(5)),
             }
-            row.push(r.vs_floor.map_or("-".into(), |x| format!("{x:.2}")));
+            let mut vs_floor = r.vs_floor.map_or("-".into(), |x| format!("{x:.2}"));
+            if let Some(warning) = r.interference.and_then(|i| i.warning()) {
+                notes.push(format!("{} {}: {warning}", r.mechanism, human_size(r.size)));
+                vs_floor = format!("{vs_floor} [{}]", notes.len());
+            }
+            row.push(vs_floor);
             row.push(r.round_trips_per_sec.map_or("-".into(), rate));
             row.push(r.stream.map_or("-".into(), |s| rate(s.messages_per_sec)));
             row.push(r.stream.map_or("-".into(), |s| rate(s.bytes_per_sec)));
@@ -370,6 +379,10 @@ fn merge_floor(first: &mut Row, second: &Row) {
                 first.p50_runs.push(b.p50);
             }
             first.round_trips = first.round_trips.zip(second.round_trips).map(|(a, b)| a + b);
+            first.interference = match (first.interference, second.interference) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
             first.round_trips_per_sec = first
                 .round_trips_per_sec
                 .zip(second.round_trips_per_sec)
