@@ -21,6 +21,7 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use shmkit::sync::peer::stat_field;
 
 /// Other work worth a warning: a quarter of a CPU taken by other processes (figures
 /// measured on a quiet machine show under 0.05), or a tenth taken by the hypervisor.
@@ -95,18 +96,12 @@ fn parse_cpu_line(stat: &str) -> Option<CpuTicks> {
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks, if it
-/// is the process that started at `start` (field 22).
+/// is the process that started at `start` (field 22; 0: any).
 fn parse_process_ticks(stat: &[u8], start: u64) -> Option<u64> {
-    // The command name (field 2) may hold spaces and ')': count after the last ')'.
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let fields: Vec<&str> =
-        std::str::from_utf8(&stat[close + 1..]).ok()?.split_ascii_whitespace().collect();
-    // fields[0] is field 3.
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    if start != 0 && field(22)? != start {
+    if start != 0 && stat_field(stat, 22)? != start {
         return None;
     }
-    Some(field(14)? + field(15)?)
+    Some(stat_field(stat, 14)? + stat_field(stat, 15)?)
 }
 
 fn clock_ticks_per_sec() -> f64 {

@@ -32,13 +32,20 @@ pub fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
-/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) is in parentheses
-/// and may itself contain spaces and `)`, so fields are counted after the *last* `)`.
+/// Field 22 of a `/proc/PID/stat` line.
 pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    stat_field(stat, 22)
+}
+
+/// Numeric field `n` of a `/proc/PID/stat` line, numbered as in `proc_pid_stat(5)`
+/// (from 3: the first two are the pid and the command name). The command name is in
+/// parentheses and may itself contain spaces and `)`, so fields are counted after the
+/// *last* `)`.
+pub fn stat_field(stat: &[u8], n: usize) -> Option<u64> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    // After ")": field 3 (state) is the first token; field 22 is the 20th.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    // After ")": field 3 (state) is the first token.
+    rest.split_ascii_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
 /// This process's pid and start time, computed once.
@@ -95,6 +102,9 @@ mod tests {
         let line = b"1234 (a b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21\n";
         assert_eq!(parse_start_time(line), Some(987654));
         assert_eq!(parse_start_time(b"garbage"), None);
+        assert_eq!(stat_field(line, 4), Some(1));
+        assert_eq!(stat_field(line, 3), None, "the state is not a number");
+        assert_eq!(stat_field(line, 2), None);
     }
 
     #[test]
