@@ -13,6 +13,7 @@ use shmkit::Name;
 
 use super::harness::{FINAL, PHASE_END};
 use super::mech::{invalid, Ctx, Link};
+use super::shmkit_chan::ring_bytes;
 
 pub struct Fanout {
     end: End,
@@ -34,8 +35,10 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 impl Link for Fanout {
     fn pong(ctx: &Ctx, ready: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<Fanout> {
         let (bcast, rep) = names(ctx);
-        // 256 slots, fewer for large messages (at most 16 MiB of ring).
-        let slots = ((16usize << 20) / ctx.size.max(1)).clamp(4, 256);
+        // As many bytes of slots as the SPSC rows' ring: a broadcast ring of 256 slots
+        // (32 KiB at 64 B) streamed at half the SPSC rows' rate for its size alone.
+        let slot_bytes = (broadcast::SLOT_HEADER + ctx.size).div_ceil(64) * 64;
+        let slots = (ring_bytes(ctx.size) / slot_bytes).clamp(4, 1 << 24);
         let config = broadcast::Config {
             slots: 1 << slots.ilog2(),
             max_message: ctx.size,
@@ -44,8 +47,8 @@ impl Link for Fanout {
             ..broadcast::Config::default()
         };
         let sub = Subscriber::create(&bcast, &config).map_err(other)?;
-        let capacity = (4 * ctx.size).next_power_of_two().max(1 << 20);
-        let tx = Sender::create(&rep, &Config { capacity, ..Config::default() }).map_err(other)?;
+        let config = Config { capacity: ring_bytes(ctx.size), ..Config::default() };
+        let tx = Sender::create(&rep, &config).map_err(other)?;
         ready("")?;
         Ok(Fanout { end: End::Subscriber(sub, tx) })
     }

@@ -34,11 +34,15 @@ impl Shmkit {
     }
 }
 
+/// Ring bytes of a row's shmkit channels (SPSC, and broadcast, so that the two compare
+/// like for like): room for a few messages in flight while streaming, whatever the size.
+pub fn ring_bytes(size: usize) -> usize {
+    (4 * size).next_power_of_two().max(1 << 20)
+}
+
 impl Link for Shmkit {
     fn pong(ctx: &Ctx, ready: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<Shmkit> {
-        // Room for a few messages in flight while streaming, whatever the size.
-        let capacity = (4 * ctx.size).next_power_of_two().max(1 << 20);
-        let config = Config { capacity, ..Config::default() };
+        let config = Config { capacity: ring_bytes(ctx.size), ..Config::default() };
         let (req, rep) = names(ctx);
         let rx = Receiver::create(&req, &config).map_err(io::Error::other)?;
         let tx = Sender::create(&rep, &config).map_err(io::Error::other)?;
