@@ -912,7 +912,11 @@ impl Receiver {
 
     /// Lends the next message in place, waiting as long as it takes; the space is
     /// released when the grant is dropped.
-    #[inline]
+    // Always inlined, with the grant's drop: a grant returned through a call goes
+    // through the stack in pieces that the caller loads back whole, a store-forwarding
+    // stall that made a streaming `recv_ref` receiver slower than a copying `recv_into`
+    // one (the same trap as `ring::Consumer::peek_message`).
+    #[inline(always)]
     pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
         let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
@@ -1020,14 +1024,14 @@ impl Receiver {
     }
 
     /// [`Receiver::recv_ref`] without waiting.
-    #[inline]
+    #[inline(always)]
     pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
         let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, frame })
     }
 
     /// [`Receiver::recv_ref`] waiting at most `timeout`.
-    #[inline]
+    #[inline(always)]
     pub fn recv_ref_timeout(
         &mut self,
         timeout: Duration,
@@ -1053,7 +1057,7 @@ impl Receiver {
         len
     }
 
-    #[inline]
+    #[inline(always)]
     fn release(&mut self, frame: Frame) {
         self.consumer.release(&*self.shared, frame);
         self.side.done(&self.shared);
@@ -1204,7 +1208,7 @@ pub struct ReadGrant<'a> {
 
 impl Deref for ReadGrant<'_> {
     type Target = [u8];
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &[u8] {
         // SAFETY: the frame was validated to lie inside the ring and stays ours until
         // this grant drops.
@@ -1218,7 +1222,7 @@ impl Deref for ReadGrant<'_> {
 }
 
 impl Drop for ReadGrant<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.receiver.release(self.frame);
     }
