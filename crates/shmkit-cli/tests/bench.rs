@@ -3,10 +3,14 @@
 //! killed and reported without hanging the run. No timing thresholds: the figures
 //! only have to exist and be consistent.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+use common::Hogs;
 
 fn shmkit(args: &[&str]) -> (Output, u32) {
     let child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
@@ -172,10 +176,7 @@ fn a_row_that_outlives_its_timeout_is_killed_and_reported() {
 #[test]
 fn rows_measured_while_other_processes_ran_say_so() {
     // A busy loop on every CPU, for the length of the run.
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut hogs: Vec<_> = (0..cpus)
-        .map(|_| Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap())
-        .collect();
+    let hogs = Hogs::start();
     let json = scratch("busy.json");
     let (out, pid) = shmkit(&[
         "bench",
@@ -188,10 +189,7 @@ fn rows_measured_while_other_processes_ran_say_so() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    for h in &mut hogs {
-        h.kill().unwrap();
-        h.wait().unwrap();
-    }
+    drop(hogs);
     assert_no_leftovers(pid);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use common::{exists, unique, BIN};
+use common::{exists, unique, Hogs, BIN};
 
 /// Pipes `input` through `send` into `recv` (started first, so it waits for the
 /// channel) and returns what `recv` printed.
@@ -281,26 +281,6 @@ fn soak_verifies_every_message_in_a_second_process() {
         assert_eq!(r[key], 0, "{key}: {r}");
     }
     assert!(r["messages_per_sec"].as_f64().unwrap() > 0.0);
-}
-
-/// Busy loops on every CPU while alive (killed on drop).
-struct Hogs(Vec<std::process::Child>);
-
-impl Hogs {
-    fn start() -> Hogs {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let hog = || Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
-        Hogs((0..cpus).map(|_| hog()).collect())
-    }
-}
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        for h in &mut self.0 {
-            let _ = h.kill();
-            let _ = h.wait();
-        }
-    }
 }
 
 #[test]
