@@ -25,7 +25,7 @@ use crate::sync::peer;
 /// `b"SHMKIT\0\x01"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\0\x01");
 /// Layout version; bumped on any change of this file or a channel's shared structs.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of [`Header`].
 pub const HEADER_SIZE: usize = 128;
 /// Size of one [`Endpoint`].
@@ -179,8 +179,13 @@ pub struct Endpoint {
     pub flags: AtomicU32,
     /// Zero.
     pub reserved32: AtomicU32,
-    /// Zero; room for later fields (e.g. an eventfd registration).
-    pub reserved: [AtomicU64; 3],
+    /// The holder's doorbell while it waits in notifying mode ([`endpoint_flags::NOTIFY`]):
+    /// the id of a unix datagram socket bound in the abstract namespace (see
+    /// `sync::notify`); 0: none. Holder writes before it sets `NOTIFY`; wakers read it
+    /// after taking `waiting` (Acquire) and send one byte to it instead of `FUTEX_WAKE`.
+    pub bell: AtomicU64,
+    /// Zero; room for later fields.
+    pub reserved: [AtomicU64; 2],
 }
 
 /// Bits of [`Endpoint::flags`].
@@ -192,6 +197,10 @@ pub mod endpoint_flags {
     /// The holder parks without spinning (`WaitStrategy::Block`): peers waking it use
     /// the fenced check, so its parking needs no membarrier.
     pub const EAGER_PARK: u32 = 2;
+    /// The holder waits on its doorbell ([`Endpoint::bell`](super::Endpoint::bell)), not
+    /// on the futex: wakers ring the doorbell. Set once, before the first arm; implies
+    /// `EAGER_PARK` (wakers keep the fence, so arming needs no membarrier).
+    pub const NOTIFY: u32 = 4;
 }
 
 const _: () = assert!(std::mem::size_of::<Endpoint>() == ENDPOINT_SIZE);
@@ -263,6 +272,7 @@ impl Endpoint {
         self.waiting.store(0, Ordering::Relaxed);
         self.cpu.store(u32::MAX, Ordering::Relaxed);
         self.flags.store(0, Ordering::Relaxed);
+        self.bell.store(0, Ordering::Relaxed);
         self.attaches.fetch_add(1, Ordering::Relaxed);
         self.state.store(endpoint_state::ATTACHED, Ordering::Release);
         Ok(())

@@ -257,7 +257,8 @@ fn each_bad_header_field_gives_a_typed_error_naming_it() {
     assert!(matches!(e, Error::Incompatible { field: "magic", .. }), "{e}");
     let e = corrupted(|h| h.version.store(99, Ordering::Relaxed));
     assert!(matches!(e, Error::Incompatible { field: "layout version", .. }), "{e}");
-    assert_eq!(e.to_string(), "incompatible layout version: found 99, expected 1");
+    let expected = format!("incompatible layout version: found 99, expected {}", layout::VERSION);
+    assert_eq!(e.to_string(), expected);
     let e = corrupted(|h| h.total_size.store(1 << 40, Ordering::Relaxed));
     assert!(matches!(e, Error::Incompatible { field: "total size", .. }), "{e}");
     let e = corrupted(|h| h.header_size.store(64, Ordering::Relaxed));

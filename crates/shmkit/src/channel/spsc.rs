@@ -434,6 +434,7 @@ impl Side {
             types: TypeCheck::new(shared.message_type),
         };
         side.set_wait(shared, WaitStrategy::default());
+        wait::notify_attached(shared.endpoint(peer));
         Ok((side, w, r))
     }
 

@@ -50,7 +50,9 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::layout::{endpoint_flags, endpoint_state, Endpoint};
+use crate::sync::notify::{self, Doorbell};
 use crate::sync::peer::{self, Liveness};
+use crate::sync::pidwatch::{self, PeerWatch};
 use crate::sync::{futex, watchdog};
 
 /// How often a waiting side checks its peer's liveness (reading `/proc`).
@@ -242,6 +244,16 @@ pub fn notify(peer: &Endpoint, my_flags: u32) {
     }
 }
 
+/// After attaching to an endpoint: wakes the peer if it sleeps, so that it looks at
+/// the new holder (whose death it must now watch). Always fenced: our flags are not
+/// published yet, so the peer cannot know to run a barrier for us.
+pub fn notify_attached(peer: &Endpoint) {
+    fence(Ordering::SeqCst);
+    if Park::of(peer).take() {
+        wake(peer);
+    }
+}
+
 /// The sleeper's half of the asymmetric barrier; false if it failed (the caller then
 /// naps briefly instead of trusting the wake-up).
 fn heavy_barrier() -> bool {
@@ -249,9 +261,20 @@ fn heavy_barrier() -> bool {
     membarrier(MembarrierCommand::GlobalExpedited).is_ok()
 }
 
-/// Wakes the holder of `peer` unconditionally (on close).
+/// Wakes the holder of `peer` unconditionally (on close, or after taking its
+/// `waiting` flag): rings its doorbell if it waits in notifying mode, else bumps and
+/// wakes its futex.
 pub fn wake(peer: &Endpoint) {
     peer.futex.fetch_add(1, Ordering::Release);
+    // Acquire pairs with the holder's Release store of `waiting` (after `bell` and
+    // NOTIFY were set): a waker that took the flag sees the doorbell.
+    if peer.flags.load(Ordering::Acquire) & endpoint_flags::NOTIFY != 0 {
+        let bell = peer.bell.load(Ordering::Relaxed);
+        if bell != 0 {
+            notify::ring(bell);
+            return;
+        }
+    }
     futex::wake(&peer.futex, 1);
 }
 
@@ -273,36 +296,45 @@ pub struct Park<'a> {
     pub waiting: &'a AtomicU32,
     /// Whether several sleepers share this park (one wake-up wakes them all).
     pub shared: bool,
+    /// The sleeper's doorbell when its end is in notifying mode: it sleeps in `poll`
+    /// on it instead of `FUTEX_WAIT` (its wakers ring it, `sync::notify`).
+    pub bell: Option<&'a Doorbell>,
 }
 
 impl<'a> Park<'a> {
     /// The endpoint's own words (one sleeper: the endpoint's holder).
     pub fn of(e: &'a Endpoint) -> Park<'a> {
-        Park { futex: &e.futex, waiting: &e.waiting, shared: false }
+        Park { futex: &e.futex, waiting: &e.waiting, shared: false, bell: None }
     }
 
     /// A park many sleepers share.
     pub fn shared(futex: &'a AtomicU32, waiting: &'a AtomicU32) -> Park<'a> {
-        Park { futex, waiting, shared: true }
+        Park { futex, waiting, shared: true, bell: None }
     }
 
-    /// Announces that this thread is about to sleep here.
+    /// The same park, slept on through `bell` (an end in notifying mode).
+    pub fn with_bell(self, bell: Option<&'a Doorbell>) -> Park<'a> {
+        Park { bell, ..self }
+    }
+
+    /// Announces that this thread is about to sleep here. Release: a waker that takes
+    /// the flag (Acquire) also sees how to wake us (`flags`, `bell`), set before.
     #[inline]
-    fn arm(&self) {
-        self.waiting.store(1, Ordering::Relaxed);
+    pub fn arm(&self) {
+        self.waiting.store(1, Ordering::Release);
     }
 
     /// For a waker after its fence: whether someone armed since the last wake-up, taking
     /// the flag if so (the load first keeps the common "nobody sleeps" case read-only).
     #[inline]
     fn take(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) != 0 && self.waiting.swap(0, Ordering::Relaxed) != 0
+        self.waiting.load(Ordering::Relaxed) != 0 && self.waiting.swap(0, Ordering::Acquire) != 0
     }
 
     /// Withdraws [`Park::arm`] on a park of our own (a waker may already have taken the
     /// flag); on a shared park the flag stays, since another sleeper may have set it.
     #[inline]
-    fn disarm(&self) {
+    pub fn disarm(&self) {
         if !self.shared {
             self.waiting.store(0, Ordering::Relaxed);
         }
@@ -472,8 +504,13 @@ pub fn wait_for<T>(
             return Ok(v);
         }
     }
-    // Phase 3: park on the futex.
+    // Phase 3: park on the futex (or the doorbell, in notifying mode).
+    let mut watch: Option<PeerWatch> = None;
     loop {
+        if let Some(bell) = park.bell {
+            // Rings from earlier rounds would end the poll below at once.
+            bell.drain();
+        }
         let seq = park.futex.load(Ordering::Acquire);
         park.arm();
         fence(Ordering::SeqCst);
@@ -487,7 +524,11 @@ pub fn wait_for<T>(
             park.disarm();
             return Ok(v);
         }
-        if let Some(stop) = gone(&mut last_check) {
+        let stop = match peer {
+            Some(p) => peer_stop(p, &mut watch, &mut last_check),
+            None => None,
+        };
+        if let Some(stop) = stop {
             park.disarm();
             return finish(stop, &mut ready);
         }
@@ -499,25 +540,85 @@ pub fn wait_for<T>(
             Some((d, now)) => Some(d - now),
             None => None,
         };
-        // The watchdog wakes us every TICK for the liveness check, so the kernel needs a
-        // timer only for a deadline close enough that a late tick could overshoot it.
-        let watched = if barrier_ok { watchdog::watch(park.futex) } else { None };
-        let nap = match (&watched, left) {
-            (Some(_), Some(left)) if left <= 2 * LIVENESS_PERIOD => Some(left),
-            (Some(_), _) => None,
-            (None, left) => {
-                let nap = if barrier_ok { LIVENESS_PERIOD } else { Duration::from_millis(1) };
-                Some(left.map_or(nap, |left| left.min(nap)))
+        // Who ends the sleep if the peer dies: the pidfd watcher (an event: no timer,
+        // no tick), else the watchdog's tick, else a timeout of our own.
+        let (parked, nap) = match (&watch, peer) {
+            (Some(w), _) if barrier_ok => match w.park(park.futex) {
+                // Registered; the watcher may have marked it dead just before.
+                Some(parked) if w.is_dead() => {
+                    drop(parked);
+                    continue;
+                }
+                Some(parked) => (Some(parked), left),
+                None => (None, Some(left.map_or(LIVENESS_PERIOD, |l| l.min(LIVENESS_PERIOD)))),
+            },
+            // Nobody's death ends this wait: only a wake-up or the deadline. (A peer
+            // that attaches later wakes us on attach, `notify_attached`, and the next
+            // round watches it.)
+            (None, p)
+                if barrier_ok
+                    && (p.is_none()
+                        || (pidwatch::available()
+                            && p.is_some_and(|p| {
+                                p.state.load(Ordering::Acquire) != endpoint_state::ATTACHED
+                            }))) =>
+            {
+                (None, left)
+            }
+            _ => {
+                let watched = if barrier_ok { watchdog::watch(park.futex) } else { None };
+                let nap = match (&watched, left) {
+                    (Some(_), Some(left)) if left <= 2 * LIVENESS_PERIOD => Some(left),
+                    (Some(_), _) => None,
+                    (None, left) => {
+                        let nap =
+                            if barrier_ok { LIVENESS_PERIOD } else { Duration::from_millis(1) };
+                        Some(left.map_or(nap, |left| left.min(nap)))
+                    }
+                };
+                (watched, nap)
             }
         };
-        futex::wait(park.futex, seq, nap);
-        drop(watched);
+        match park.bell {
+            Some(bell) => {
+                bell.wait(nap);
+            }
+            None => {
+                futex::wait(park.futex, seq, nap);
+            }
+        }
+        drop(parked);
         park.disarm();
         // Usually we were woken because the condition now holds: look before paying
         // for another round of the sleep protocol (which re-checks if this misses).
         if let Some(v) = ready(Look::Exact) {
             return Ok(v);
         }
+    }
+}
+
+/// Whether `peer` is gone, exactly where its process can be watched through a pidfd
+/// (`watch` follows whichever process holds the endpoint), else from `/proc` once per
+/// [`LIVENESS_PERIOD`].
+pub fn peer_stop(
+    peer: &Endpoint,
+    watch: &mut Option<PeerWatch>,
+    last: &mut Duration,
+) -> Option<Stop> {
+    match peer.state.load(Ordering::Acquire) {
+        endpoint_state::CLOSED => Some(Stop::Closed),
+        endpoint_state::ATTACHED => {
+            let pid = peer.pid.load(Ordering::Relaxed);
+            let start = peer.start_time.load(Ordering::Relaxed);
+            if !watch.as_ref().is_some_and(|w| w.is_of(pid, start)) {
+                *watch = pidwatch::watch(pid, start);
+            }
+            match watch {
+                Some(w) => w.is_dead().then_some(Stop::Dead(pid)),
+                None => peer_gone_paced(peer, last),
+            }
+        }
+        _ => None,
     }
 }
 

@@ -45,14 +45,18 @@ pub const IDLE_TICKS: u32 = 100;
 pub const RETRY: Duration = Duration::from_secs(1);
 
 /// One thread's slot: `owner` is 1 while a thread holds it, `addr` the futex it is
-/// parked on (0: not parked).
+/// parked on (0: not parked), `peer` the `sync::pidwatch` entry whose death ends the
+/// park (0: a park the ticking watchdog serves).
+#[derive(Debug)]
 struct Slot {
     owner: AtomicU32,
     addr: AtomicUsize,
+    peer: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const FREE: Slot = Slot { owner: AtomicU32::new(0), addr: AtomicUsize::new(0) };
+const FREE: Slot =
+    Slot { owner: AtomicU32::new(0), addr: AtomicUsize::new(0), peer: AtomicU64::new(0) };
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 
 /// Bumped in a forked child: slot claims of the parent's threads are void there.
@@ -95,16 +99,59 @@ thread_local! {
     static CLAIM: Claim = const { Claim { index: Cell::new(NO_SLOT), generation: Cell::new(0) } };
 }
 
-/// A registered park: the watchdog wakes `futex` every [`TICK`] until this is dropped.
+/// A registered park: the watchdog wakes `futex` every [`TICK`] (or, for a park of
+/// [`park_for`], the pidfd watcher once the peer has died) until this is dropped.
 #[derive(Debug)]
 pub struct Watched {
-    slot: &'static AtomicUsize,
+    slot: &'static Slot,
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        self.slot.store(0, Ordering::Relaxed);
+        self.slot.addr.store(0, Ordering::Relaxed);
+        self.slot.peer.store(0, Ordering::Relaxed);
     }
+}
+
+/// The fork generation: bumped in a forked child, where per-process state built by
+/// the parent's threads (their slots, the pidfd watcher) is void.
+pub fn generation() -> u32 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Registers the handler that resets this module's state in a forked child (once).
+pub fn register_atfork() {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registering a handler has no preconditions; the handler only
+        // performs atomic stores, which are async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// Registers the calling thread as parked on `futex` until the `sync::pidwatch` entry
+/// `peer` dies (then the pidfd watcher wakes it); no tick serves this park. `None`:
+/// every slot is taken.
+pub fn park_for(futex: &AtomicU32, peer: u64) -> Option<Watched> {
+    let slot = my_slot()?;
+    slot.peer.store(peer, Ordering::SeqCst);
+    // SeqCst pairs with the watcher's SeqCst store of `dead` and its scan here.
+    slot.addr.store(futex as *const AtomicU32 as usize, Ordering::SeqCst);
+    Some(Watched { slot })
+}
+
+/// For the pidfd watcher: wakes every thread parked for entry `peer`; returns how many
+/// are still parked (the watcher wakes them again until none is).
+pub fn wake_parked_for(peer: u64) -> usize {
+    let mut parked = 0;
+    for slot in &TABLE {
+        let addr = slot.addr.load(Ordering::SeqCst);
+        if addr != 0 && slot.peer.load(Ordering::SeqCst) == peer {
+            parked += 1;
+            wake_address(addr);
+        }
+    }
+    parked
 }
 
 /// Registers the calling thread as parked on `futex` (call right before `FUTEX_WAIT`,
@@ -112,31 +159,32 @@ impl Drop for Watched {
 /// caller must bound its wait with a timeout itself.
 pub fn watch(futex: &AtomicU32) -> Option<Watched> {
     let slot = my_slot()?;
+    slot.peer.store(0, Ordering::Relaxed);
     // SeqCst pairs with the watchdog's SeqCst switch to IDLE and its rescan: either it
     // sees this address, or this thread sees IDLE below and wakes it.
-    slot.store(futex as *const AtomicU32 as usize, Ordering::SeqCst);
+    slot.addr.store(futex as *const AtomicU32 as usize, Ordering::SeqCst);
     if running() {
         Some(Watched { slot })
     } else {
-        slot.store(0, Ordering::Relaxed);
+        slot.addr.store(0, Ordering::Relaxed);
         None
     }
 }
 
-/// The calling thread's slot address word, claiming a free slot on first use.
-fn my_slot() -> Option<&'static AtomicUsize> {
+/// The calling thread's slot, claiming a free slot on first use.
+fn my_slot() -> Option<&'static Slot> {
     CLAIM
         .try_with(|claim| {
             let generation = GENERATION.load(Ordering::Relaxed);
             if claim.index.get() != NO_SLOT && claim.generation.get() == generation {
-                return Some(&TABLE[claim.index.get()].addr);
+                return Some(&TABLE[claim.index.get()]);
             }
             let index = TABLE.iter().position(|s| {
                 s.owner.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
             })?;
             claim.index.set(index);
             claim.generation.set(generation);
-            Some(&TABLE[index].addr)
+            Some(&TABLE[index])
         })
         .ok()
         .flatten()
@@ -182,12 +230,7 @@ fn running() -> bool {
 /// Spawns the watchdog thread (state is STARTING).
 #[cold]
 fn start() -> bool {
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
-    AT_FORK.call_once(|| {
-        // SAFETY: registering a handler has no preconditions; the handler only
-        // performs atomic stores, which are async-signal-safe.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    register_atfork();
     #[cfg(test)]
     if FAIL_SPAWNS.load(Ordering::Relaxed) > 0 {
         FAIL_SPAWNS.fetch_sub(1, Ordering::Relaxed);
@@ -221,6 +264,7 @@ extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     for slot in &TABLE {
         slot.addr.store(0, Ordering::Relaxed);
+        slot.peer.store(0, Ordering::Relaxed);
         slot.owner.store(0, Ordering::Relaxed);
     }
     STATE.store(NOT_STARTED, Ordering::SeqCst);
@@ -243,7 +287,8 @@ fn watchdog() {
         let mut parked = false;
         for slot in &TABLE {
             let addr = slot.addr.load(Ordering::Relaxed);
-            if addr != 0 {
+            // Parks for a pidfd-watched peer need no tick.
+            if addr != 0 && slot.peer.load(Ordering::Relaxed) == 0 {
                 parked = true;
                 wake_address(addr);
             }
@@ -258,7 +303,10 @@ fn watchdog() {
         if STATE.compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             continue;
         }
-        if TABLE.iter().any(|s| s.addr.load(Ordering::SeqCst) != 0) {
+        if TABLE
+            .iter()
+            .any(|s| s.addr.load(Ordering::SeqCst) != 0 && s.peer.load(Ordering::SeqCst) == 0)
+        {
             let _ = STATE.compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::Relaxed);
             continue;
         }

@@ -1,0 +1,231 @@
+//! Doorbells: how a waker reaches an end that waits in an event loop instead of on a
+//! futex.
+//!
+//! An end in notifying mode binds a unix datagram socket in Linux's abstract namespace
+//! under a random 64-bit id (`shmkit.bell.<id as 16 hex digits>`), records the id in its
+//! [`Endpoint::bell`](crate::layout::Endpoint::bell), and sets
+//! [`NOTIFY`](crate::layout::endpoint_flags::NOTIFY). Its readiness fd is that socket:
+//! readable while a ring is queued. A waker that takes the end's `waiting` flag (the
+//! same "someone sleeps" protocol as the futex, `sync::wait`) sends one byte to the
+//! address instead of calling `FUTEX_WAKE`; a waker that finds the flag clear makes no
+//! system call at all.
+//!
+//! Why this mechanism (measured on the development VM, DESIGN.md "Notification"):
+//! nothing is created on disk, so SIGKILL leaves nothing behind (the kernel frees an
+//! abstract name with its last fd); no fd is ever handed to another process, so no
+//! other process can read (steal) a ring; any process of the network namespace may
+//! *send* one, which at worst causes a spurious wake-up, which the contract allows.
+//! Both ends must share a network namespace.
+//!
+//! # References
+//!  - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html) ("Abstract sockets")
+//!  - [`socket(2)`](https://man7.org/linux/man-pages/man2/socket.2.html),
+//!    [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::net::{
+    bind, connect, recv, send, socket_with, AddressFamily, RecvFlags, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
+
+use crate::error::{Error, Result};
+
+/// Length of an abstract doorbell name: `shmkit.bell.` and 16 hex digits.
+const NAME_LEN: usize = 12 + 16;
+
+/// The abstract socket name of doorbell `id` (without the leading NUL).
+fn name(id: u64) -> [u8; NAME_LEN] {
+    let mut out = [0u8; NAME_LEN];
+    out[..12].copy_from_slice(b"shmkit.bell.");
+    for (i, byte) in out[12..].iter_mut().enumerate() {
+        let nibble = (id >> (60 - 4 * i)) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    out
+}
+
+fn address(id: u64) -> std::io::Result<SocketAddrUnix> {
+    Ok(SocketAddrUnix::new_abstract_name(&name(id))?)
+}
+
+fn dgram_socket() -> std::io::Result<OwnedFd> {
+    Ok(socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// A fresh random id (never 0): the kernel's random bytes, else time and pid mixed.
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    let id = match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::NONBLOCK) {
+        Ok(8) => u64::from_ne_bytes(bytes),
+        _ => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            // splitmix64 of time ^ pid: distinct per process and call.
+            let mut z = t ^ (u64::from(std::process::id()) << 32);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    };
+    id.max(1)
+}
+
+/// The receiving half: a socket bound under a random abstract name, readable while a
+/// ring is queued. Its fd is an end's readiness fd.
+#[derive(Debug)]
+pub struct Doorbell {
+    sock: OwnedFd,
+    id: u64,
+}
+
+impl Doorbell {
+    /// `socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC)` bound to
+    /// `\0shmkit.bell.<random id>`.
+    pub fn new() -> Result<Doorbell> {
+        let sock = dgram_socket().map_err(|e| Error::io("socket", "AF_UNIX, SOCK_DGRAM", e))?;
+        // A clash with a live doorbell (2^-64 a try) or a hostile squatter: another id.
+        for _ in 0..16 {
+            let id = random_id();
+            let addr = address(id).map_err(|e| Error::io("bind", "abstract doorbell", e))?;
+            match bind(&sock, &addr) {
+                Ok(()) => return Ok(Doorbell { sock, id }),
+                Err(Errno::ADDRINUSE) => continue,
+                Err(e) => return Err(Error::errno("bind", "abstract doorbell", e)),
+            }
+        }
+        Err(Error::errno("bind", "abstract doorbell", Errno::ADDRINUSE))
+    }
+
+    /// The id a waker rings ([`ring`]); never 0.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Consumes every queued ring, so that the fd is readable again only for rings
+    /// that come after this call. Returns how many were queued.
+    pub fn drain(&self) -> usize {
+        let mut buf = [0u8; 8];
+        let mut n = 0;
+        // Bounded: a flood from a hostile sender must not keep us here.
+        while n < 4096 {
+            match recv(&self.sock, &mut buf, RecvFlags::DONTWAIT) {
+                Ok(_) => n += 1,
+                Err(Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// `poll(fd, POLLIN, timeout)`: waits until a ring is queued (true) or the timeout
+    /// passes (false). Signals end the wait early, as a spurious wake-up.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+        matches!(poll(&mut fds, ts.as_ref()), Ok(n) if n > 0)
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// This thread's sending socket, connected to the doorbell it rang last: ringing the
+/// same doorbell again (a ping-pong) skips the kernel's name lookup.
+struct Ringer {
+    sock: Option<OwnedFd>,
+    target: u64,
+}
+
+thread_local! {
+    static RINGER: RefCell<Ringer> = const { RefCell::new(Ringer { sock: None, target: 0 }) };
+}
+
+/// Rings doorbell `id`: one datagram of one byte, never blocking. Returns false if no
+/// doorbell of that id exists (its holder is gone) or the ring could not be sent; a
+/// full queue counts as rung (the fd is readable already).
+pub fn ring(id: u64) -> bool {
+    if id == 0 {
+        return false;
+    }
+    let send_to = |ringer: &mut Ringer| -> std::io::Result<()> {
+        if ringer.target != id || ringer.sock.is_none() {
+            ringer.sock = None;
+            let sock = dgram_socket()?;
+            connect(&sock, &address(id)?)?;
+            ringer.sock = Some(sock);
+            ringer.target = id;
+        }
+        let sock = ringer.sock.as_ref().expect("connected above");
+        loop {
+            match send(sock, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(_) | Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    // The doorbell was closed (ECONNREFUSED) or replaced: forget it.
+                    ringer.sock = None;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    RINGER
+        .try_with(|r| match r.try_borrow_mut() {
+            Ok(mut ringer) => send_to(&mut ringer).is_ok(),
+            // Re-entered (a signal handler ringing): a one-off socket.
+            Err(_) => send_to(&mut Ringer { sock: None, target: 0 }).is_ok(),
+        })
+        .unwrap_or_else(|_| send_to(&mut Ringer { sock: None, target: 0 }).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_makes_the_doorbell_readable_until_it_is_drained() {
+        let bell = Doorbell::new().unwrap();
+        assert!(!bell.wait(Some(Duration::ZERO)), "a new doorbell is quiet");
+        assert!(ring(bell.id()));
+        assert!(ring(bell.id()));
+        assert!(bell.wait(Some(Duration::ZERO)));
+        assert_eq!(bell.drain(), 2);
+        assert!(!bell.wait(Some(Duration::ZERO)), "drained");
+    }
+
+    #[test]
+    fn ringing_a_closed_doorbell_fails_quietly() {
+        let id = Doorbell::new().unwrap().id();
+        assert!(!ring(id), "the doorbell was dropped: its name is gone");
+        assert!(!ring(0));
+    }
+
+    #[test]
+    fn two_doorbells_have_different_names() {
+        let (a, b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+        assert_ne!(a.id(), b.id());
+        assert_eq!(&name(0x0123_4567_89ab_cdef)[12..], b"0123456789abcdef");
+    }
+}
