@@ -74,6 +74,7 @@ pub mod channel;
 pub mod error;
 pub mod gc;
 pub mod layout;
+pub mod poller;
 pub mod segment;
 pub mod sync;
 pub mod typed;

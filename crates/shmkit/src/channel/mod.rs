@@ -12,11 +12,13 @@
 //! Send errors hand the message back.
 
 pub mod broadcast;
+pub mod notifying;
 pub mod ring;
 pub mod rpc;
 pub mod spsc;
 
 pub use crate::sync::wait::WaitStrategy;
+pub use notifying::{NotifyEnd, Notifying};
 pub use spsc::{Config, ReadGrant, Receiver, Sender, WriteGrant};
 
 use std::fmt;

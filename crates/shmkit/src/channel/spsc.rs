@@ -38,6 +38,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
+use crate::sync::notify::{Doorbell, Notifier};
 use crate::sync::wait::{self, Look, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
@@ -416,6 +417,9 @@ struct Side {
     count: u64,
     /// The channel's message type, for `send_value`/`recv_value`.
     types: TypeCheck,
+    /// Present in notifying mode (`channel::Notifying`): the doorbell and the death
+    /// subscription.
+    notify: Option<Box<Notifier>>,
 }
 
 impl Side {
@@ -432,6 +436,7 @@ impl Side {
             cpu: u32::MAX,
             count: 0,
             types: TypeCheck::new(shared.message_type),
+            notify: None,
         };
         side.set_wait(shared, WaitStrategy::default());
         wait::notify_attached(shared.endpoint(peer));
@@ -441,7 +446,24 @@ impl Side {
     fn set_wait(&mut self, shared: &Shared, wait: WaitStrategy) {
         self.wait = wait;
         self.flags = wait::flags_for(wait);
-        shared.endpoint(self.me).flags.store(self.flags, Ordering::Relaxed);
+        if self.notify.is_some() {
+            self.flags |= Notifier::FLAGS;
+        }
+        shared.endpoint(self.me).flags.store(self.flags, Ordering::Release);
+    }
+
+    /// Switches to notifying mode (once).
+    fn enable_notify(&mut self, shared: &Shared) -> Result<()> {
+        if self.notify.is_none() {
+            self.notify = Some(Box::new(Notifier::enable(shared.endpoint(self.me))?));
+            self.flags |= Notifier::FLAGS;
+        }
+        Ok(())
+    }
+
+    /// The doorbell, in notifying mode.
+    fn bell(&self) -> Option<&Doorbell> {
+        self.notify.as_deref().map(Notifier::bell)
     }
 
     /// After publishing or releasing: wake the peer if it sleeps, and keep our CPU on
@@ -681,6 +703,21 @@ impl Sender {
         let shared = &*self.shared;
         let receiver = shared.endpoint(RECEIVER);
         let Some(timeout) = deadline.timeout() else {
+            if let Some(notify) = self.side.notify.as_deref_mut() {
+                // Notifying mode: arm, so that the receiver's next release rings us.
+                let me = shared.endpoint(SENDER);
+                let producer = &mut self.producer;
+                let room = || match producer.try_reserve_with(shared, len as u64, Refresh::Exact) {
+                    Ok(_) => Some(Ok(())),
+                    Err(ReserveError::Full) => None,
+                    Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                };
+                return match notify.arm(me, Some(receiver), room) {
+                    Ok(Some(result)) => result,
+                    Ok(None) => Err(Fault::Full),
+                    Err(stop) => Err(stop_fault(stop)),
+                };
+            }
             // Not waiting: the exact position, unless read a moment ago while the
             // receiver is in another process. (With both ends here, a caller that has
             // just received must see the room at once.)
@@ -709,7 +746,7 @@ impl Sender {
         let result = wait::wait_for(
             self.side.wait,
             me,
-            wait::Park::of(me),
+            wait::Park::of(me).with_bell(self.side.bell()),
             Some(receiver),
             timeout,
             &mut ready,
@@ -1123,6 +1160,15 @@ impl Receiver {
             Err(what) => Some(Err(Fault::Corrupt(what))),
         };
         let Some(timeout) = timeout else {
+            if let Some(notify) = self.side.notify.as_deref_mut() {
+                // Notifying mode: arm, so that the sender's next message rings us.
+                let me = shared.endpoint(RECEIVER);
+                return match notify.arm(me, Some(sender), || peek(Look::Exact)) {
+                    Ok(Some(result)) => result,
+                    Ok(None) => Err(Fault::Empty),
+                    Err(stop) => Err(stop_fault(stop)),
+                };
+            }
             // Not waiting: report a gone sender (cheap check always, /proc at most
             // every liveness period), re-checking for messages it published first.
             let gone = wait::peer_gone_paced(sender, &mut self.last_liveness);
@@ -1133,7 +1179,8 @@ impl Receiver {
             };
         };
         let me = shared.endpoint(RECEIVER);
-        match wait::wait_for(self.side.wait, me, wait::Park::of(me), Some(sender), timeout, peek) {
+        let park = wait::Park::of(me).with_bell(self.side.bell());
+        match wait::wait_for(self.side.wait, me, park, Some(sender), timeout, peek) {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
         }
@@ -1270,6 +1317,26 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         read_pos: r,
         used: w.saturating_sub(r),
     })
+}
+
+impl super::notifying::NotifyEnd for Sender {
+    fn enable_notify(&mut self) -> Result<()> {
+        self.side.enable_notify(&self.shared)
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.side.bell()
+    }
+}
+
+impl super::notifying::NotifyEnd for Receiver {
+    fn enable_notify(&mut self) -> Result<()> {
+        self.side.enable_notify(&self.shared)
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.side.bell()
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,13 @@ use rustix::net::{
     SocketFlags, SocketType,
 };
 
+use std::sync::atomic::{fence, Ordering};
+
 use crate::error::{Error, Result};
+use crate::layout::endpoint_flags::{EAGER_PARK, NOTIFY};
+use crate::layout::{endpoint_state, Endpoint};
+use crate::sync::pidwatch::{self, DeathBell};
+use crate::sync::wait::{self, Park, Stop};
 
 /// Length of an abstract doorbell name: `shmkit.bell.` and 16 hex digits.
 const NAME_LEN: usize = 12 + 16;
@@ -198,6 +204,88 @@ pub fn ring(id: u64) -> bool {
             Err(_) => send_to(&mut Ringer { sock: None, target: 0 }).is_ok(),
         })
         .unwrap_or_else(|_| send_to(&mut Ringer { sock: None, target: 0 }).is_ok())
+}
+
+/// The notifying state of one end: its doorbell, and the subscription that rings it
+/// when the peer's process dies.
+#[derive(Debug)]
+pub struct Notifier {
+    bell: Doorbell,
+    death: Option<DeathBell>,
+    /// Where pidfds are unavailable: when the peer's `/proc` entry was last read.
+    last_check: Duration,
+}
+
+impl Notifier {
+    /// Binds a doorbell and switches endpoint `me` (held by the caller) to notifying
+    /// mode: `bell` first, then [`NOTIFY`] and [`EAGER_PARK`] (wakers then keep their
+    /// fence, so arming needs no membarrier), both before the first arm.
+    pub fn enable(me: &Endpoint) -> Result<Notifier> {
+        let bell = Doorbell::new()?;
+        me.bell.store(bell.id(), Ordering::Relaxed);
+        me.flags.fetch_or(NOTIFY | EAGER_PARK, Ordering::Release);
+        Ok(Notifier { bell, death: None, last_check: wait::coarse_now() })
+    }
+
+    /// The flags an end in notifying mode keeps on top of its wait strategy's.
+    pub const FLAGS: u32 = NOTIFY | EAGER_PARK;
+
+    /// The doorbell (the end's readiness fd).
+    pub fn bell(&self) -> &Doorbell {
+        &self.bell
+    }
+
+    /// For a non-blocking operation that found nothing to do: arms `me` so that the
+    /// next publication (or close, or the peer's death) rings the doorbell, then looks
+    /// again with `ready`. `Ok(Some)`: the look found it after all; `Ok(None)`: armed,
+    /// wait for the fd; `Err`: the peer is gone (`ready` found nothing after that
+    /// either).
+    ///
+    /// No wake-up is lost: `waiting` is stored, then a SeqCst fence, then the look; a
+    /// waker publishes, fences, then reads `waiting` (`sync::wait`). Either the look
+    /// sees the publication or the waker sees the flag and rings.
+    pub fn arm<T>(
+        &mut self,
+        me: &Endpoint,
+        peer: Option<&Endpoint>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> std::result::Result<Option<T>, Stop> {
+        // Rings from earlier rounds: consumed, so that the fd is readable only for
+        // what comes after this look (a level-triggered poller would spin otherwise).
+        self.bell.drain();
+        let park = Park::of(me);
+        park.arm();
+        fence(Ordering::SeqCst);
+        if let Some(v) = ready() {
+            park.disarm();
+            return Ok(Some(v));
+        }
+        let Some(peer) = peer else { return Ok(None) };
+        let stop = match peer.state.load(Ordering::Acquire) {
+            endpoint_state::CLOSED => Some(Stop::Closed),
+            endpoint_state::ATTACHED => self.watch(peer),
+            _ => None,
+        };
+        match stop {
+            // What the peer published before it went is still delivered.
+            Some(stop) => ready().map(Some).ok_or(stop),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps the death subscription on whichever process holds `peer`; whether that
+    /// process is dead.
+    fn watch(&mut self, peer: &Endpoint) -> Option<Stop> {
+        let pid = peer.pid.load(Ordering::Relaxed);
+        let start = peer.start_time.load(Ordering::Relaxed);
+        if !self.death.as_ref().is_some_and(|d| d.watch().is_of(pid, start)) {
+            self.death = pidwatch::watch(pid, start).map(|w| w.ring_on_death(self.bell.id()));
+        }
+        match &self.death {
+            Some(d) => d.watch().is_dead().then_some(Stop::Dead(pid)),
+            None => wait::peer_gone_paced(peer, &mut self.last_check),
+        }
+    }
 }
 
 #[cfg(test)]
