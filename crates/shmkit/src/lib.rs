@@ -77,6 +77,8 @@ pub mod layout;
 pub mod poller;
 pub mod segment;
 pub mod sync;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod typed;
 
 pub use error::{Error, Result};
