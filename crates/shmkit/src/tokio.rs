@@ -134,7 +134,9 @@ impl AsyncReceiver {
             match self.inner.get_mut().try_recv(buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => return Poll::Ready(Err(RecvError::Disconnected)),
+                Err(TryRecvError::Disconnected) => {
+                    return Poll::Ready(Err(RecvError::Disconnected))
+                }
                 Err(TryRecvError::PeerDead { pid }) => {
                     return Poll::Ready(Err(RecvError::PeerDead { pid }))
                 }
@@ -206,7 +208,10 @@ impl AsyncSender {
     /// This method is cancel safe: the message is written only by the synchronous
     /// `try_send` inside, whole or not at all, so a future dropped before it completes
     /// has sent nothing.
-    pub async fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
+    pub async fn send<'a>(
+        &mut self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), SendError<&'a [u8]>> {
         std::future::poll_fn(|cx| self.poll_send(cx, msg)).await
     }
 
