@@ -25,6 +25,9 @@ struct Info {
     view: View,
     #[serde(skip_serializing_if = "Option::is_none")]
     object: Option<crate::channel_view::ObjectView>,
+    /// How a waiting end on this machine learns that its peer died: "pidfd" (an
+    /// event) or "watchdog" (a 10 ms tick, where pidfds are unavailable).
+    death_detection: &'static str,
 }
 
 pub fn run(args: &Args) -> CliResult {
@@ -37,6 +40,7 @@ pub fn run(args: &Args) -> CliResult {
         segment: seg.describe().context(format!("cannot describe {}", args.target))?,
         view,
         object,
+        death_detection: shmkit::sync::pidwatch::mechanism(),
     };
     if args.json {
         return print_json(&info);
@@ -76,6 +80,13 @@ pub fn run(args: &Args) -> CliResult {
             if let Some(object) = &info.object {
                 out.extend(crate::channel_view::lines(object));
             }
+            out.push((
+                "death detection",
+                match info.death_detection {
+                    "pidfd" => "pidfd (the kernel's exit event; parked ends never tick)".into(),
+                    other => format!("{other} (a 10 ms tick: pidfd_open is unavailable here)"),
+                },
+            ));
         }
         None => out
             .push(("shmkit", format!("no: {}", info.view.invalid.as_deref().unwrap_or("unknown")))),

@@ -68,6 +68,8 @@ fn sysv_segment_is_listed_with_key_and_removed_by_key() {
     let info: Value = serde_json::from_str(&ok(&["info", &target, "--json"])).unwrap();
     assert_eq!(info["segment"]["size"], 4096);
     assert_eq!(info["shmkit"], true);
+    // This machine's kernel (>= 5.3) gives pidfds: death is an event, not a tick.
+    assert_eq!(info["death_detection"], "pidfd");
     ok(&["rm", &format!("sysv-id:{}", made["shmid"])]);
     let ls: Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
     assert!(listed(&ls, "sysv", &target).is_none());
