@@ -1,5 +1,5 @@
 //! `shmkit bench`: every IPC mechanism side by side, against the physical floor measured
-//! between the same two processes in the same run (DESIGN.md §9).
+//! between the same two processes in the same run (README, "How it measures").
 //!
 //! This process (the orchestrator) never moves a message itself. For every size and
 //! mechanism it starts two peers — `pong` creates the mechanism and says `ready`, then

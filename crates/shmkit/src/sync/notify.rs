@@ -10,7 +10,7 @@
 //! address instead of calling `FUTEX_WAKE`; a waker that finds the flag clear makes no
 //! system call at all.
 //!
-//! Why this mechanism (measured on the development VM, DESIGN.md "Notification"):
+//! Why this mechanism (measured on the development VM: docs/DESIGN.md §4):
 //! nothing is created on disk, so SIGKILL leaves nothing behind (the kernel frees an
 //! abstract name with its last fd); no fd is ever handed to another process, so no
 //! other process can read (steal) a ring; any process of the network namespace may
