@@ -67,6 +67,23 @@ fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Awaits the doorbell of an end whose `try_*` has just armed it (reported Empty/Full),
+/// then clears the readiness tokio saw. tokio clears only the event that woke us, not a
+/// newer one, so a ring that came in between is not lost. An error comes only from a
+/// runtime that is shutting down.
+fn poll_rung<E: crate::channel::NotifyEnd>(
+    fd: &mut AsyncFd<Notifying<E>>,
+    cx: &mut Context<'_>,
+) -> Poll<std::result::Result<(), String>> {
+    match ready!(fd.poll_read_ready_mut(cx)) {
+        Ok(mut guard) => {
+            guard.clear_ready();
+            Poll::Ready(Ok(()))
+        }
+        Err(e) => Poll::Ready(Err(format!("tokio: {e}"))),
+    }
+}
+
 fn async_fd<E: crate::channel::NotifyEnd>(end: E) -> Result<AsyncFd<Notifying<E>>> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(crate::Error::InvalidArgument(
@@ -144,18 +161,10 @@ impl AsyncReceiver {
                     return Poll::Ready(Err(RecvError::Corrupt { what }))
                 }
             }
-            // Armed by the `Empty` above: a message sent from now on rings the
-            // doorbell. Readiness tokio already saw is cleared only if no new event
-            // has arrived since (tokio's tick), so a ring cannot be lost in between.
-            let mut guard = match self.inner.poll_read_ready_mut(cx) {
-                Poll::Ready(Ok(guard)) => guard,
-                // Only when the runtime is shutting down.
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(RecvError::Corrupt { what: format!("tokio: {e}") }))
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            guard.clear_ready();
+            // Armed by the `Empty` above: a message sent from now on rings the doorbell.
+            if let Err(what) = ready!(poll_rung(&mut self.inner, cx)) {
+                return Poll::Ready(Err(RecvError::Corrupt { what }));
+            }
         }
     }
 }
@@ -221,7 +230,12 @@ impl AsyncSender {
         cx: &mut Context<'_>,
         msg: &'a [u8],
     ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
-        let mut spun = false;
+        // Spin on a look that does not arm (an armed `try_send` drains the doorbell, a
+        // system call per look).
+        let tx = self.inner.get_mut();
+        if !tx.has_room(msg.len()) {
+            spin_until(spin_budget(self.wait), || tx.has_room(msg.len()));
+        }
         loop {
             let err = match self.inner.get_mut().try_send(msg) {
                 Ok(()) => return Poll::Ready(Ok(())),
@@ -234,25 +248,10 @@ impl AsyncSender {
             if let Some(err) = err {
                 return Poll::Ready(Err(err));
             }
-            if !spun {
-                spun = true;
-                let budget = spin_budget(self.wait);
-                let tx = self.inner.get_mut();
-                if spin_until(budget, || tx.try_send(msg).is_ok()) {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
+            // Armed by the `Full` above: room freed from now on rings the doorbell.
+            if let Err(what) = ready!(poll_rung(&mut self.inner, cx)) {
+                return Poll::Ready(Err(SendError::Corrupt { msg, what }));
             }
-            let mut guard = match self.inner.poll_read_ready_mut(cx) {
-                Poll::Ready(Ok(guard)) => guard,
-                // Only when the runtime is shutting down.
-                Poll::Ready(Err(e)) => {
-                    let what = format!("tokio: {e}");
-                    return Poll::Ready(Err(SendError::Corrupt { msg, what }));
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            guard.clear_ready();
         }
     }
 }

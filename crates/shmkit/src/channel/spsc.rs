@@ -540,6 +540,18 @@ impl Sender {
         self.side.peer_gone(&self.shared)
     }
 
+    /// Whether a message of `len` bytes fits now, by a look that never arms a
+    /// notifying end: what an async send spins on. A message the channel can never take
+    /// "fits" (the send that follows reports why).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn has_room(&mut self, len: usize) -> bool {
+        len as u64 > self.shared.geo.max_message
+            || !matches!(
+                self.producer.try_reserve_with(&*self.shared, len as u64, Refresh::Hint),
+                Err(ReserveError::Full)
+            )
+    }
+
     /// Sets how blocking sends wait for room.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.side.set_wait(&self.shared, wait);
