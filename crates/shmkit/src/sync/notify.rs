@@ -37,8 +37,8 @@ use std::sync::atomic::{fence, Ordering};
 
 use crate::error::{Error, Result};
 use crate::layout::endpoint_flags::{EAGER_PARK, NOTIFY};
-use crate::layout::{endpoint_state, Endpoint};
-use crate::sync::pidwatch::{self, DeathBell};
+use crate::layout::Endpoint;
+use crate::sync::pidwatch::{DeathBell, PeerWatch};
 use crate::sync::wait::{self, Park, Stop};
 
 /// Length of an abstract doorbell name: `shmkit.bell.` and 16 hex digits.
@@ -211,6 +211,9 @@ pub fn ring(id: u64) -> bool {
 #[derive(Debug)]
 pub struct Notifier {
     bell: Doorbell,
+    /// The process holding the peer's endpoint, followed by `wait::peer_stop`.
+    watch: Option<PeerWatch>,
+    /// `bell` subscribed to the death of `watch`'s process.
     death: Option<DeathBell>,
     /// Where pidfds are unavailable: when the peer's `/proc` entry was last read.
     last_check: Duration,
@@ -224,7 +227,7 @@ impl Notifier {
         let bell = Doorbell::new()?;
         me.bell.store(bell.id(), Ordering::Relaxed);
         me.flags.fetch_or(NOTIFY | EAGER_PARK, Ordering::Release);
-        Ok(Notifier { bell, death: None, last_check: wait::coarse_now() })
+        Ok(Notifier { bell, watch: None, death: None, last_check: wait::coarse_now() })
     }
 
     /// The flags an end in notifying mode keeps on top of its wait strategy's.
@@ -261,29 +264,18 @@ impl Notifier {
             return Ok(Some(v));
         }
         let Some(peer) = peer else { return Ok(None) };
-        let stop = match peer.state.load(Ordering::Acquire) {
-            endpoint_state::CLOSED => Some(Stop::Closed),
-            endpoint_state::ATTACHED => self.watch(peer),
-            _ => None,
-        };
+        let stop = wait::peer_stop(peer, &mut self.watch, &mut self.last_check);
+        // Keep the doorbell subscribed to whichever process the watch follows (a
+        // subscription made after the death rings at once).
+        if let Some(w) = &self.watch {
+            if !self.death.as_ref().is_some_and(|d| d.watch().same(w)) {
+                self.death = Some(w.ring_on_death(self.bell.id()));
+            }
+        }
         match stop {
             // What the peer published before it went is still delivered.
             Some(stop) => ready().map(Some).ok_or(stop),
             None => Ok(None),
-        }
-    }
-
-    /// Keeps the death subscription on whichever process holds `peer`; whether that
-    /// process is dead.
-    fn watch(&mut self, peer: &Endpoint) -> Option<Stop> {
-        let pid = peer.pid.load(Ordering::Relaxed);
-        let start = peer.start_time.load(Ordering::Relaxed);
-        if !self.death.as_ref().is_some_and(|d| d.watch().is_of(pid, start)) {
-            self.death = pidwatch::watch(pid, start).map(|w| w.ring_on_death(self.bell.id()));
-        }
-        match &self.death {
-            Some(d) => d.watch().is_dead().then_some(Stop::Dead(pid)),
-            None => wait::peer_gone_paced(peer, &mut self.last_check),
         }
     }
 }

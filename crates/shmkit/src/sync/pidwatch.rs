@@ -94,6 +94,11 @@ impl PeerWatch {
         self.entry.pid == pid && self.entry.start == start
     }
 
+    /// Whether `other` is a handle on the same watch.
+    pub fn same(&self, other: &PeerWatch) -> bool {
+        Arc::ptr_eq(&self.entry, &other.entry)
+    }
+
     /// Whether the peer has exited (exact: the kernel's word, no `/proc` read).
     #[inline]
     pub fn is_dead(&self) -> bool {
@@ -300,17 +305,6 @@ fn run(w: &'static Watcher) {
             pending.push(id);
         }
         pending.retain(|&id| watchdog::wake_parked_for(id) > 0);
-    }
-}
-
-/// How many peers this process watches now (for tests and `info`).
-pub fn watched() -> usize {
-    // SAFETY: as in `watcher`.
-    match unsafe { WATCHER.load(Ordering::Acquire).as_ref() } {
-        Some(w) if w.generation == watchdog::generation() => {
-            w.state.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
-        }
-        _ => 0,
     }
 }
 

@@ -557,11 +557,10 @@ pub fn wait_for<T>(
             // round watches it.)
             (None, p)
                 if barrier_ok
-                    && (p.is_none()
-                        || (pidwatch::available()
-                            && p.is_some_and(|p| {
-                                p.state.load(Ordering::Acquire) != endpoint_state::ATTACHED
-                            }))) =>
+                    && p.map_or(true, |p| {
+                        pidwatch::available()
+                            && p.state.load(Ordering::Acquire) != endpoint_state::ATTACHED
+                    }) =>
             {
                 (None, left)
             }
