@@ -603,10 +603,12 @@ mod tests {
         }
     }
 
+    const DESIGN_MD: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/DESIGN.md"));
+
     /// `(offset, size, field)` rows of the table under `heading` in docs/DESIGN.md.
     fn design_table(heading: &str) -> Vec<(usize, usize, String)> {
-        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/DESIGN.md"));
-        let section = doc.split(heading).nth(1).expect("the section is in DESIGN.md");
+        let section = DESIGN_MD.split(heading).nth(1).expect("the section is in DESIGN.md");
         let mut rows = Vec::new();
         for line in section.lines().skip_while(|l| !l.starts_with('|')) {
             let Some(line) = line.strip_prefix('|') else { break };
@@ -619,69 +621,34 @@ mod tests {
         rows
     }
 
+    /// Size of the field `field` selects, without a value of `T`.
+    fn field_size<T, F>(_field: fn(&T) -> &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// `(offset, size, name)` of each listed field of `$t`, in the order given.
+    macro_rules! rows {
+        ($t:ty: $($f:ident),*) => {
+            vec![$((
+                std::mem::offset_of!($t, $f),
+                field_size(|x: &$t| &x.$f),
+                stringify!($f).to_string(),
+            )),*]
+        };
+    }
+
     #[test]
     fn design_md_tables_match_the_code() {
-        use std::mem::{offset_of, size_of, size_of_val};
-        let h = Header {
-            magic: AtomicU64::new(0),
-            version: AtomicU32::new(0),
-            header_size: AtomicU32::new(0),
-            object: AtomicU32::new(0),
-            endpoint_count: AtomicU32::new(0),
-            total_size: AtomicU64::new(0),
-            creator_pid: AtomicU64::new(0),
-            creator_start: AtomicU64::new(0),
-            created_ns: AtomicU64::new(0),
-            state: AtomicU32::new(0),
-            reserved: AtomicU32::new(0),
-            params: Default::default(),
-        };
-        let header: Vec<(usize, usize, String)> = vec![
-            (offset_of!(Header, magic), size_of_val(&h.magic), "magic".into()),
-            (offset_of!(Header, version), size_of_val(&h.version), "version".into()),
-            (offset_of!(Header, header_size), size_of_val(&h.header_size), "header_size".into()),
-            (offset_of!(Header, object), size_of_val(&h.object), "object".into()),
-            (offset_of!(Header, endpoint_count), 4, "endpoint_count".into()),
-            (offset_of!(Header, total_size), size_of_val(&h.total_size), "total_size".into()),
-            (offset_of!(Header, creator_pid), size_of_val(&h.creator_pid), "creator_pid".into()),
-            (offset_of!(Header, creator_start), 8, "creator_start".into()),
-            (offset_of!(Header, created_ns), size_of_val(&h.created_ns), "created_ns".into()),
-            (offset_of!(Header, state), size_of_val(&h.state), "state".into()),
-            (offset_of!(Header, reserved), size_of_val(&h.reserved), "reserved".into()),
-            (offset_of!(Header, params), size_of_val(&h.params), "params".into()),
-        ];
+        use std::mem::size_of;
+        let header = rows!(Header: magic, version, header_size, object, endpoint_count,
+            total_size, creator_pid, creator_start, created_ns, state, reserved, params);
         assert_eq!(design_table("### Header"), header);
         assert_eq!(header.iter().map(|r| r.1).sum::<usize>(), size_of::<Header>());
-        let e = Endpoint {
-            pid: AtomicU32::new(0),
-            state: AtomicU32::new(0),
-            start_time: AtomicU64::new(0),
-            futex: AtomicU32::new(0),
-            waiting: AtomicU32::new(0),
-            cpu: AtomicU32::new(0),
-            attaches: AtomicU32::new(0),
-            flags: AtomicU32::new(0),
-            reserved32: AtomicU32::new(0),
-            bell: AtomicU64::new(0),
-            reserved: Default::default(),
-        };
-        let endpoint: Vec<(usize, usize, String)> = vec![
-            (offset_of!(Endpoint, pid), size_of_val(&e.pid), "pid".into()),
-            (offset_of!(Endpoint, state), size_of_val(&e.state), "state".into()),
-            (offset_of!(Endpoint, start_time), size_of_val(&e.start_time), "start_time".into()),
-            (offset_of!(Endpoint, futex), size_of_val(&e.futex), "futex".into()),
-            (offset_of!(Endpoint, waiting), size_of_val(&e.waiting), "waiting".into()),
-            (offset_of!(Endpoint, cpu), size_of_val(&e.cpu), "cpu".into()),
-            (offset_of!(Endpoint, attaches), size_of_val(&e.attaches), "attaches".into()),
-            (offset_of!(Endpoint, flags), size_of_val(&e.flags), "flags".into()),
-            (offset_of!(Endpoint, reserved32), size_of_val(&e.reserved32), "reserved32".into()),
-            (offset_of!(Endpoint, bell), size_of_val(&e.bell), "bell".into()),
-            (offset_of!(Endpoint, reserved), size_of_val(&e.reserved), "reserved".into()),
-        ];
+        let endpoint = rows!(Endpoint: pid, state, start_time, futex, waiting, cpu, attaches,
+            flags, reserved32, bell, reserved);
         assert_eq!(design_table("### Endpoint"), endpoint);
         assert_eq!(endpoint.iter().map(|r| r.1).sum::<usize>(), size_of::<Endpoint>());
-        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/DESIGN.md"));
-        assert!(doc.contains(&format!("`version` = {VERSION}")), "DESIGN.md names VERSION");
+        assert!(DESIGN_MD.contains(&format!("`version` = {VERSION}")), "DESIGN.md names VERSION");
     }
 
     #[test]

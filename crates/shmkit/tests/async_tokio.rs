@@ -35,15 +35,8 @@ fn peer_entry() {
         // Send `count` checksummed messages, pausing every `every` (0: never).
         "send" => {
             let mut tx = Sender::open(&args[0].parse().unwrap()).unwrap();
-            let (count, every): (u64, u64) = (args[1].parse().unwrap(), args[2].parse().unwrap());
-            let mut msg = Vec::new();
-            for seq in 0..count {
-                make_msg(seq, MAX, &mut msg);
-                tx.send_timeout(&msg, T).unwrap_or_else(|e| panic!("send {seq}: {e}"));
-                if every != 0 && seq % every == 0 {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-            }
+            let (count, every) = (args[1].parse().unwrap(), args[2].parse().unwrap());
+            send_numbered(&mut tx, count, MAX, T, every);
         }
         "hold-sender" => {
             let _tx = Sender::open(&args[0].parse().unwrap()).unwrap();

@@ -30,11 +30,7 @@ fn peer_segment(target: &str) -> Segment {
 }
 
 fn send_all(tx: &mut Sender, count: u64) {
-    let mut msg = Vec::new();
-    for seq in 0..count {
-        make_msg(seq, MAX, &mut msg);
-        tx.send_timeout(&msg, T).unwrap_or_else(|e| panic!("send {seq}: {e}"));
-    }
+    send_numbered(tx, count, MAX, T, 0);
 }
 
 fn recv_all(rx: &mut Receiver, count: u64) {

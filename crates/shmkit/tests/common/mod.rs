@@ -162,6 +162,26 @@ pub fn make_msg(seq: u64, max: usize, out: &mut Vec<u8>) {
     out.truncate(len);
 }
 
+/// Sends test messages `0..count` (see [`make_msg`]) with `send_timeout(timeout)`,
+/// pausing 50 µs after every `pause_every`-th (0: never), so a receiver runs dry and
+/// waits now and then. Panics naming the message that could not be sent.
+pub fn send_numbered(
+    tx: &mut shmkit::channel::Sender,
+    count: u64,
+    max: usize,
+    timeout: std::time::Duration,
+    pause_every: u64,
+) {
+    let mut msg = Vec::new();
+    for seq in 0..count {
+        make_msg(seq, max, &mut msg);
+        tx.send_timeout(&msg, timeout).unwrap_or_else(|e| panic!("send {seq}: {e}"));
+        if pause_every != 0 && seq % pause_every == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+}
+
 /// Checks that `got` is exactly test message `seq` (byte for byte, checksum included).
 pub fn check_msg(seq: u64, max: usize, got: &[u8], scratch: &mut Vec<u8>) -> Result<(), String> {
     if got.len() >= 8 {
