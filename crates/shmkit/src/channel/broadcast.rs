@@ -57,8 +57,9 @@ use super::{recv_error, Fault, SendError, SendTimeoutError, TrySendError};
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
+use crate::sync::notify::{Doorbell, Notifier};
 use crate::sync::peer::Liveness;
-use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy};
+use crate::sync::wait::{self, sleepers, Look, Park, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the publisher; subscribers are 1..=N.
@@ -404,6 +405,23 @@ impl<'a> View<'a> {
         let line = self.publisher_line();
         Park::shared(&line.bell, &line.sleepers)
     }
+
+    /// After publishing: wakes the parked subscribers, if any. Those in notifying mode
+    /// are rung one by one, and only when one of them armed (`sleepers::BELL`): the
+    /// scan of the records costs nothing while they are busy.
+    #[inline]
+    fn notify_subscribers(self, my_flags: u32, subscribers: u32) {
+        if self.bell().notify_all(my_flags) & sleepers::BELL != 0 {
+            self.ring_subscribers(subscribers);
+        }
+    }
+
+    #[cold]
+    fn ring_subscribers(self, subscribers: u32) {
+        for i in 1..=subscribers {
+            wait::ring_if_armed(self.endpoint(i));
+        }
+    }
 }
 
 /// Copies `src` into a slot's message area with relaxed 8-byte atomic stores (readers
@@ -481,6 +499,8 @@ pub struct Publisher {
     flags: u32,
     cpu: u32,
     types: TypeCheck,
+    /// Present in notifying mode (`channel::Notifying`).
+    notify: Option<Box<Notifier>>,
 }
 
 impl Publisher {
@@ -525,6 +545,7 @@ impl Publisher {
             wait: WaitStrategy::default(),
             flags: 0,
             cpu: u32::MAX,
+            notify: None,
         };
         p.set_wait_strategy(WaitStrategy::default());
         Ok(p)
@@ -534,7 +555,10 @@ impl Publisher {
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
         self.flags = wait::flags_for(wait);
-        self.shared.view().endpoint(PUBLISHER).flags.store(self.flags, Ordering::Relaxed);
+        if self.notify.is_some() {
+            self.flags |= Notifier::FLAGS;
+        }
+        self.shared.view().endpoint(PUBLISHER).flags.store(self.flags, Ordering::Release);
     }
 
     pub fn max_message(&self) -> usize {
@@ -643,7 +667,7 @@ impl Publisher {
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head = pos + 1;
         self.shared.view().publisher_line().head.store(pos + 1, Ordering::Release);
-        self.shared.view().bell().notify_all(self.flags);
+        self.shared.view().notify_subscribers(self.flags, geo.subscribers);
         if pos % 64 == 0 {
             wait::record_cpu(self.shared.view().endpoint(PUBLISHER), &mut self.cpu);
         }
@@ -694,10 +718,29 @@ impl Publisher {
         if self.has_room(Refresh::Hint) || self.has_room(Refresh::Exact) {
             return Ok(());
         }
-        let Some(timeout) = wait else { return Err(Fault::Full) };
-        let deadline = deadline_of(timeout);
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
+        let Some(timeout) = wait else {
+            return match self.notify.take() {
+                Some(notify) => self.arm_for_room(notify),
+                None => Err(Fault::Full),
+            };
+        };
+        let deadline = deadline_of(timeout);
+        let bell = self.notify.take();
+        let result = self.make_room_waiting(me, bell.as_deref().map(Notifier::bell), deadline);
+        self.notify = bell;
+        result
+    }
+
+    /// [`Publisher::make_room`]'s wait, through `bell` in notifying mode.
+    fn make_room_waiting(
+        &mut self,
+        me: &Endpoint,
+        bell: Option<&Doorbell>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), Fault> {
+        let shared = self.shared.clone();
         loop {
             let Some(laggard) = self.laggard else { return Ok(()) };
             let peer = shared.view().endpoint(laggard);
@@ -705,7 +748,7 @@ impl Publisher {
             let result = wait::wait_for(
                 self.wait,
                 me,
-                Park::of(me),
+                Park::of(me).with_bell(bell),
                 Some(peer),
                 remaining(deadline),
                 // Quick looks read the hints, exact ones the cursors.
@@ -732,10 +775,41 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Notifying mode, not waiting: arms the publisher so that the laggard's next read
+    /// (or its death, or its leaving) rings the doorbell, and reports `Full`, unless
+    /// the look after arming finds room.
+    fn arm_for_room(&mut self, mut notify: Box<Notifier>) -> std::result::Result<(), Fault> {
+        let shared = self.shared.clone();
+        let me = shared.view().endpoint(PUBLISHER);
+        let result = loop {
+            let Some(laggard) = self.laggard else { break Ok(()) };
+            let peer = shared.view().endpoint(laggard);
+            let attaches = peer.attaches.load(Ordering::Relaxed);
+            let room = || self.has_room(Refresh::Exact).then_some(());
+            match notify.arm(Park::of(me), false, Some(peer), room) {
+                Ok(Some(())) => break Ok(()),
+                Ok(None) => break Err(Fault::Full),
+                // Skip the dead until a new subscriber takes the record over.
+                Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
+                Err(_) => {}
+            }
+            if self.has_room(Refresh::Exact) {
+                break Ok(());
+            }
+        };
+        self.notify = Some(notify);
+        result
+    }
+}
+
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.shared.view().endpoint(PUBLISHER).close();
         self.shared.view().bell().wake_all();
+        for i in 1..=self.shared.geo.subscribers {
+            wait::ring(self.shared.view().endpoint(i));
+        }
     }
 }
 
@@ -794,6 +868,8 @@ pub struct Subscriber {
     /// Overwrite mode: the validated copy a [`ReadGrant`] lends.
     copy: Vec<u8>,
     types: TypeCheck,
+    /// Present in notifying mode (`channel::Notifying`).
+    notify: Option<Box<Notifier>>,
 }
 
 impl Subscriber {
@@ -845,6 +921,7 @@ impl Subscriber {
             flags: 0,
             cpu: u32::MAX,
             copy: Vec::new(),
+            notify: None,
         };
         s.set_wait_strategy(WaitStrategy::default());
         Ok(s)
@@ -856,7 +933,10 @@ impl Subscriber {
         // Subscribers park on a shared bell the publisher rings without a fence when it
         // can; they always pay the heavy barrier themselves (no EAGER_PARK).
         self.flags = wait::flags_for(wait) & !endpoint_flags::EAGER_PARK;
-        self.shared.view().endpoint(self.index).flags.store(self.flags, Ordering::Relaxed);
+        if self.notify.is_some() {
+            self.flags |= endpoint_flags::NOTIFY;
+        }
+        self.shared.view().endpoint(self.index).flags.store(self.flags, Ordering::Release);
     }
 
     /// Our subscriber record (1..=N).
@@ -1014,6 +1094,7 @@ impl Subscriber {
             Step::Ready(seq, len) => return Ok((seq, len)),
             Step::Fault(f) => return Err(f),
             Step::Empty => match wait {
+                None if self.notify.is_some() => return self.arm_for_message(),
                 None => return Err(Fault::Empty),
                 Some(timeout) => timeout,
             },
@@ -1021,19 +1102,52 @@ impl Subscriber {
         let shared = self.shared.clone();
         let me = shared.view().endpoint(self.index);
         let publisher = shared.view().endpoint(PUBLISHER);
-        let result =
-            wait::wait_for(self.wait, me, shared.view().bell(), Some(publisher), found, |look| {
-                match self.look(look) {
-                    Step::Empty => None,
-                    Step::Ready(seq, len) => Some(Ok((seq, len))),
-                    Step::Fault(f) => Some(Err(f)),
-                }
-            });
+        let notify = self.notify.take();
+        let park = match &notify {
+            Some(n) => shared.view().bell().ringing(me).with_bell(Some(n.bell())),
+            None => shared.view().bell(),
+        };
+        let result = wait::wait_for(self.wait, me, park, Some(publisher), found, |look| match self
+            .look(look)
+        {
+            Step::Empty => None,
+            Step::Ready(seq, len) => Some(Ok((seq, len))),
+            Step::Fault(f) => Some(Err(f)),
+        });
+        self.notify = notify;
         match result {
             Ok(r) => r,
             Err(Stop::Timeout) => Err(Fault::Timeout),
             Err(Stop::Closed) => Err(Fault::Disconnected),
             Err(Stop::Dead(pid)) => Err(Fault::PeerDead(pid)),
+        }
+    }
+
+    /// Notifying mode, not waiting: arms this subscriber on the shared park so that the
+    /// next message (or the publisher's close or death) rings its doorbell, and reports
+    /// `Empty`, unless the look after arming finds the message.
+    #[cold]
+    fn arm_for_message(&mut self) -> std::result::Result<(u64, usize), Fault> {
+        let mut notify = self.notify.take().expect("notifying mode");
+        let shared = self.shared.clone();
+        let me = shared.view().endpoint(self.index);
+        let publisher = shared.view().endpoint(PUBLISHER);
+        // The publisher rings the shared park without reading our flags: if it skips
+        // its fence, the membarrier stands in for it (as for a parking subscriber).
+        let barrier = publisher.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0;
+        let park = shared.view().bell().ringing(me);
+        let result = notify.arm(park, barrier, Some(publisher), || match self.look(Look::Exact) {
+            Step::Empty => None,
+            Step::Ready(seq, len) => Some(Ok((seq, len))),
+            Step::Fault(f) => Some(Err(f)),
+        });
+        self.notify = Some(notify);
+        match result {
+            Ok(Some(found)) => found,
+            Ok(None) => Err(Fault::Empty),
+            Err(Stop::Closed) => Err(Fault::Disconnected),
+            Err(Stop::Dead(pid)) => Err(Fault::PeerDead(pid)),
+            Err(Stop::Timeout) => Err(Fault::Empty),
         }
     }
 
@@ -1252,6 +1366,36 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         head,
         subscribers,
     })
+}
+
+impl super::notifying::NotifyEnd for Subscriber {
+    fn enable_notify(&mut self) -> Result<()> {
+        if self.notify.is_none() {
+            let me = self.shared.view().endpoint(self.index);
+            self.notify = Some(Box::new(Notifier::enable(me)?));
+            // Only NOTIFY: the publisher does not read a subscriber's EAGER_PARK.
+            self.set_wait_strategy(self.wait);
+        }
+        Ok(())
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.notify.as_deref().map(Notifier::bell)
+    }
+}
+
+impl super::notifying::NotifyEnd for Publisher {
+    fn enable_notify(&mut self) -> Result<()> {
+        if self.notify.is_none() {
+            self.notify = Some(Box::new(Notifier::enable(self.shared.view().endpoint(PUBLISHER))?));
+            self.set_wait_strategy(self.wait);
+        }
+        Ok(())
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.notify.as_deref().map(Notifier::bell)
+    }
 }
 
 #[cfg(test)]

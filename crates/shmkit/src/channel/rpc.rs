@@ -26,12 +26,15 @@ use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::notifying::NotifyEnd;
 use super::spsc::{self, Config as ChannelConfig};
-use super::{Receiver, RecvTimeoutError, Sender};
+use super::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{posix, Name, Options, Segment};
+use crate::sync::notify::{Doorbell, Notifier};
 use crate::sync::peer::Liveness;
+use crate::sync::pidwatch::{DeathBell, PeerWatch};
 use crate::sync::wait::{self, Park, Stop, WaitStrategy};
 use crate::typed::TypedError;
 
@@ -203,6 +206,13 @@ pub struct Client {
     /// `call_value`'s reply buffer.
     reply: Vec<u8>,
     flags: u32,
+    /// [`Client::start_call`]: the request in `out` is still to be sent.
+    unsent: bool,
+    /// Following the server's process through the registry (notifying mode, before
+    /// the server has attached to our reply channel).
+    server_watch: Option<PeerWatch>,
+    server_death: Option<DeathBell>,
+    server_checked: Duration,
 }
 
 impl Client {
@@ -233,7 +243,20 @@ impl Client {
         wait::wake(registry.endpoint(SERVER));
         let flags = wait::flags_for(WaitStrategy::default());
         let (tx, rx) = (ManuallyDrop::new(tx), ManuallyDrop::new(rx));
-        Ok(Client { registry, index, tx, rx, calls: 0, out: Vec::new(), reply: Vec::new(), flags })
+        Ok(Client {
+            registry,
+            index,
+            tx,
+            rx,
+            calls: 0,
+            out: Vec::new(),
+            reply: Vec::new(),
+            flags,
+            unsent: false,
+            server_watch: None,
+            server_death: None,
+            server_checked: Duration::ZERO,
+        })
     }
 
     /// Our client record (1..=K).
@@ -286,10 +309,8 @@ impl Client {
         if self.server_closed() {
             return Err(self.server_gone().unwrap_or(CallError::Disconnected));
         }
-        self.calls += 1;
-        self.out.clear();
-        self.out.extend_from_slice(&self.calls.to_le_bytes());
-        self.out.extend_from_slice(request);
+        self.frame(request);
+        self.unsent = false;
         let deadline = Instant::now() + timeout;
         self.tx.send_timeout(&self.out, timeout).map_err(|e| match e.without_message() {
             super::SendTimeoutError::Timeout(()) => CallError::Timeout,
@@ -325,6 +346,102 @@ impl Client {
 }
 
 impl Client {
+    /// The next call's request, numbered, in `out`.
+    fn frame(&mut self, request: &[u8]) {
+        self.calls += 1;
+        self.out.clear();
+        self.out.extend_from_slice(&self.calls.to_le_bytes());
+        self.out.extend_from_slice(request);
+    }
+
+    /// Starts a call without waiting: sends `request` now if the request channel has
+    /// room, else keeps it for [`try_reply`](Self::try_reply) to send. A call started
+    /// before whose reply was not taken is abandoned (its late reply is discarded).
+    ///
+    /// With [`Notifying`](super::Notifying), one fd serves both steps: after
+    /// `start_call`, call `try_reply` until it returns `Ok(true)` or an error, waiting
+    /// for the fd whenever it returns `Ok(false)`.
+    pub fn start_call(&mut self, request: &[u8]) -> std::result::Result<(), CallError> {
+        if request.len() > self.max_message() {
+            return Err(CallError::TooLarge { len: request.len(), max: self.max_message() });
+        }
+        if self.server_closed() {
+            return Err(self.server_gone().unwrap_or(CallError::Disconnected));
+        }
+        self.frame(request);
+        self.unsent = true;
+        self.flush().map(|_| ())
+    }
+
+    /// Sends the started call's request if it is still unsent; `Ok(false)`: no room
+    /// yet (armed in notifying mode).
+    fn flush(&mut self) -> std::result::Result<bool, CallError> {
+        if !self.unsent {
+            return Ok(true);
+        }
+        match self.tx.try_send(&self.out) {
+            Ok(()) => {
+                self.unsent = false;
+                wait::notify(self.registry.endpoint(SERVER), self.flags);
+                Ok(true)
+            }
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(TrySendError::Corrupt { what, .. }) => Err(CallError::Corrupt { what }),
+            // (Checked by start_call.)
+            Err(TrySendError::TooLarge { msg, max }) => {
+                Err(CallError::TooLarge { len: msg.len() - 8, max: max - 8 })
+            }
+            Err(_) => Err(self.server_gone().unwrap_or(CallError::Disconnected)),
+        }
+    }
+
+    /// Takes the reply to the call [`start_call`](Self::start_call) started, if it has
+    /// come: `Ok(true)` with it in `reply` (resized), `Ok(false)` if not yet. Never
+    /// waits. In notifying mode `Ok(false)` has armed the client: its fd becomes
+    /// readable when the reply (or room for the request, or the server's end) may
+    /// have come.
+    pub fn try_reply(&mut self, reply: &mut Vec<u8>) -> std::result::Result<bool, CallError> {
+        if !self.flush()? {
+            return Ok(false);
+        }
+        loop {
+            match self.rx.try_recv(reply) {
+                Ok(_) if reply.len() >= 8 && reply[..8] == self.calls.to_le_bytes() => {
+                    reply.drain(..8);
+                    return Ok(true);
+                }
+                Ok(_) => continue, // a late reply to an abandoned call
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::PeerDead { pid }) => return Err(CallError::PeerDead { pid }),
+                Err(TryRecvError::Disconnected) => return Err(CallError::Disconnected),
+                Err(TryRecvError::Corrupt { what }) => return Err(CallError::Corrupt { what }),
+            }
+            // Until the server attaches to our reply channel, only the registry says
+            // whether it is still there: follow its process there (its pidfd rings us
+            // when it dies), or read /proc now and then without pidfds.
+            let server = self.registry.endpoint(SERVER);
+            if self.rx.peer_attached() {
+                return Ok(false);
+            }
+            if server.state.load(Ordering::Acquire) == endpoint_state::FREE {
+                return Err(CallError::Disconnected);
+            }
+            let stop = wait::peer_stop(server, &mut self.server_watch, &mut self.server_checked);
+            if let (Some(w), Some(bell)) = (&self.server_watch, self.rx.bell()) {
+                if !self.server_death.as_ref().is_some_and(|d| d.watch().same(w)) {
+                    self.server_death = Some(w.ring_on_death(bell.id()));
+                }
+            }
+            match stop {
+                // It may have answered before it went.
+                Some(_) if self.rx.has_message() => continue,
+                Some(Stop::Dead(pid)) => return Err(CallError::PeerDead { pid }),
+                Some(_) => return Err(CallError::Disconnected),
+                None => return Ok(false),
+            }
+        }
+    }
+
     /// [`call`](Self::call) with plain-data values (see [`crate::typed`]): sends
     /// `request`'s bytes and reads the reply as an `R` (a reply of another length is
     /// `Mismatch`).
@@ -354,6 +471,20 @@ impl Client {
     }
 }
 
+impl NotifyEnd for Client {
+    /// Both channels ring one doorbell: the fd is readable when the reply, or room
+    /// for a request [`start_call`](Client::start_call) could not send yet, may be there.
+    fn enable_notify(&mut self) -> Result<()> {
+        self.rx.enable_notify()?;
+        self.tx.enable_notify_sharing(&self.rx);
+        Ok(())
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.rx.bell()
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.registry.slot(self.index).ready.store(0, Ordering::Release);
@@ -377,6 +508,11 @@ struct Connection {
     attaches: u32,
     rx: Receiver,
     tx: Sender,
+    /// The client's process, watched through its pidfd (None without pidfds: its
+    /// request channel then reports its death from /proc).
+    watch: Option<PeerWatch>,
+    /// Notifying mode: our doorbell, rung when that process dies.
+    death: Option<DeathBell>,
 }
 
 /// The serving end. Dropping it closes the service: waiting clients get `Disconnected`.
@@ -384,11 +520,16 @@ struct Connection {
 pub struct Server {
     registry: Registry,
     connections: Vec<Option<Connection>>,
+    /// Per record: the attachment whose channels could not be opened (removed under
+    /// it, say), so that waiting for work does not take it for work again and again.
+    unopenable: Vec<u32>,
     request: Vec<u8>,
     reply: Vec<u8>,
     wait: WaitStrategy,
     /// Calls answered.
     answered: u64,
+    /// Present in notifying mode (`channel::Notifying`).
+    notify: Option<Box<Notifier>>,
 }
 
 impl Server {
@@ -411,10 +552,12 @@ impl Server {
         let mut server = Server {
             registry,
             connections: (0..slots).map(|_| None).collect(),
+            unopenable: vec![0; slots],
             request: Vec::new(),
             reply: Vec::new(),
             wait: WaitStrategy::default(),
             answered: 0,
+            notify: None,
         };
         server.set_wait_strategy(WaitStrategy::default());
         Ok(server)
@@ -423,7 +566,11 @@ impl Server {
     /// How the server waits for requests.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
-        self.registry.endpoint(SERVER).flags.store(wait::flags_for(wait), Ordering::Relaxed);
+        let mut flags = wait::flags_for(wait);
+        if self.notify.is_some() {
+            flags |= Notifier::FLAGS;
+        }
+        self.registry.endpoint(SERVER).flags.store(flags, Ordering::Release);
     }
 
     /// Calls answered so far.
@@ -453,18 +600,88 @@ impl Server {
                 if let Ok((mut rx, mut tx)) = opened {
                     rx.set_wait_strategy(self.wait);
                     tx.set_wait_strategy(self.wait);
-                    *slot = Some(Connection { attaches, rx, tx });
+                    let watch = crate::sync::pidwatch::watch(
+                        e.pid.load(Ordering::Relaxed),
+                        e.start_time.load(Ordering::Relaxed),
+                    );
+                    let death = match (&watch, &self.notify) {
+                        (Some(w), Some(n)) => Some(w.ring_on_death(n.bell().id())),
+                        _ => None,
+                    };
+                    *slot = Some(Connection { attaches, rx, tx, watch, death });
+                } else {
+                    self.unopenable[i as usize] = attaches;
                 }
             }
         }
     }
 
     /// Answers every request waiting now with `handler(request, reply)`; returns how
-    /// many. A client found dead is dropped and its channels removed.
+    /// many. Clients that connected since are taken on; a client found dead is
+    /// dropped and its channels removed. Never waits (except up to 20 ms to hand a
+    /// reply to a client whose reply channel is full).
+    ///
+    /// In notifying mode ([`Notifying`](super::Notifying)) a call that answers nothing
+    /// arms the server: call `poll` until it returns 0, then wait for the fd.
     pub fn poll(&mut self, handler: &mut impl FnMut(&[u8], &mut Vec<u8>)) -> usize {
+        self.refresh();
+        let answered = self.answer(handler);
+        if answered > 0 || self.notify.is_none() {
+            return answered;
+        }
+        let mut notify = self.notify.take().expect("notifying mode");
+        let me = self.registry.endpoint(SERVER);
+        // No one process's death is a stop here: clients' deaths ring through their
+        // own subscriptions (`refresh`).
+        let (registry, connections) = (&self.registry, &mut self.connections);
+        let unopenable = &self.unopenable;
+        let armed = notify.arm(Park::of(me), false, None, || {
+            Server::pending(registry, connections, unopenable).then_some(())
+        });
+        self.notify = Some(notify);
+        match armed {
+            Ok(Some(())) => {
+                self.refresh();
+                self.answer(handler)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether anything is to be done: a request, a client come or gone.
+    fn pending(
+        registry: &Registry,
+        connections: &mut [Option<Connection>],
+        unopenable: &[u32],
+    ) -> bool {
+        let changed = (1..=registry.clients).any(|i| {
+            let e = registry.endpoint(i);
+            let attached = e.state.load(Ordering::Acquire) == endpoint_state::ATTACHED;
+            let ready = registry.slot(i).ready.load(Ordering::Acquire);
+            match &connections[i as usize] {
+                Some(c) => !attached || c.attaches != e.attaches.load(Ordering::Relaxed),
+                None => {
+                    attached
+                        && ready != 0
+                        && ready == e.attaches.load(Ordering::Relaxed)
+                        && ready != unopenable[i as usize]
+                }
+            }
+        });
+        changed
+            || connections
+                .iter_mut()
+                .flatten()
+                .any(|c| c.rx.has_message() || c.watch.as_ref().is_some_and(PeerWatch::is_dead))
+    }
+
+    /// [`poll`](Self::poll)'s answering round over the connections.
+    fn answer(&mut self, handler: &mut impl FnMut(&[u8], &mut Vec<u8>)) -> usize {
         let mut answered = 0;
         for i in 1..self.connections.len() {
             let Some(conn) = self.connections[i].as_mut() else { continue };
+            // Known dead before the look: everything it sent is visible to the look.
+            let dead = conn.watch.as_ref().is_some_and(PeerWatch::is_dead);
             let gone = loop {
                 match conn.rx.try_recv(&mut self.request) {
                     Ok(_) if self.request.len() >= 8 => {
@@ -476,7 +693,7 @@ impl Server {
                         answered += 1;
                     }
                     Ok(_) => {} // too short to be a request: ignore
-                    Err(e) => break e.is_disconnected(),
+                    Err(e) => break dead || e.is_disconnected(),
                 }
             };
             if gone {
@@ -528,7 +745,7 @@ impl Server {
         let mut idle_since = Instant::now();
         loop {
             self.refresh();
-            if self.poll(&mut handler) > 0 {
+            if self.answer(&mut handler) > 0 {
                 idle_since = Instant::now();
                 continue;
             }
@@ -536,18 +753,56 @@ impl Server {
             if left.is_zero() {
                 return self.answered - start;
             }
-            self.park(left.min(wait::LIVENESS_PERIOD));
+            self.park(left);
         }
     }
 
-    /// Waits until a client rings or `timeout` passes.
+    /// Waits until a client rings, connects, leaves or dies, or `timeout` passes.
+    ///
+    /// No one process's death ends this wait, so `wait_for` watches none: the park is
+    /// registered with the pidfd watcher once per connected client instead, which
+    /// wakes it when any of them dies. Where that is impossible (no pidfds, or the
+    /// park table is full) the park lasts at most the liveness period, and the next
+    /// round's look at the request channels (`/proc`) finds the dead.
     fn park(&mut self, timeout: Duration) {
         let me = self.registry.endpoint(SERVER);
-        let connections = &mut self.connections;
-        let pending =
-            |_| connections.iter_mut().flatten().any(|c| c.rx.has_message()).then_some(());
-        // No one process's death ends this wait: clients come and go.
-        let _ = wait::wait_for(self.wait, me, Park::of(me), None, Some(timeout), pending);
+        let mut watched = true;
+        let mut parked = Vec::new();
+        for conn in self.connections.iter().flatten() {
+            match conn.watch.as_ref().and_then(|w| w.park(&me.futex)) {
+                Some(p) => parked.push(p),
+                None => watched = false,
+            }
+        }
+        let timeout = if watched { timeout } else { timeout.min(wait::LIVENESS_PERIOD) };
+        let bell = self.notify.take();
+        let park = Park::of(me).with_bell(bell.as_deref().map(Notifier::bell));
+        let (registry, connections) = (&self.registry, &mut self.connections);
+        let unopenable = &self.unopenable;
+        let _ = wait::wait_for(self.wait, me, park, None, Some(timeout), |_| {
+            Server::pending(registry, connections, unopenable).then_some(())
+        });
+        drop(parked);
+        self.notify = bell;
+    }
+}
+
+impl NotifyEnd for Server {
+    fn enable_notify(&mut self) -> Result<()> {
+        if self.notify.is_none() {
+            let notify = Notifier::enable(self.registry.endpoint(SERVER))?;
+            // Subscribe the doorbell to the deaths of the clients connected already.
+            for conn in self.connections.iter_mut().flatten() {
+                conn.death = conn.watch.as_ref().map(|w| w.ring_on_death(notify.bell().id()));
+            }
+            self.notify = Some(Box::new(notify));
+            self.set_wait_strategy(self.wait);
+        }
+        Ok(())
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.notify.as_deref().map(Notifier::bell)
     }
 }
 

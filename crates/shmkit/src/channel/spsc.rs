@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
 use crate::sync::notify::{Doorbell, Notifier};
-use crate::sync::wait::{self, Look, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the sender.
@@ -724,7 +724,7 @@ impl Sender {
                     Err(ReserveError::Full) => None,
                     Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
                 };
-                return match notify.arm(me, Some(receiver), room) {
+                return match notify.arm(Park::of(me), false, Some(receiver), room) {
                     Ok(Some(result)) => result,
                     Ok(None) => Err(Fault::Full),
                     Err(stop) => Err(stop_fault(stop)),
@@ -1175,7 +1175,7 @@ impl Receiver {
             if let Some(notify) = self.side.notify.as_deref_mut() {
                 // Notifying mode: arm, so that the sender's next message rings us.
                 let me = shared.endpoint(RECEIVER);
-                return match notify.arm(me, Some(sender), || peek(Look::Exact)) {
+                return match notify.arm(Park::of(me), false, Some(sender), || peek(Look::Exact)) {
                     Ok(Some(result)) => result,
                     Ok(None) => Err(Fault::Empty),
                     Err(stop) => Err(stop_fault(stop)),
@@ -1329,6 +1329,18 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         read_pos: r,
         used: w.saturating_sub(r),
     })
+}
+
+impl Sender {
+    /// Notifying mode on the doorbell of `with` (another end of the same handle): one
+    /// fd for both (an rpc client's request and reply channels).
+    pub(crate) fn enable_notify_sharing(&mut self, with: &Receiver) {
+        if let (None, Some(other)) = (&self.side.notify, with.side.notify.as_deref()) {
+            self.side.notify =
+                Some(Box::new(Notifier::sharing(self.shared.endpoint(SENDER), other)));
+            self.side.flags |= Notifier::FLAGS;
+        }
+    }
 }
 
 impl super::notifying::NotifyEnd for Sender {

@@ -24,6 +24,7 @@
 
 use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags};
@@ -210,7 +211,9 @@ pub fn ring(id: u64) -> bool {
 /// when the peer's process dies.
 #[derive(Debug)]
 pub struct Notifier {
-    bell: Doorbell,
+    /// Shared by the ends of one handle that wait together (an rpc client's request
+    /// and reply channels).
+    bell: Arc<Doorbell>,
     /// The process holding the peer's endpoint, followed by `wait::peer_stop`.
     watch: Option<PeerWatch>,
     /// `bell` subscribed to the death of `watch`'s process.
@@ -224,10 +227,19 @@ impl Notifier {
     /// mode: `bell` first, then [`NOTIFY`] and [`EAGER_PARK`] (wakers then keep their
     /// fence, so arming needs no membarrier), both before the first arm.
     pub fn enable(me: &Endpoint) -> Result<Notifier> {
-        let bell = Doorbell::new()?;
+        Ok(Notifier::enable_with(me, Arc::new(Doorbell::new()?)))
+    }
+
+    /// [`enable`](Self::enable) with the doorbell of another end of the same handle:
+    /// one fd for both.
+    pub fn sharing(me: &Endpoint, other: &Notifier) -> Notifier {
+        Notifier::enable_with(me, other.bell.clone())
+    }
+
+    fn enable_with(me: &Endpoint, bell: Arc<Doorbell>) -> Notifier {
         me.bell.store(bell.id(), Ordering::Relaxed);
         me.flags.fetch_or(NOTIFY | EAGER_PARK, Ordering::Release);
-        Ok(Notifier { bell, watch: None, death: None, last_check: wait::coarse_now() })
+        Notifier { bell, watch: None, death: None, last_check: wait::coarse_now() }
     }
 
     /// The flags an end in notifying mode keeps on top of its wait strategy's.
@@ -238,7 +250,8 @@ impl Notifier {
         &self.bell
     }
 
-    /// For a non-blocking operation that found nothing to do: arms `me` so that the
+    /// For a non-blocking operation that found nothing to do: arms `park` (the end's
+    /// own, or a shared park [`ringing`](Park::ringing) this doorbell) so that the
     /// next publication (or close, or the peer's death) rings the doorbell, then looks
     /// again with `ready`. `Ok(Some)`: the look found it after all; `Ok(None)`: armed,
     /// wait for the fd; `Err`: the peer is gone (`ready` found nothing after that
@@ -246,19 +259,25 @@ impl Notifier {
     ///
     /// No wake-up is lost: `waiting` is stored, then a SeqCst fence, then the look; a
     /// waker publishes, fences, then reads `waiting` (`sync::wait`). Either the look
-    /// sees the publication or the waker sees the flag and rings.
+    /// sees the publication or the waker sees the flag and rings. `barrier`: the waker
+    /// may skip its fence (a fenceless publisher on a shared park, which does not read
+    /// our EAGER_PARK), so run the membarrier that stands in for it; if that fails, the
+    /// doorbell is rung here, a spurious wake-up rather than a lost one.
     pub fn arm<T>(
         &mut self,
-        me: &Endpoint,
+        park: Park<'_>,
+        barrier: bool,
         peer: Option<&Endpoint>,
         mut ready: impl FnMut() -> Option<T>,
     ) -> std::result::Result<Option<T>, Stop> {
         // Rings from earlier rounds: consumed, so that the fd is readable only for
         // what comes after this look (a level-triggered poller would spin otherwise).
         self.bell.drain();
-        let park = Park::of(me);
         park.arm();
         fence(Ordering::SeqCst);
+        if barrier && !wait::heavy_barrier() {
+            ring(self.bell.id());
+        }
         if let Some(v) = ready() {
             park.disarm();
             return Ok(Some(v));

@@ -239,7 +239,7 @@ pub fn notify(peer: &Endpoint, my_flags: u32) {
     } else {
         fence(Ordering::SeqCst);
     }
-    if Park::of(peer).take() {
+    if Park::of(peer).take() != 0 {
         wake(peer);
     }
 }
@@ -249,14 +249,14 @@ pub fn notify(peer: &Endpoint, my_flags: u32) {
 /// published yet, so the peer cannot know to run a barrier for us.
 pub fn notify_attached(peer: &Endpoint) {
     fence(Ordering::SeqCst);
-    if Park::of(peer).take() {
+    if Park::of(peer).take() != 0 {
         wake(peer);
     }
 }
 
 /// The sleeper's half of the asymmetric barrier; false if it failed (the caller then
 /// naps briefly instead of trusting the wake-up).
-fn heavy_barrier() -> bool {
+pub(crate) fn heavy_barrier() -> bool {
     use rustix::thread::{membarrier, MembarrierCommand};
     membarrier(MembarrierCommand::GlobalExpedited).is_ok()
 }
@@ -290,6 +290,12 @@ pub fn wake(peer: &Endpoint) {
 /// published before the woken receiver got the CPU (measured: 1.65 futex calls per
 /// streamed message). A sleeper that leaves without sleeping clears the flag only on a
 /// park of its own; on a shared park another sleeper may have armed it too.
+///
+/// On a shared park `waiting` holds [`sleepers`] bits: futex sleepers set
+/// [`sleepers::FUTEX`]; a sleeper in notifying mode sets its own endpoint's `waiting`
+/// first and then [`sleepers::BELL`], and a waker that takes that bit takes each such
+/// endpoint flag it finds set and rings its doorbell (see `broadcast`). Bits are set
+/// with `fetch_or`, so one kind of sleeper never clears the other's.
 #[derive(Debug, Clone, Copy)]
 pub struct Park<'a> {
     pub futex: &'a AtomicU32,
@@ -299,17 +305,28 @@ pub struct Park<'a> {
     /// The sleeper's doorbell when its end is in notifying mode: it sleeps in `poll`
     /// on it instead of `FUTEX_WAIT` (its wakers ring it, `sync::notify`).
     pub bell: Option<&'a Doorbell>,
+    /// On a shared park in notifying mode: the sleeper's own `waiting` flag, which the
+    /// waker takes before ringing its doorbell.
+    pub own: Option<&'a AtomicU32>,
+}
+
+/// The bits of a shared park's `waiting` word.
+pub mod sleepers {
+    /// A sleeper parks on the futex: wake it.
+    pub const FUTEX: u32 = 1;
+    /// A sleeper waits on its doorbell: ring those whose own flag is set.
+    pub const BELL: u32 = 2;
 }
 
 impl<'a> Park<'a> {
     /// The endpoint's own words (one sleeper: the endpoint's holder).
     pub fn of(e: &'a Endpoint) -> Park<'a> {
-        Park { futex: &e.futex, waiting: &e.waiting, shared: false, bell: None }
+        Park { futex: &e.futex, waiting: &e.waiting, shared: false, bell: None, own: None }
     }
 
     /// A park many sleepers share.
     pub fn shared(futex: &'a AtomicU32, waiting: &'a AtomicU32) -> Park<'a> {
-        Park { futex, waiting, shared: true, bell: None }
+        Park { futex, waiting, shared: true, bell: None, own: None }
     }
 
     /// The same park, slept on through `bell` (an end in notifying mode).
@@ -317,48 +334,93 @@ impl<'a> Park<'a> {
         Park { bell, ..self }
     }
 
+    /// A shared park armed by the holder of endpoint `me` in notifying mode: arming
+    /// sets `me.waiting` and [`sleepers::BELL`], and the waker rings `me`'s doorbell.
+    pub fn ringing(self, me: &'a Endpoint) -> Park<'a> {
+        debug_assert!(self.shared);
+        Park { own: Some(&me.waiting), ..self }
+    }
+
     /// Announces that this thread is about to sleep here. Release: a waker that takes
     /// the flag (Acquire) also sees how to wake us (`flags`, `bell`), set before.
     #[inline]
     pub fn arm(&self) {
-        self.waiting.store(1, Ordering::Release);
-    }
-
-    /// For a waker after its fence: whether someone armed since the last wake-up, taking
-    /// the flag if so (the load first keeps the common "nobody sleeps" case read-only).
-    #[inline]
-    fn take(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) != 0 && self.waiting.swap(0, Ordering::Acquire) != 0
-    }
-
-    /// Withdraws [`Park::arm`] on a park of our own (a waker may already have taken the
-    /// flag); on a shared park the flag stays, since another sleeper may have set it.
-    #[inline]
-    pub fn disarm(&self) {
-        if !self.shared {
-            self.waiting.store(0, Ordering::Relaxed);
+        match (self.shared, self.own) {
+            (false, _) => self.waiting.store(1, Ordering::Release),
+            (true, None) => {
+                self.waiting.fetch_or(sleepers::FUTEX, Ordering::Release);
+            }
+            (true, Some(own)) => {
+                own.store(1, Ordering::Release);
+                self.waiting.fetch_or(sleepers::BELL, Ordering::Release);
+            }
         }
     }
 
-    /// After publishing: wakes every sleeper, if there is one. Fenceless callers rely on
-    /// the sleepers' membarrier, as in [`notify`].
+    /// For a waker after its fence: whether someone armed since the last wake-up (on a
+    /// shared park, which [`sleepers`] did), taking the flag if so (the load first keeps
+    /// the common "nobody sleeps" case read-only).
     #[inline]
-    pub fn notify_all(&self, my_flags: u32) {
+    fn take(&self) -> u32 {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.waiting.swap(0, Ordering::Acquire)
+    }
+
+    /// Withdraws [`Park::arm`] on a park of our own (a waker may already have taken the
+    /// flag); on a shared park the flag stays, since another sleeper may have set it
+    /// (only our own flag is withdrawn, so no waker rings us for nothing).
+    #[inline]
+    pub fn disarm(&self) {
+        match (self.shared, self.own) {
+            (false, _) => self.waiting.store(0, Ordering::Relaxed),
+            (true, Some(own)) => own.store(0, Ordering::Relaxed),
+            (true, None) => {}
+        }
+    }
+
+    /// After publishing: wakes every futex sleeper, if there is one, and returns the
+    /// [`sleepers`] bits taken (the caller rings doorbells if `BELL` is among them).
+    /// Fenceless callers rely on the sleepers' membarrier, as in [`notify`].
+    #[inline]
+    pub fn notify_all(&self, my_flags: u32) -> u32 {
         if my_flags & endpoint_flags::FENCELESS != 0 {
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
         } else {
             fence(Ordering::SeqCst);
         }
-        if self.take() {
+        let taken = self.take();
+        if taken & sleepers::FUTEX != 0 {
             self.wake_all();
         }
+        taken
     }
 
-    /// Wakes every sleeper unconditionally.
+    /// Wakes every futex sleeper unconditionally.
     pub fn wake_all(&self) {
         self.futex.fetch_add(1, Ordering::Release);
         futex::wake(self.futex, i32::MAX as u32);
     }
+}
+
+/// Rings the doorbell of `e`'s holder if it waits in notifying mode and has armed
+/// (taking its `waiting` flag); for a waker that took [`sleepers::BELL`] on a shared
+/// park. Returns whether it rang.
+pub fn ring_if_armed(e: &Endpoint) -> bool {
+    if e.flags.load(Ordering::Relaxed) & endpoint_flags::NOTIFY == 0 || Park::of(e).take() == 0 {
+        return false;
+    }
+    ring(e)
+}
+
+/// Rings the doorbell of `e`'s holder if it is in notifying mode (on close).
+pub fn ring(e: &Endpoint) -> bool {
+    if e.flags.load(Ordering::Acquire) & endpoint_flags::NOTIFY == 0 {
+        return false;
+    }
+    let bell = e.bell.load(Ordering::Relaxed);
+    bell != 0 && notify::ring(bell)
 }
 
 /// The CPU this thread runs on, or `u32::MAX`.
