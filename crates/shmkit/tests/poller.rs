@@ -159,18 +159,6 @@ fn sigkill_of_the_sender_wakes_a_parked_poller_with_peer_dead() {
     }
 }
 
-/// Context switches of every thread of `pid` so far.
-fn context_switches(pid: u32) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        for line in status.lines().filter(|l| l.contains("ctxt_switches:")) {
-            total += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
-        }
-    }
-    total
-}
-
 #[test]
 fn an_idle_parked_receiver_makes_no_periodic_wake_ups() {
     // With a 10 ms watchdog tick this was ~200 context switches a second.
@@ -178,21 +166,8 @@ fn an_idle_parked_receiver_makes_no_periodic_wake_ups() {
         let name = format!("posix:/{}", unique("idle"));
         let mut tx = Sender::create(&name.parse().unwrap(), &config()).unwrap();
         let (mut child, _out) = spawn_ready("park-recv", &[name.clone(), strategy.into()]);
-        // The receiver is parked once its spin and yields are over: wait until its
-        // context switches stop moving (a bounded number of looks, not a sleep).
-        let pid = child.id();
-        let mut last = context_switches(pid);
-        for _ in 0..100 {
-            std::thread::sleep(Duration::from_millis(20));
-            let now = context_switches(pid);
-            if now == last {
-                break;
-            }
-            last = now;
-        }
-        let before = context_switches(pid);
-        std::thread::sleep(Duration::from_secs(1));
-        let idle = context_switches(pid) - before;
+        // Parked once its spin and yields are over (the context switches settle).
+        let idle = idle_context_switches(child.id(), Duration::from_secs(1));
         assert!(idle <= 5, "{strategy}: {idle} context switches in an idle second");
         // Still awake to a message.
         tx.send(b"bye").unwrap();

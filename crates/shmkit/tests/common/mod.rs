@@ -203,3 +203,34 @@ pub fn check_msg(seq: u64, max: usize, got: &[u8], scratch: &mut Vec<u8>) -> Res
     }
     Ok(())
 }
+
+/// Context switches of every thread of `pid` so far (`/proc/PID/task/*/status`).
+pub fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
+            continue; // a thread that ended meanwhile
+        };
+        for line in status.lines().filter(|l| l.contains("ctxt_switches:")) {
+            total += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
+/// Waits until process `pid` has settled (its context switches stopped moving over
+/// 20 ms, at most 100 looks), then counts its context switches over `idle`.
+pub fn idle_context_switches(pid: u32, idle: std::time::Duration) -> u64 {
+    let mut last = context_switches(pid);
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = context_switches(pid);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let before = context_switches(pid);
+    std::thread::sleep(idle);
+    context_switches(pid) - before
+}
