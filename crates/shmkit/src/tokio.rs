@@ -1,5 +1,7 @@
 //! Async ends on tokio (cargo feature `tokio`): [`AsyncReceiver`] and [`AsyncSender`]
-//! over SPSC channels, and [`futures_core::Stream`] for receivers.
+//! over SPSC channels, [`AsyncSubscriber`] and [`AsyncPublisher`] over broadcast
+//! channels, [`AsyncClient`] and [`AsyncServer`] over rpc services, and
+//! [`futures_core::Stream`] for receivers and subscribers.
 //!
 //! Each wraps an end in notifying mode ([`Notifying`]) in a
 //! [`tokio::io::unix::AsyncFd`] on its doorbell. An operation first tries without
@@ -34,8 +36,11 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::channel::broadcast::{self, Publisher, Subscriber};
+use crate::channel::rpc::{CallError, Client, Server};
 use crate::channel::{
-    Notifying, Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, WaitStrategy,
+    NotifyEnd, Notifying, Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError,
+    WaitStrategy,
 };
 use crate::error::Result;
 
@@ -81,6 +86,33 @@ fn poll_rung<E: crate::channel::NotifyEnd>(
             Poll::Ready(Ok(()))
         }
         Err(e) => Poll::Ready(Err(format!("tokio: {e}"))),
+    }
+}
+
+/// One async operation on an end in notifying mode: spins up to `budget` on `look` (a
+/// check that never arms), then calls `attempt` until it has an outcome, awaiting the
+/// doorbell each time it reports (`None`) that it found nothing and armed the end.
+/// `shutdown` turns the runtime's refusal into the operation's error.
+fn poll_op<E: NotifyEnd, T>(
+    fd: &mut AsyncFd<Notifying<E>>,
+    cx: &mut Context<'_>,
+    budget: Duration,
+    mut look: impl FnMut(&mut E) -> bool,
+    mut attempt: impl FnMut(&mut E) -> Option<T>,
+    shutdown: impl FnOnce(String) -> T,
+) -> Poll<T> {
+    let end: &mut E = fd.get_mut();
+    // A look before the spin: ready work is taken without reading a clock.
+    if !look(end) {
+        spin_until(budget, || look(end));
+    }
+    loop {
+        if let Some(outcome) = attempt(fd.get_mut()) {
+            return Poll::Ready(outcome);
+        }
+        if let Err(what) = ready!(poll_rung(fd, cx)) {
+            return Poll::Ready(shutdown(what));
+        }
     }
 }
 
@@ -142,30 +174,21 @@ impl AsyncReceiver {
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
     ) -> Poll<std::result::Result<usize, RecvError>> {
-        let budget = spin_budget(self.wait);
-        // A look before the spin: a waiting message is taken without reading a clock.
-        if !self.inner.get_mut().has_message() {
-            spin_until(budget, || self.inner.get_mut().has_message());
-        }
-        loop {
-            match self.inner.get_mut().try_recv(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => {
-                    return Poll::Ready(Err(RecvError::Disconnected))
-                }
-                Err(TryRecvError::PeerDead { pid }) => {
-                    return Poll::Ready(Err(RecvError::PeerDead { pid }))
-                }
-                Err(TryRecvError::Corrupt { what }) => {
-                    return Poll::Ready(Err(RecvError::Corrupt { what }))
-                }
-            }
-            // Armed by the `Empty` above: a message sent from now on rings the doorbell.
-            if let Err(what) = ready!(poll_rung(&mut self.inner, cx)) {
-                return Poll::Ready(Err(RecvError::Corrupt { what }));
-            }
-        }
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |rx| rx.has_message(),
+            |rx| match rx.try_recv(buf) {
+                Ok(n) => Some(Ok(n)),
+                // Armed: a message sent from now on rings the doorbell.
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
+                Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
+            },
+            |what| Err(RecvError::Corrupt { what }),
+        )
     }
 }
 
@@ -232,26 +255,291 @@ impl AsyncSender {
     ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
         // Spin on a look that does not arm (an armed `try_send` drains the doorbell, a
         // system call per look).
-        let tx = self.inner.get_mut();
-        if !tx.has_room(msg.len()) {
-            spin_until(spin_budget(self.wait), || tx.has_room(msg.len()));
-        }
-        loop {
-            let err = match self.inner.get_mut().try_send(msg) {
-                Ok(()) => return Poll::Ready(Ok(())),
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |tx| tx.has_room(msg.len()),
+            |tx| match tx.try_send(msg) {
+                Ok(()) => Some(Ok(())),
+                // Armed: room freed from now on rings the doorbell.
                 Err(TrySendError::Full(_)) => None,
-                Err(TrySendError::Disconnected(msg)) => Some(SendError::Disconnected(msg)),
-                Err(TrySendError::PeerDead { msg, pid }) => Some(SendError::PeerDead { msg, pid }),
-                Err(TrySendError::TooLarge { msg, max }) => Some(SendError::TooLarge { msg, max }),
-                Err(TrySendError::Corrupt { msg, what }) => Some(SendError::Corrupt { msg, what }),
-            };
-            if let Some(err) = err {
-                return Poll::Ready(Err(err));
-            }
-            // Armed by the `Full` above: room freed from now on rings the doorbell.
-            if let Err(what) = ready!(poll_rung(&mut self.inner, cx)) {
-                return Poll::Ready(Err(SendError::Corrupt { msg, what }));
-            }
+                Err(e) => Some(Err(send_error(e))),
+            },
+            |what| Err(SendError::Corrupt { msg, what }),
+        )
+    }
+}
+
+/// A non-waiting send's failure (other than `Full`) as a waiting send's.
+fn send_error<M>(e: TrySendError<M>) -> SendError<M> {
+    match e {
+        // (Not reached: the callers wait on `Full`.)
+        TrySendError::Full(msg) => SendError::Corrupt { msg, what: "full".into() },
+        TrySendError::Disconnected(msg) => SendError::Disconnected(msg),
+        TrySendError::PeerDead { msg, pid } => SendError::PeerDead { msg, pid },
+        TrySendError::TooLarge { msg, max } => SendError::TooLarge { msg, max },
+        TrySendError::Corrupt { msg, what } => SendError::Corrupt { msg, what },
+    }
+}
+
+/// A subscriber of a broadcast channel, awaited on a tokio runtime.
+#[derive(Debug)]
+pub struct AsyncSubscriber {
+    inner: AsyncFd<Notifying<Subscriber>>,
+    wait: WaitStrategy,
+}
+
+impl AsyncSubscriber {
+    /// Switches `sub` into notifying mode and registers its doorbell with the current
+    /// tokio runtime (call from within one).
+    pub fn new(sub: Subscriber) -> Result<AsyncSubscriber> {
+        Ok(AsyncSubscriber { inner: async_fd(sub)?, wait: WaitStrategy::default() })
+    }
+
+    /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        self.inner.get_mut().set_wait_strategy(wait);
+    }
+
+    /// The subscriber itself, for its non-waiting operations.
+    pub fn get_mut(&mut self) -> &mut Subscriber {
+        self.inner.get_mut()
+    }
+
+    /// Receives the next message into `buf` (resized to it), waiting for one;
+    /// `Lagged` if it was overwritten before this subscriber got to it (the next call
+    /// continues with the oldest message left), `Disconnected`/`PeerDead` once the
+    /// publisher is gone and everything it published has been received.
+    ///
+    /// This method is cancel safe: a message is taken only by the synchronous
+    /// `try_recv` inside, so a future dropped before it completes has taken nothing.
+    pub async fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<usize, broadcast::RecvError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx, buf)).await
+    }
+
+    /// The receive step behind [`recv`](Self::recv) and the `Stream`.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<std::result::Result<usize, broadcast::RecvError>> {
+        use broadcast::{RecvError as E, TryRecvError as T};
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |sub| sub.has_message(),
+            |sub| match sub.try_recv(buf) {
+                Ok(n) => Some(Ok(n)),
+                Err(T::Empty) => None,
+                Err(T::Lagged { missed }) => Some(Err(E::Lagged { missed })),
+                Err(T::Disconnected) => Some(Err(E::Disconnected)),
+                Err(T::PeerDead { pid }) => Some(Err(E::PeerDead { pid })),
+                Err(T::Corrupt { what }) => Some(Err(E::Corrupt { what })),
+            },
+            |what| Err(E::Corrupt { what }),
+        )
+    }
+}
+
+impl futures_core::Stream for AsyncSubscriber {
+    /// Each message as a new `Vec<u8>`, or `Lagged` (and the stream goes on); the stream
+    /// ends when the publisher has closed the channel (after its last message).
+    type Item = std::result::Result<Vec<u8>, broadcast::RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut buf = Vec::new();
+        match ready!(self.get_mut().poll_recv(cx, &mut buf)) {
+            Ok(_) => Poll::Ready(Some(Ok(buf))),
+            Err(broadcast::RecvError::Disconnected) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// The publisher of a broadcast channel, awaited on a tokio runtime: under
+/// backpressure a send waits for the slowest subscriber without blocking the thread
+/// (under `Overwrite` it never waits).
+#[derive(Debug)]
+pub struct AsyncPublisher {
+    inner: AsyncFd<Notifying<Publisher>>,
+    wait: WaitStrategy,
+}
+
+impl AsyncPublisher {
+    /// Switches `publisher` into notifying mode and registers its doorbell with the
+    /// current tokio runtime (call from within one).
+    pub fn new(publisher: Publisher) -> Result<AsyncPublisher> {
+        Ok(AsyncPublisher { inner: async_fd(publisher)?, wait: WaitStrategy::default() })
+    }
+
+    /// How long a send spins for room before it awaits the doorbell (at most
+    /// [`MAX_SPIN`]).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        self.inner.get_mut().set_wait_strategy(wait);
+    }
+
+    /// The publisher itself, for its non-waiting operations.
+    pub fn get_mut(&mut self) -> &mut Publisher {
+        self.inner.get_mut()
+    }
+
+    /// Publishes `msg`, waiting for room under backpressure.
+    ///
+    /// This method is cancel safe: the message is written only by the synchronous
+    /// `try_send` inside, whole or not at all.
+    pub async fn send<'a>(
+        &mut self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), SendError<&'a [u8]>> {
+        std::future::poll_fn(|cx| self.poll_send(cx, msg)).await
+    }
+
+    /// The send step behind [`send`](Self::send).
+    pub fn poll_send<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &'a [u8],
+    ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |publisher| publisher.has_room_now(),
+            |publisher| match publisher.try_send(msg) {
+                Ok(()) => Some(Ok(())),
+                Err(TrySendError::Full(_)) => None,
+                Err(e) => Some(Err(send_error(e))),
+            },
+            |what| Err(SendError::Corrupt { msg, what }),
+        )
+    }
+}
+
+/// A client of an rpc service, awaited on a tokio runtime.
+#[derive(Debug)]
+pub struct AsyncClient {
+    inner: AsyncFd<Notifying<Client>>,
+    wait: WaitStrategy,
+}
+
+impl AsyncClient {
+    /// Switches `client` into notifying mode and registers its doorbell with the
+    /// current tokio runtime (call from within one).
+    pub fn new(client: Client) -> Result<AsyncClient> {
+        Ok(AsyncClient { inner: async_fd(client)?, wait: WaitStrategy::default() })
+    }
+
+    /// How long a call spins for its reply before it awaits the doorbell (at most
+    /// [`MAX_SPIN`]).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        self.inner.get_mut().set_wait_strategy(wait);
+    }
+
+    /// The client itself.
+    pub fn get_mut(&mut self) -> &mut Client {
+        self.inner.get_mut()
+    }
+
+    /// Sends `request` and waits for its reply, which is written to `reply` (resized).
+    /// For a deadline, wrap the future in `tokio::time::timeout`.
+    ///
+    /// Cancelling is safe in that nothing is lost or mixed up: a call dropped before
+    /// its reply came is abandoned (the server may still answer it; that late reply
+    /// is recognised by its call number and discarded by the next call).
+    pub async fn call(
+        &mut self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> std::result::Result<(), CallError> {
+        self.inner.get_mut().start_call(request)?;
+        std::future::poll_fn(|cx| self.poll_reply(cx, reply)).await
+    }
+
+    /// The wait behind [`call`](Self::call): the reply to the call started last with
+    /// [`Client::start_call`].
+    pub fn poll_reply(
+        &mut self,
+        cx: &mut Context<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Poll<std::result::Result<(), CallError>> {
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |client| client.has_reply(),
+            |client| match client.try_reply(reply) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            },
+            |what| Err(CallError::Corrupt { what }),
+        )
+    }
+}
+
+/// The server of an rpc service, awaited on a tokio runtime.
+#[derive(Debug)]
+pub struct AsyncServer {
+    inner: AsyncFd<Notifying<Server>>,
+}
+
+impl AsyncServer {
+    /// Switches `server` into notifying mode and registers its doorbell with the
+    /// current tokio runtime (call from within one).
+    pub fn new(server: Server) -> Result<AsyncServer> {
+        Ok(AsyncServer { inner: async_fd(server)? })
+    }
+
+    /// The server itself.
+    pub fn get_mut(&mut self) -> &mut Server {
+        self.inner.get_mut()
+    }
+
+    /// Waits until there is at least one request, answers every request waiting
+    /// then with `handler(request, reply)` (which runs on this task and should not
+    /// block), and returns how many. Clients that connect, leave or die meanwhile are
+    /// taken on or dropped as [`Server::poll`] does.
+    ///
+    /// This method is cancel safe: requests are taken only by the synchronous
+    /// answering round inside, each answered before the next is taken.
+    pub async fn serve_some(
+        &mut self,
+        mut handler: impl FnMut(&[u8], &mut Vec<u8>),
+    ) -> std::result::Result<usize, String> {
+        std::future::poll_fn(|cx| {
+            poll_op(
+                &mut self.inner,
+                cx,
+                Duration::ZERO,
+                |_| false,
+                |server| match server.poll(&mut handler) {
+                    0 => None, // armed
+                    n => Some(Ok(n)),
+                },
+                Err,
+            )
+        })
+        .await
+    }
+
+    /// Serves for good: [`serve_some`](Self::serve_some) in a loop that lets the
+    /// runtime's other tasks run between rounds. Returns only if the runtime refuses
+    /// the doorbell (it is shutting down).
+    pub async fn serve(
+        &mut self,
+        mut handler: impl FnMut(&[u8], &mut Vec<u8>),
+    ) -> std::result::Result<(), String> {
+        loop {
+            self.serve_some(&mut handler).await?;
+            ::tokio::task::yield_now().await;
         }
     }
 }

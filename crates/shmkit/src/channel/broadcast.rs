@@ -708,6 +708,15 @@ impl Publisher {
         }
     }
 
+    /// Whether a send would not have to wait now, by a look that never arms a
+    /// notifying end: what an async send spins on.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn has_room_now(&mut self) -> bool {
+        self.shared.geo.overflow == Overflow::Overwrite
+            || self.head - self.slowest < self.shared.geo.slots
+            || self.has_room(Refresh::Hint)
+    }
+
     fn has_room(&mut self, refresh: Refresh) -> bool {
         self.rescan(refresh);
         self.head - self.slowest < self.shared.geo.slots
@@ -950,6 +959,14 @@ impl Subscriber {
 
     pub fn max_message(&self) -> usize {
         self.shared.geo.max_message as usize
+    }
+
+    /// Whether a receive would find something now (a message, or a lag to report),
+    /// by a look that changes nothing and never arms a notifying end: its slot's
+    /// sequence number alone.
+    pub fn has_message(&self) -> bool {
+        let (slot, _) = self.shared.view().slot(self.cursor);
+        slot.seq.load(Ordering::Acquire) >= 2 * self.cursor + 2
     }
 
     /// Messages published that this subscriber has not read yet.

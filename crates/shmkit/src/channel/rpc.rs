@@ -373,6 +373,13 @@ impl Client {
         self.flush().map(|_| ())
     }
 
+    /// Whether [`try_reply`](Self::try_reply) may find the reply now, by a look that
+    /// never arms: what an async call spins on.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn has_reply(&mut self) -> bool {
+        !self.unsent && self.rx.has_message()
+    }
+
     /// Sends the started call's request if it is still unsent; `Ok(false)`: no room
     /// yet (armed in notifying mode).
     fn flush(&mut self) -> std::result::Result<bool, CallError> {
