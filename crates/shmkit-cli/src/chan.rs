@@ -23,15 +23,68 @@ pub struct ChanArgs {
     /// Permission bits for --create.
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
-    /// How to wait: spin, block, adaptive, or adaptive:SPIN_US[:YIELDS].
+    /// How to wait: spin, block, adaptive, or adaptive:SPIN_US[:YIELDS]; ping and pong
+    /// also take async or async:STRATEGY (round trips on a current-thread tokio
+    /// runtime, through the channels' readiness fds; STRATEGY sets the spin before
+    /// awaiting, at most 50 µs).
     #[arg(long, default_value = "adaptive")]
-    pub wait: WaitStrategy,
+    pub wait: Wait,
     /// How long to wait for another process to create the channel, in seconds.
     #[arg(long, default_value = "10", value_name = "SECS")]
     pub open_timeout: f64,
 }
 
+/// `--wait`: a wait strategy, and whether the waits are awaited on tokio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub strategy: WaitStrategy,
+    /// `async[:STRATEGY]`: the ends are awaited on a current-thread tokio runtime.
+    pub on_tokio: bool,
+}
+
+impl From<WaitStrategy> for Wait {
+    fn from(strategy: WaitStrategy) -> Wait {
+        Wait { strategy, on_tokio: false }
+    }
+}
+
+impl std::str::FromStr for Wait {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Wait, String> {
+        match s.strip_prefix("async") {
+            Some("") => Ok(Wait { strategy: WaitStrategy::default(), on_tokio: true }),
+            Some(rest) => match rest.strip_prefix(':') {
+                Some(strategy) => Ok(Wait { strategy: strategy.parse()?, on_tokio: true }),
+                None => Err(format!("{s:?}: expected async or async:STRATEGY")),
+            },
+            None => Ok(Wait { strategy: s.parse()?, on_tokio: false }),
+        }
+    }
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.on_tokio {
+            write!(f, "async:{}", self.strategy)
+        } else {
+            write!(f, "{}", self.strategy)
+        }
+    }
+}
+
 impl ChanArgs {
+    /// Fails unless the waits are plain (for commands that have no async mode).
+    pub fn blocking_only(&self, command: &str) -> CliResult {
+        if self.wait.on_tokio {
+            return Err(Failure(format!(
+                "{command}: --wait {} is for ping and pong; use spin, block or adaptive",
+                self.wait
+            )));
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> CliResult<Config> {
         let capacity =
             usize::try_from(self.capacity).map_err(|_| Failure("capacity too large".into()))?;
@@ -78,14 +131,14 @@ pub fn segment(name: &Name, args: &ChanArgs) -> CliResult<Segment> {
 pub fn sender(name: &Name, args: &ChanArgs) -> CliResult<Sender> {
     let mut tx = Sender::from_segment(segment(name, args)?)
         .context(format!("cannot attach to {name} as sender"))?;
-    tx.set_wait_strategy(args.wait);
+    tx.set_wait_strategy(args.wait.strategy);
     Ok(tx)
 }
 
 pub fn receiver(name: &Name, args: &ChanArgs) -> CliResult<Receiver> {
     let mut rx = Receiver::from_segment(segment(name, args)?)
         .context(format!("cannot attach to {name} as receiver"))?;
-    rx.set_wait_strategy(args.wait);
+    rx.set_wait_strategy(args.wait.strategy);
     Ok(rx)
 }
 

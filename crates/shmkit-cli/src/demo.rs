@@ -65,10 +65,10 @@ pub fn run(args: &Args) -> CliResult {
         }
     }
     let result = (|| -> CliResult {
-        let mut p = Pinger::from_parts(tx, rx)?;
+        let mut p = Pinger::from_parts(tx, rx, args.wait.into())?;
         let mut ping_args = Run {
             channel: name.clone(),
-            wait: args.wait,
+            wait: args.wait.into(),
             count: args.count,
             size: 64,
             warmup: args.count / 10,

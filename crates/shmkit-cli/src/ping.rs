@@ -18,7 +18,7 @@ use shmkit::sync::{futex, wait, watchdog};
 use shmkit::{Name, Options, Segment};
 
 use crate::bench::floor;
-use crate::chan::{self, ChanArgs};
+use crate::chan::{self, ChanArgs, Wait};
 use crate::interference::{Interference, Meter};
 use crate::stats::{rate, Summary};
 use crate::util::{fail, parse_size, print_json, CliResult, Context, Failure};
@@ -149,10 +149,79 @@ pub struct StreamReport {
     pub errors: u64,
 }
 
+/// A side's two ends: blocking, or awaited on a current-thread tokio runtime.
+enum Ends {
+    Blocking {
+        tx: Sender,
+        rx: Receiver,
+    },
+    #[cfg(feature = "tokio")]
+    Async {
+        rt: tokio::runtime::Runtime,
+        tx: shmkit::tokio::AsyncSender,
+        rx: shmkit::tokio::AsyncReceiver,
+    },
+}
+
+impl Ends {
+    /// `tx` and `rx`, awaited on tokio if `wait` says so.
+    fn new(tx: Sender, rx: Receiver, wait: Wait) -> CliResult<Ends> {
+        if !wait.on_tokio {
+            return Ok(Ends::Blocking { tx, rx });
+        }
+        #[cfg(feature = "tokio")]
+        {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a tokio runtime")?;
+            let (tx, rx) = rt.block_on(async {
+                let mut tx = shmkit::tokio::AsyncSender::new(tx)?;
+                let mut rx = shmkit::tokio::AsyncReceiver::new(rx)?;
+                tx.set_wait_strategy(wait.strategy);
+                rx.set_wait_strategy(wait.strategy);
+                Ok::<_, shmkit::Error>((tx, rx))
+            })?;
+            Ok(Ends::Async { rt, tx, rx })
+        }
+        #[cfg(not(feature = "tokio"))]
+        {
+            drop((tx, rx));
+            fail("--wait async: this shmkit was built without the tokio feature")
+        }
+    }
+
+    fn tx(&self) -> &Sender {
+        match self {
+            Ends::Blocking { tx, .. } => tx,
+            #[cfg(feature = "tokio")]
+            Ends::Async { tx, .. } => tx.get_ref(),
+        }
+    }
+
+    fn rx(&self) -> &Receiver {
+        match self {
+            Ends::Blocking { rx, .. } => rx,
+            #[cfg(feature = "tokio")]
+            Ends::Async { rx, .. } => rx.get_ref(),
+        }
+    }
+}
+
+/// `fut` with the peer timeout, on `rt`.
+#[cfg(feature = "tokio")]
+fn block_on_timed<T>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> CliResult<T> {
+    rt.block_on(async { tokio::time::timeout(PEER_TIMEOUT, fut).await })
+        .map_err(|_| Failure(format!("{what}: the peer did not answer within {PEER_TIMEOUT:?}")))
+}
+
 /// The ping side: sender on `.req`, receiver on `.rep`.
 pub struct Pinger {
-    tx: Sender,
-    rx: Receiver,
+    ends: Ends,
     buf: Vec<u8>,
 }
 
@@ -161,13 +230,11 @@ impl Pinger {
         let (req, rep) = duplex(name)?;
         let tx = chan::sender(&req, args)?;
         let rx = chan::receiver(&rep, args)?;
-        let mut p = Pinger { tx, rx, buf: Vec::new() };
-        p.hello()?;
-        Ok(p)
+        Pinger::from_parts(tx, rx, args.wait)
     }
 
-    pub fn from_parts(tx: Sender, rx: Receiver) -> CliResult<Pinger> {
-        let mut p = Pinger { tx, rx, buf: Vec::new() };
+    pub fn from_parts(tx: Sender, rx: Receiver, wait: Wait) -> CliResult<Pinger> {
+        let mut p = Pinger { ends: Ends::new(tx, rx, wait)?, buf: Vec::new() };
         p.hello()?;
         Ok(p)
     }
@@ -190,19 +257,42 @@ impl Pinger {
     }
 
     fn send(&mut self, msg: &[u8]) -> CliResult {
-        self.tx.send_timeout(msg, PEER_TIMEOUT).map_err(|e| Failure(format!("ping: send: {e}")))
+        let sent = match &mut self.ends {
+            Ends::Blocking { tx, .. } => {
+                tx.send_timeout(msg, PEER_TIMEOUT).map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "tokio")]
+            Ends::Async { rt, tx, .. } => {
+                block_on_timed(rt, "ping: send", tx.send(msg))?.map_err(|e| e.to_string())
+            }
+        };
+        sent.map_err(|e| Failure(format!("ping: send: {e}")))
     }
 
-    /// Receives a reply in place and returns what `check` says of it.
+    /// Receives a reply (in place where it can) and returns what `check` says of it.
     fn recv_checked(&mut self, check: impl FnOnce(&[u8]) -> bool) -> CliResult<bool> {
-        match self.rx.recv_ref_timeout(PEER_TIMEOUT) {
-            Ok(reply) => Ok(check(&reply)),
-            Err(e) => Err(recv_failure(e)),
+        match &mut self.ends {
+            Ends::Blocking { rx, .. } => match rx.recv_ref_timeout(PEER_TIMEOUT) {
+                Ok(reply) => Ok(check(&reply)),
+                Err(e) => Err(recv_failure(e)),
+            },
+            #[cfg(feature = "tokio")]
+            Ends::Async { .. } => {
+                self.recv()?;
+                Ok(check(&self.buf))
+            }
         }
     }
 
     fn recv(&mut self) -> CliResult<usize> {
-        self.rx.recv_timeout(&mut self.buf, PEER_TIMEOUT).map_err(recv_failure)
+        match &mut self.ends {
+            Ends::Blocking { rx, .. } => {
+                rx.recv_timeout(&mut self.buf, PEER_TIMEOUT).map_err(recv_failure)
+            }
+            #[cfg(feature = "tokio")]
+            Ends::Async { rt, rx, .. } => block_on_timed(rt, "ping", rx.recv(&mut self.buf))?
+                .map_err(|e| Failure(format!("ping: {e}"))),
+        }
     }
 
     /// Round trips of `size`-byte messages; returns one-way latencies (ns) and the
@@ -229,6 +319,40 @@ impl Pinger {
     ) -> CliResult<f64> {
         let mut payload = vec![0x5au8; size];
         samples.reserve(count as usize);
+        #[cfg(feature = "tokio")]
+        if let Ends::Async { rt, tx, rx } = &mut self.ends {
+            // The whole run in one task: each round trip awaits the send and the reply.
+            return rt.block_on(async {
+                let started = Instant::now();
+                for i in 0..warmup + count {
+                    if size >= 8 {
+                        payload[..8].copy_from_slice(&i.to_le_bytes());
+                    }
+                    let t0 = Instant::now();
+                    // The reply is checked in place, as the blocking ping does.
+                    let round_trip = async {
+                        tx.send(&payload).await.map_err(|e| e.to_string())?;
+                        let reply = rx.recv_ref().await.map_err(|e| e.to_string())?;
+                        Ok::<_, String>(
+                            reply.len() == size && (size < 8 || reply[..8] == i.to_le_bytes()),
+                        )
+                    };
+                    let matches = match tokio::time::timeout(PEER_TIMEOUT, round_trip).await {
+                        Ok(Ok(matches)) => matches,
+                        Ok(Err(e)) => return fail(format!("ping: {e}")),
+                        Err(_) => return fail(format!("ping: no reply within {PEER_TIMEOUT:?}")),
+                    };
+                    let t1 = Instant::now();
+                    if !matches {
+                        return fail(format!("ping: reply {i} does not match the request"));
+                    }
+                    if i >= warmup {
+                        samples.push((t1 - t0).as_nanos() as f64 / 2.0);
+                    }
+                }
+                Ok(started.elapsed().as_secs_f64())
+            });
+        }
         let started = Instant::now();
         for i in 0..warmup + count {
             if size >= 8 {
@@ -262,11 +386,25 @@ impl Pinger {
         self.send(&cmd)?;
         let mut payload = vec![0xa5u8; size];
         let start = Instant::now();
-        for i in 0..count {
-            if size >= 8 {
-                payload[..8].copy_from_slice(&i.to_le_bytes());
+        match &mut self.ends {
+            #[cfg(feature = "tokio")]
+            Ends::Async { rt, tx, .. } => block_on_timed(rt, "ping: stream", async {
+                for i in 0..count {
+                    if size >= 8 {
+                        payload[..8].copy_from_slice(&i.to_le_bytes());
+                    }
+                    tx.send(&payload).await.map_err(|e| Failure(format!("ping: send: {e}")))?;
+                }
+                Ok::<_, Failure>(())
+            })??,
+            _ => {
+                for i in 0..count {
+                    if size >= 8 {
+                        payload[..8].copy_from_slice(&i.to_le_bytes());
+                    }
+                    self.send(&payload)?;
+                }
             }
-            self.send(&payload)?;
         }
         self.recv()?;
         let seconds = start.elapsed().as_secs_f64();
@@ -352,7 +490,7 @@ impl Pinger {
 
     /// `f` of the endpoint pong sends replies from.
     fn pong_endpoint<T>(&self, f: impl FnOnce(&layout::Endpoint) -> T) -> Option<T> {
-        let seg = self.rx.segment();
+        let seg = self.ends.rx().segment();
         let info = layout::validate(seg).ok()?;
         layout::endpoint(seg, &info, SENDER).ok().map(f)
     }
@@ -446,7 +584,7 @@ pub fn run_ping(args: &PingArgs) -> CliResult {
 pub struct Run {
     pub channel: Name,
     /// How both sides wait (for the report).
-    pub wait: WaitStrategy,
+    pub wait: Wait,
     pub size: u64,
     pub count: u64,
     pub warmup: u64,
@@ -472,11 +610,9 @@ impl PingArgs {
 
 pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
     let size = usize::try_from(args.size).map_err(|_| Failure("size too large".into()))?;
-    if size > p.tx.max_message() {
-        return fail(format!(
-            "--size {size} exceeds the channel's maximum message of {} bytes",
-            p.tx.max_message()
-        ));
+    let max = p.ends.tx().max_message();
+    if size > max {
+        return fail(format!("--size {size} exceeds the channel's maximum message of {max} bytes"));
     }
     let mut report = PingReport {
         channel: args.channel.to_string(),
@@ -506,7 +642,7 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
         let one_cpu = crate::cpus::allowed().len() == 1
             && p.pong_cpu() == report.cpu_ping
             && report.cpu_ping != u32::MAX;
-        let parks = args.wait == WaitStrategy::Block || one_cpu;
+        let parks = args.wait.strategy == WaitStrategy::Block || one_cpu;
         let rounds = FLOOR_ROUNDS.min(args.count).max(1);
         let (mut latency, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut measured, mut seconds) = (0, 0.0);
@@ -613,21 +749,29 @@ pub fn run_pong(args: &PongArgs) -> CliResult {
     if !args.quiet {
         eprintln!("pong: serving {} (pid {})", args.channel, std::process::id());
     }
-    let result = serve(&mut rx, &mut tx, args);
-    drop(rx);
-    drop(tx);
+    let result = if args.chan.wait.on_tokio {
+        serve_async(rx, tx, args)
+    } else {
+        let result = serve(&mut rx, &mut tx, args);
+        drop(rx);
+        drop(tx);
+        result
+    };
     chan::finish(&req, SENDER);
     chan::finish(&rep, RECEIVER);
     result
 }
 
+/// What pong did with one message.
+enum Got {
+    Command(Vec<u8>),
+    /// Echoed, or why not: (the ping side is gone, the error).
+    Echoed(Result<(), (bool, String)>),
+    Failed(shmkit::channel::RecvError),
+}
+
 /// Echoes messages and runs commands until the ping side disconnects.
 pub fn serve(rx: &mut Receiver, tx: &mut Sender, args: &PongArgs) -> CliResult {
-    enum Got {
-        Command(Vec<u8>),
-        Echoed(Result<(), (bool, String)>),
-        Failed(shmkit::channel::RecvError),
-    }
     loop {
         let got = match rx.recv_ref() {
             Ok(grant) if grant.len() > CTRL.len() && grant[..8] == CTRL && grant[8] != b'H' => {
@@ -655,6 +799,88 @@ pub fn serve(rx: &mut Receiver, tx: &mut Sender, args: &PongArgs) -> CliResult {
             }
         }
     }
+}
+
+/// [`serve`] on a current-thread tokio runtime: echoes and streams through the async
+/// ends (the floor command runs as in `serve`: it measures raw words, not channels).
+#[cfg(feature = "tokio")]
+fn serve_async(rx: Receiver, tx: Sender, args: &PongArgs) -> CliResult {
+    let Ends::Async { rt, mut tx, mut rx } = Ends::new(tx, rx, args.chan.wait)? else {
+        unreachable!("an async wait makes async ends")
+    };
+    rt.block_on(async {
+        loop {
+            // Echoed from the loan, as the blocking pong does; commands are copied out.
+            let got = match rx.recv_ref().await {
+                Ok(m) if m.len() > CTRL.len() && m[..8] == CTRL && m[8] != b'H' => {
+                    Got::Command(m.to_vec())
+                }
+                Ok(m) => {
+                    Got::Echoed(tx.send(&m).await.map_err(|e| (e.is_disconnected(), e.to_string())))
+                }
+                Err(e) => Got::Failed(e),
+            };
+            match got {
+                Got::Command(cmd) if cmd[8] == b'S' => stream_async(&mut rx, &mut tx, &cmd).await?,
+                Got::Command(cmd) => command(rx.get_mut(), tx.get_mut(), &cmd)?,
+                Got::Echoed(Ok(())) | Got::Echoed(Err((true, _))) if args.forever => {}
+                Got::Echoed(Ok(())) => {}
+                Got::Echoed(Err((true, _))) => return Ok(()),
+                Got::Echoed(Err((false, e))) => return fail(format!("pong: reply: {e}")),
+                Got::Failed(e) if !e.is_disconnected() => return fail(format!("pong: {e}")),
+                Got::Failed(_) if !args.forever => return Ok(()),
+                Got::Failed(_) => {
+                    // Wait for the next ping to attach.
+                    while !rx.get_mut().peer_attached() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(not(feature = "tokio"))]
+fn serve_async(_rx: Receiver, _tx: Sender, _args: &PongArgs) -> CliResult {
+    fail("--wait async: this shmkit was built without the tokio feature")
+}
+
+/// The stream command (`S`) on async ends: receives and checks, then sends the tally.
+#[cfg(feature = "tokio")]
+async fn stream_async(
+    rx: &mut shmkit::tokio::AsyncReceiver,
+    tx: &mut shmkit::tokio::AsyncSender,
+    cmd: &[u8],
+) -> CliResult {
+    let u64_at = |at: usize| cmd.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let (Some(count), Some(size)) = (u64_at(9), u64_at(17)) else {
+        return fail("pong: bad stream command");
+    };
+    let mut errors = 0u64;
+    // One deadline for the whole stream (a timer per message would cost more than the
+    // message): the peer timeout plus 1 µs a message. A peer that dies is reported by
+    // the receive itself.
+    let allowance = PEER_TIMEOUT + Duration::from_micros(count.min(u64::MAX / 2_000));
+    let received = tokio::time::timeout(allowance, async {
+        for i in 0..count {
+            // In place, as the blocking pong takes them.
+            let m = rx.recv_ref().await.map_err(|e| Failure(format!("pong: stream: {e}")))?;
+            if m.len() as u64 != size || (size >= 8 && m[..8] != i.to_le_bytes()) {
+                errors += 1;
+            }
+        }
+        Ok::<_, Failure>(())
+    })
+    .await;
+    match received {
+        Ok(r) => r?,
+        Err(_) => return fail(format!("pong: stream: not over within {allowance:?}")),
+    }
+    let mut tally = CTRL.to_vec();
+    tally.push(b'S');
+    tally.extend_from_slice(&count.to_le_bytes());
+    tally.extend_from_slice(&errors.to_le_bytes());
+    tx.send(&tally).await.map_err(|e| Failure(format!("pong: {e}")))
 }
 
 fn command(rx: &mut Receiver, tx: &mut Sender, cmd: &[u8]) -> CliResult {

@@ -45,6 +45,7 @@ pub struct RecvArgs {
 }
 
 pub fn run_send(args: &SendArgs) -> CliResult {
+    args.chan.blocking_only("send")?;
     let mut tx = chan::sender(&args.channel, &args.chan)?;
     let max = tx.max_message();
     let result = read_messages(args.file.as_deref(), args.bytes, max, |piece| {
@@ -152,6 +153,7 @@ impl MessageOut {
 }
 
 pub fn run_recv(args: &RecvArgs) -> CliResult {
+    args.chan.blocking_only("recv")?;
     let mut rx = chan::receiver(&args.channel, &args.chan)?;
     let mut out = MessageOut::new();
     let mut buf = Vec::new();

@@ -219,6 +219,52 @@ fn ping_stream_with_batch_receive_counts_every_message() {
 }
 
 #[test]
+fn ping_and_pong_run_on_tokio_with_wait_async() {
+    // Round trips (every reply checked against its request), and a stream that pong
+    // checks message by message, each against a fresh pong.
+    for wait in ["async", "async:block"] {
+        for extra in [&[][..], &["--stream"][..]] {
+            let name = unique("async");
+            let target = format!("posix:{name}");
+            let mut pong = Command::new(BIN)
+                .args(["pong", &target, "--create", "--quiet", "--wait", wait])
+                .spawn()
+                .unwrap();
+            let out = Command::new(BIN)
+                .args(["ping", &target, "-n", "3000", "--warmup", "100", "--json", "--wait", wait])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{wait}: {}", String::from_utf8_lossy(&out.stderr));
+            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let shown = if wait == "async" { "async:adaptive:50:8" } else { "async:block" };
+            assert_eq!(r["wait"], shown);
+            if extra.is_empty() {
+                assert_eq!(r["latency"]["samples"], 3000, "{r}");
+            } else {
+                assert_eq!(r["stream"]["messages"], 3000, "{r}");
+                assert_eq!(r["stream"]["errors"], 0, "{r}");
+            }
+            assert!(pong.wait().unwrap().success(), "pong exits when ping disconnects");
+            assert!(!exists(&format!("{name}.req")) && !exists(&format!("{name}.rep")));
+        }
+    }
+}
+
+#[test]
+fn wait_async_is_refused_where_there_is_no_async_mode() {
+    let out = Command::new(BIN)
+        .args(["send", "posix:/shmkit.clitest.nope", "--wait", "async"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is for ping and pong"), "{out:?}");
+    let out =
+        Command::new(BIN).args(["ping", "posix:/x", "--wait", "async:later"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad strategy after async: is a usage error");
+}
+
+#[test]
 fn ping_batch_without_stream_is_refused() {
     let out = Command::new(BIN).args(["ping", "posix:/shmkit.nope", "--batch"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

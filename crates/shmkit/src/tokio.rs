@@ -38,6 +38,7 @@ use tokio::io::Interest;
 
 use crate::channel::broadcast::{self, Publisher, Subscriber};
 use crate::channel::rpc::{CallError, Client, Server};
+use crate::channel::spsc::ReadGrant;
 use crate::channel::{
     NotifyEnd, Notifying, Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError,
     WaitStrategy,
@@ -143,6 +144,11 @@ impl AsyncReceiver {
         Ok(AsyncReceiver { inner: async_fd(rx)?, wait: WaitStrategy::default() })
     }
 
+    /// The end itself, for what does not wait (its segment, limits, counters).
+    pub fn get_ref(&self) -> &Receiver {
+        self.inner.get_ref()
+    }
+
     /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]):
     /// `BusySpin`/`Adaptive` spin, `Block` awaits at once.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
@@ -163,13 +169,34 @@ impl AsyncReceiver {
     /// This method is cancel safe: a message is taken only by the synchronous
     /// `try_recv` inside, so a future dropped before it completes (in `select!`, or
     /// by a timeout) has taken nothing, and the next call gets the message.
+    #[inline]
     pub async fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
         std::future::poll_fn(|cx| self.poll_recv(cx, buf)).await
     }
 
     /// The receive step behind [`recv`](Self::recv) and the `Stream`: `Pending` with
     /// the task registered for the doorbell if the channel is empty.
+    // Inlined down to a message that is there: returned through a call, the result is
+    // stored in pieces and loaded whole, a stall that costs a streaming receiver more
+    // than the rest of the receive.
+    #[inline(always)]
     pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<std::result::Result<usize, RecvError>> {
+        let rx = self.inner.get_mut();
+        if rx.has_message() {
+            if let Ok(n) = rx.try_recv(buf) {
+                return Poll::Ready(Ok(n));
+            }
+        }
+        self.poll_recv_waiting(cx, buf)
+    }
+
+    /// [`poll_recv`](Self::poll_recv) once no message is there at the first look.
+    #[inline(never)]
+    fn poll_recv_waiting(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
@@ -178,10 +205,51 @@ impl AsyncReceiver {
             &mut self.inner,
             cx,
             spin_budget(self.wait),
-            |rx| rx.has_message(),
+            // The blocking receive's first looks (which keep a streaming sender's lines
+            // to itself), then plain ones.
+            |rx| rx.look_before_waiting() || rx.has_message(),
             |rx| match rx.try_recv(buf) {
                 Ok(n) => Some(Ok(n)),
                 // Armed: a message sent from now on rings the doorbell.
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
+                Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
+            },
+            |what| Err(RecvError::Corrupt { what }),
+        )
+    }
+}
+
+impl AsyncReceiver {
+    /// Lends the next message in place (zero-copy), waiting for one; it is released
+    /// when the grant is dropped.
+    ///
+    /// This method is cancel safe: nothing is taken until the grant is returned.
+    pub async fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await?;
+        // The message `poll_message` saw is still there: only this end takes messages.
+        self.inner.get_mut().try_recv_ref().map_err(|e| match e {
+            TryRecvError::Disconnected => RecvError::Disconnected,
+            TryRecvError::PeerDead { pid } => RecvError::PeerDead { pid },
+            TryRecvError::Corrupt { what } => RecvError::Corrupt { what },
+            TryRecvError::Empty => RecvError::Corrupt { what: "a seen message vanished".into() },
+        })
+    }
+
+    /// Ready once a message is there (not taken), or the channel has ended.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), RecvError>> {
+        let rx = self.inner.get_mut();
+        if rx.has_message() {
+            return Poll::Ready(Ok(()));
+        }
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |rx| rx.look_before_waiting() || rx.has_message(),
+            |rx| match rx.peek_or_arm() {
+                Ok(()) => Some(Ok(())),
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
                 Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
@@ -223,6 +291,11 @@ impl AsyncSender {
         Ok(AsyncSender { inner: async_fd(tx)?, wait: WaitStrategy::default() })
     }
 
+    /// The end itself, for what does not wait (its segment, limits, counters).
+    pub fn get_ref(&self) -> &Sender {
+        self.inner.get_ref()
+    }
+
     /// How long a send into a full ring spins before it awaits room (at most
     /// [`MAX_SPIN`]).
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
@@ -240,6 +313,7 @@ impl AsyncSender {
     /// This method is cancel safe: the message is written only by the synchronous
     /// `try_send` inside, whole or not at all, so a future dropped before it completes
     /// has sent nothing.
+    #[inline]
     pub async fn send<'a>(
         &mut self,
         msg: &'a [u8],
@@ -248,7 +322,23 @@ impl AsyncSender {
     }
 
     /// The send step behind [`send`](Self::send).
+    // Inlined down to a send that finds room (see `AsyncReceiver::poll_recv`).
+    #[inline(always)]
     pub fn poll_send<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &'a [u8],
+    ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
+        let tx = self.inner.get_mut();
+        if tx.has_room(msg.len()) && tx.try_send(msg).is_ok() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_send_waiting(cx, msg)
+    }
+
+    /// [`poll_send`](Self::poll_send) once the first look found no room.
+    #[inline(never)]
+    fn poll_send_waiting<'a>(
         &mut self,
         cx: &mut Context<'_>,
         msg: &'a [u8],
@@ -295,6 +385,11 @@ impl AsyncSubscriber {
     /// tokio runtime (call from within one).
     pub fn new(sub: Subscriber) -> Result<AsyncSubscriber> {
         Ok(AsyncSubscriber { inner: async_fd(sub)?, wait: WaitStrategy::default() })
+    }
+
+    /// The end itself, for what does not wait (its segment, limits, counters).
+    pub fn get_ref(&self) -> &Subscriber {
+        self.inner.get_ref()
     }
 
     /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]).
@@ -378,6 +473,11 @@ impl AsyncPublisher {
         Ok(AsyncPublisher { inner: async_fd(publisher)?, wait: WaitStrategy::default() })
     }
 
+    /// The end itself, for what does not wait (its segment, limits, counters).
+    pub fn get_ref(&self) -> &Publisher {
+        self.inner.get_ref()
+    }
+
     /// How long a send spins for room before it awaits the doorbell (at most
     /// [`MAX_SPIN`]).
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
@@ -434,6 +534,11 @@ impl AsyncClient {
     /// current tokio runtime (call from within one).
     pub fn new(client: Client) -> Result<AsyncClient> {
         Ok(AsyncClient { inner: async_fd(client)?, wait: WaitStrategy::default() })
+    }
+
+    /// The end itself, for what does not wait (its segment, limits, counters).
+    pub fn get_ref(&self) -> &Client {
+        self.inner.get_ref()
     }
 
     /// How long a call spins for its reply before it awaits the doorbell (at most
@@ -496,6 +601,11 @@ impl AsyncServer {
     /// current tokio runtime (call from within one).
     pub fn new(server: Server) -> Result<AsyncServer> {
         Ok(AsyncServer { inner: async_fd(server)? })
+    }
+
+    /// The end itself, for what does not wait (its segment, limits, counters).
+    pub fn get_ref(&self) -> &Server {
+        self.inner.get_ref()
     }
 
     /// The server itself.

@@ -119,6 +119,7 @@ pub fn run(args: &PeerArgs) -> CliResult {
     let result = match args.mech {
         Mech::FloorCacheLine => role::<floor::CacheLine>(&ctx, args),
         Mech::FloorFutex => role::<floor::Futex>(&ctx, args),
+        Mech::FloorEventfdEpoll => role::<Mailboxes<eventfd::EventfdEpoll>>(&ctx, args),
         Mech::Memcpy => return memcpy(args),
         Mech::Pipe => role::<pipe::Pipe>(&ctx, args),
         Mech::Fifo => role::<fifo::Fifo>(&ctx, args),
@@ -134,6 +135,12 @@ pub fn run(args: &PeerArgs) -> CliResult {
         Mech::MmapSpin => role::<Mailboxes<mmap_spin::FileSpin>>(&ctx, args),
         Mech::ShmkitSpin | Mech::ShmkitAdaptive | Mech::ShmkitBlock => {
             role::<shmkit_chan::Shmkit>(&ctx, args)
+        }
+        #[cfg(feature = "tokio")]
+        Mech::ShmkitTokio | Mech::ShmkitTokioBlock => role::<shmkit_chan::ShmkitTokio>(&ctx, args),
+        #[cfg(not(feature = "tokio"))]
+        Mech::ShmkitTokio | Mech::ShmkitTokioBlock => {
+            return fail("this shmkit was built without the tokio feature")
         }
         Mech::Rpc if args.role == Role::Pong => rpc::serve(&ctx, &mut io::stdout().lock()),
         Mech::Rpc => role::<rpc::Rpc>(&ctx, args),

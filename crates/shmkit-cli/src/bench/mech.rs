@@ -93,6 +93,8 @@ mechanisms! {
         "raw cache-line ping-pong: one word each way on a line that walks over 64 KiB, spinning (the physical floor)";
     FloorFutex = "floor-futex", Floor,
         "raw shared-futex ping-pong: one word each way (walking as above), FUTEX_WAIT/FUTEX_WAKE";
+    FloorEventfdEpoll = "floor-eventfd-epoll", Floor,
+        "raw event-loop wake-up: payload in POSIX shm, every message signalled by an eventfd the peer waits on in epoll_wait (the floor of the shmkit-tokio rows; runs with them)";
     Memcpy = "memcpy", Copy,
         "one process copying the payload between two buffers (throughput floor)";
     Pipe = "pipe", Ipc, "a pair of anonymous pipes, inherited from the orchestrator";
@@ -111,6 +113,8 @@ mechanisms! {
     ShmkitSpin = "shmkit-spin", Ipc, "shmkit SPSC channel pair, WaitStrategy::BusySpin";
     ShmkitAdaptive = "shmkit-adaptive", Ipc, "shmkit SPSC channel pair, WaitStrategy::Adaptive (default)";
     ShmkitBlock = "shmkit-block", Ipc, "shmkit SPSC channel pair, WaitStrategy::Block";
+    ShmkitTokio = "shmkit-tokio", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes (spin up to 50 µs, then await the doorbell)";
+    ShmkitTokioBlock = "shmkit-tokio-block", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes, awaiting the doorbell at once";
     Rpc = "shmkit-rpc", Ipc, "shmkit request/reply: a client's call against a server process (round trips only)";
     Broadcast1 = "shmkit-bcast-1", Ipc, "shmkit broadcast (backpressure), 1 subscriber process";
     Broadcast2 = "shmkit-bcast-2", Ipc, "shmkit broadcast (backpressure), 2 subscriber processes";

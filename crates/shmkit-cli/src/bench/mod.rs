@@ -202,7 +202,11 @@ pub fn run(args: &Args) -> CliResult {
 
     let mut order = Vec::new();
     for &size in &args.sizes {
-        let floors = [Mech::FloorCacheLine, Mech::FloorFutex];
+        let mut floors = vec![Mech::FloorCacheLine, Mech::FloorFutex];
+        // The async rows' floor runs with them only.
+        if mechs.iter().any(|m| matches!(m, Mech::ShmkitTokio | Mech::ShmkitTokioBlock)) {
+            floors.push(Mech::FloorEventfdEpoll);
+        }
         order.extend(floors.iter().chain([&Mech::Memcpy]).map(|&m| (m, size)));
         order.extend(mechs.iter().filter(|m| m.class() == Class::Ipc).map(|&m| (m, size)));
         order.extend(floors.iter().map(|&m| (m, size)));
@@ -305,7 +309,7 @@ fn measure_peers(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<R
     }
     let prepared = match ctx.mech {
         Mech::Pipe => Some(pipe::prepare()),
-        Mech::EventfdShm => Some(eventfd::prepare()),
+        Mech::EventfdShm | Mech::FloorEventfdEpoll => Some(eventfd::prepare()),
         _ => None,
     }
     .transpose()

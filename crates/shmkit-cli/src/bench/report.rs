@@ -242,6 +242,8 @@ impl Report {
         // Over a floor: how close to the hardware; over a rival: how many times faster.
         latency(Mech::ShmkitSpin, Mech::FloorCacheLine, small);
         latency(Mech::ShmkitBlock, Mech::FloorFutex, small);
+        latency(Mech::ShmkitTokioBlock, Mech::FloorEventfdEpoll, small);
+        latency(Mech::ShmkitTokio, Mech::ShmkitAdaptive, small);
         latency(Mech::ShmSpin, Mech::ShmkitSpin, small);
         latency(Mech::UnixStream, Mech::ShmkitAdaptive, small);
         latency(Mech::Tcp, Mech::ShmkitAdaptive, small);

@@ -796,7 +796,7 @@ impl Publisher {
             let peer = shared.view().endpoint(laggard);
             let attaches = peer.attaches.load(Ordering::Relaxed);
             let room = || self.has_room(Refresh::Exact).then_some(());
-            match notify.arm(Park::of(me), false, Some(peer), room) {
+            match notify.arm(Park::of(me), me, Some(peer), room) {
                 Ok(Some(())) => break Ok(()),
                 Ok(None) => break Err(Fault::Full),
                 // Skip the dead until a new subscriber takes the record over.
@@ -1149,11 +1149,8 @@ impl Subscriber {
         let shared = self.shared.clone();
         let me = shared.view().endpoint(self.index);
         let publisher = shared.view().endpoint(PUBLISHER);
-        // The publisher rings the shared park without reading our flags: if it skips
-        // its fence, the membarrier stands in for it (as for a parking subscriber).
-        let barrier = publisher.flags.load(Ordering::Relaxed) & endpoint_flags::FENCELESS != 0;
         let park = shared.view().bell().ringing(me);
-        let result = notify.arm(park, barrier, Some(publisher), || match self.look(Look::Exact) {
+        let result = notify.arm(park, me, Some(publisher), || match self.look(Look::Exact) {
             Step::Empty => None,
             Step::Ready(seq, len) => Some(Ok((seq, len))),
             Step::Fault(f) => Some(Err(f)),

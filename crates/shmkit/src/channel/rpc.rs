@@ -642,7 +642,7 @@ impl Server {
         // own subscriptions (`refresh`).
         let (registry, connections) = (&self.registry, &mut self.connections);
         let unopenable = &self.unopenable;
-        let armed = notify.arm(Park::of(me), false, None, || {
+        let armed = notify.arm(Park::of(me), me, None, || {
             Server::pending(registry, connections, unopenable).then_some(())
         });
         self.notify = Some(notify);

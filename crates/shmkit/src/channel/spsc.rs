@@ -724,7 +724,7 @@ impl Sender {
                     Err(ReserveError::Full) => None,
                     Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
                 };
-                return match notify.arm(Park::of(me), false, Some(receiver), room) {
+                return match notify.arm(Park::of(me), me, Some(receiver), room) {
                     Ok(Some(result)) => result,
                     Ok(None) => Err(Fault::Full),
                     Err(stop) => Err(stop_fault(stop)),
@@ -1133,35 +1133,11 @@ impl Receiver {
         // Quick looks first, for a strategy that spins at all. (Looking is useless with
         // the sender on our CPU: it cannot run meanwhile.)
         let timeout = deadline.timeout();
-        if timeout.is_some()
-            && !self.side.wait.budget().0.is_zero()
-            && self.shared.endpoint(SENDER).cpu.load(Ordering::Relaxed) != self.side.cpu
-        {
-            if self.quick_waits >= STREAM_STREAK {
-                self.keep_behind();
-            }
-            // Then plain looks for a while: entering `wait_for` (the CPU check, clocks,
-            // liveness) costs more than a look, and a reply usually comes within these.
+        if let Some(t) = timeout {
             // A short timeout gets only the quick looks.
-            let looks = match timeout {
-                Some(Some(t)) if t < SHORT_TIMEOUT => QUICK_LOOKS,
-                _ => PLAIN_LOOKS,
-            };
-            for look in 0..looks {
-                match self.consumer.try_peek(&*self.shared) {
-                    Ok(Some(_)) => {
-                        if look < QUICK_LOOKS {
-                            self.quick_waits = self.quick_waits.saturating_add(1);
-                        } else {
-                            self.quick_waits = 0;
-                        }
-                        return Ok(());
-                    }
-                    Ok(None) => std::hint::spin_loop(),
-                    Err(what) => return Err(Fault::Corrupt(what)),
-                }
+            if self.look_briefly(matches!(t, Some(t) if t < SHORT_TIMEOUT))? {
+                return Ok(());
             }
-            self.quick_waits = 0;
         }
         let shared = &*self.shared;
         let sender = shared.endpoint(SENDER);
@@ -1175,7 +1151,7 @@ impl Receiver {
             if let Some(notify) = self.side.notify.as_deref_mut() {
                 // Notifying mode: arm, so that the sender's next message rings us.
                 let me = shared.endpoint(RECEIVER);
-                return match notify.arm(Park::of(me), false, Some(sender), || peek(Look::Exact)) {
+                return match notify.arm(Park::of(me), me, Some(sender), || peek(Look::Exact)) {
                     Ok(Some(result)) => result,
                     Ok(None) => Err(Fault::Empty),
                     Err(stop) => Err(stop_fault(stop)),
@@ -1196,6 +1172,58 @@ impl Receiver {
             Ok(result) => result,
             Err(stop) => Err(stop_fault(stop)),
         }
+    }
+
+    /// The looks before a wait proper, for a strategy that spins at all and a sender on
+    /// another CPU: true once a message is there. With a streaming sender they keep
+    /// [`stream_lead`] bytes behind it ([`Receiver::keep_behind`]); then come plain
+    /// looks (entering `wait_for`, with its CPU check, clocks and liveness, costs more
+    /// than a look, and a reply usually comes within these), or only the quick ones if
+    /// `short`.
+    #[inline]
+    fn look_briefly(&mut self, short: bool) -> std::result::Result<bool, Fault> {
+        if self.side.wait.budget().0.is_zero()
+            || self.shared.endpoint(SENDER).cpu.load(Ordering::Relaxed) == self.side.cpu
+        {
+            return Ok(false);
+        }
+        if self.quick_waits >= STREAM_STREAK {
+            self.keep_behind();
+        }
+        let looks = if short { QUICK_LOOKS } else { PLAIN_LOOKS };
+        for look in 0..looks {
+            match self.consumer.try_peek(&*self.shared) {
+                Ok(Some(_)) => {
+                    if look < QUICK_LOOKS {
+                        self.quick_waits = self.quick_waits.saturating_add(1);
+                    } else {
+                        self.quick_waits = 0;
+                    }
+                    return Ok(true);
+                }
+                Ok(None) => std::hint::spin_loop(),
+                Err(what) => return Err(Fault::Corrupt(what)),
+            }
+        }
+        self.quick_waits = 0;
+        Ok(false)
+    }
+
+    /// Whether a message is there, without taking it; in notifying mode `Empty` has
+    /// armed the end (as `try_recv` would). What an async loan waits with before it
+    /// lends the message with `try_recv_ref`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn peek_or_arm(&mut self) -> std::result::Result<(), TryRecvError> {
+        self.next_frame(Deadline::Now).map(|_| ()).map_err(TryRecvError::from_fault)
+    }
+
+    /// For an async receive about to spin: the blocking receive's looks before its
+    /// wait ([`Receiver::look_briefly`], which follow a streaming sender from a
+    /// distance); true if a message (or a corrupt frame, for `try_recv` to report) is
+    /// there.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn look_before_waiting(&mut self) -> bool {
+        self.look_briefly(false).unwrap_or(true)
     }
 
     /// With a streaming sender, waits (briefly) until it is [`stream_lead`] bytes ahead

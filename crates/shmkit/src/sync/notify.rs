@@ -30,17 +30,20 @@ use std::time::Duration;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{
-    bind, connect, recv, send, socket_with, AddressFamily, RecvFlags, SendFlags, SocketAddrUnix,
-    SocketFlags, SocketType,
+    bind, connect, send, socket_with, AddressFamily, SendFlags, SocketAddrUnix, SocketFlags,
+    SocketType,
 };
 
 use std::sync::atomic::{fence, Ordering};
 
 use crate::error::{Error, Result};
-use crate::layout::endpoint_flags::{EAGER_PARK, NOTIFY};
+use crate::layout::endpoint_flags::{EAGER_PARK, FENCELESS, NOTIFY};
 use crate::layout::Endpoint;
 use crate::sync::pidwatch::{DeathBell, PeerWatch};
 use crate::sync::wait::{self, Park, Stop};
+
+/// Rings one [`Doorbell::drain`] system call takes at most.
+const DRAIN_BATCH: usize = 16;
 
 /// Length of an abstract doorbell name: `shmkit.bell.` and 16 hex digits.
 const NAME_LEN: usize = 12 + 16;
@@ -121,15 +124,45 @@ impl Doorbell {
 
     /// Consumes every queued ring, so that the fd is readable again only for rings
     /// that come after this call. Returns how many were queued.
+    ///
+    /// One `recvmmsg` takes up to [`DRAIN_BATCH`] rings, and returning fewer says the
+    /// queue is empty: the usual drain (one ring, or none) is one system call, where a
+    /// `recv` loop needs a second one to hear `EAGAIN`.
     pub fn drain(&self) -> usize {
-        let mut buf = [0u8; 8];
+        let mut bytes = [0u8; DRAIN_BATCH];
+        // SAFETY: iovec is a plain C struct for which all-zero is valid.
+        let mut iovs: [libc::iovec; DRAIN_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: mmsghdr is a plain C struct for which all-zero is valid.
+        let mut msgs: [libc::mmsghdr; DRAIN_BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (iov, msg)) in iovs.iter_mut().zip(msgs.iter_mut()).enumerate() {
+            iov.iov_base = bytes[i..].as_mut_ptr().cast();
+            iov.iov_len = 1;
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
         let mut n = 0;
         // Bounded: a flood from a hostile sender must not keep us here.
         while n < 4096 {
-            match recv(&self.sock, &mut buf, RecvFlags::DONTWAIT) {
-                Ok(_) => n += 1,
-                Err(Errno::INTR) => {}
-                Err(_) => break,
+            // SAFETY: `msgs` holds DRAIN_BATCH headers, each pointing at one iovec of
+            // one byte in `bytes`, all alive for the call; no address is asked for.
+            let got = unsafe {
+                libc::recvmmsg(
+                    self.sock.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    DRAIN_BATCH as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if got < 0 {
+                if Errno::from_io_error(&std::io::Error::last_os_error()) == Some(Errno::INTR) {
+                    continue;
+                }
+                break;
+            }
+            n += got as usize;
+            if (got as usize) < DRAIN_BATCH {
+                break;
             }
         }
         n
@@ -224,8 +257,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// Binds a doorbell and switches endpoint `me` (held by the caller) to notifying
-    /// mode: `bell` first, then [`NOTIFY`] and [`EAGER_PARK`] (wakers then keep their
-    /// fence, so arming needs no membarrier), both before the first arm.
+    /// mode: `bell` first, then [`NOTIFY`], both before the first arm.
     pub fn enable(me: &Endpoint) -> Result<Notifier> {
         Ok(Notifier::enable_with(me, Arc::new(Doorbell::new()?)))
     }
@@ -238,12 +270,12 @@ impl Notifier {
 
     fn enable_with(me: &Endpoint, bell: Arc<Doorbell>) -> Notifier {
         me.bell.store(bell.id(), Ordering::Relaxed);
-        me.flags.fetch_or(NOTIFY | EAGER_PARK, Ordering::Release);
+        me.flags.fetch_or(NOTIFY, Ordering::Release);
         Notifier { bell, watch: None, death: None, last_check: wait::coarse_now() }
     }
 
     /// The flags an end in notifying mode keeps on top of its wait strategy's.
-    pub const FLAGS: u32 = NOTIFY | EAGER_PARK;
+    pub const FLAGS: u32 = NOTIFY;
 
     /// The doorbell (the end's readiness fd).
     pub fn bell(&self) -> &Doorbell {
@@ -251,25 +283,29 @@ impl Notifier {
     }
 
     /// For a non-blocking operation that found nothing to do: arms `park` (the end's
-    /// own, or a shared park [`ringing`](Park::ringing) this doorbell) so that the
-    /// next publication (or close, or the peer's death) rings the doorbell, then looks
-    /// again with `ready`. `Ok(Some)`: the look found it after all; `Ok(None)`: armed,
-    /// wait for the fd; `Err`: the peer is gone (`ready` found nothing after that
-    /// either).
+    /// own, or a shared park [`ringing`](Park::ringing) this doorbell) for the holder
+    /// of endpoint `me`, so that the next publication (or close, or the peer's death)
+    /// rings the doorbell, then looks again with `ready`. `Ok(Some)`: the look found it
+    /// after all; `Ok(None)`: armed, wait for the fd; `Err`: the peer is gone (`ready`
+    /// found nothing after that either).
     ///
     /// No wake-up is lost: `waiting` is stored, then a SeqCst fence, then the look; a
     /// waker publishes, fences, then reads `waiting` (`sync::wait`). Either the look
-    /// sees the publication or the waker sees the flag and rings. `barrier`: the waker
-    /// may skip its fence (a fenceless publisher on a shared park, which does not read
-    /// our EAGER_PARK), so run the membarrier that stands in for it; if that fails, the
-    /// doorbell is rung here, a spurious wake-up rather than a lost one.
+    /// sees the publication or the waker sees the flag and rings. A waker that skips
+    /// its fence (a fenceless process, unless `me` advertises [`EAGER_PARK`], which
+    /// the `Block` strategy does) is made to execute one by the membarrier run here
+    /// instead, as a parking thread does; if that fails the doorbell is rung here, a
+    /// spurious wake-up rather than a lost one. (`peer`: the one waker, or any waker
+    /// if `None`.)
     pub fn arm<T>(
         &mut self,
         park: Park<'_>,
-        barrier: bool,
+        me: &Endpoint,
         peer: Option<&Endpoint>,
         mut ready: impl FnMut() -> Option<T>,
     ) -> std::result::Result<Option<T>, Stop> {
+        let barrier = me.flags.load(Ordering::Relaxed) & EAGER_PARK == 0
+            && peer.map_or(true, |p| p.flags.load(Ordering::Relaxed) & FENCELESS != 0);
         // Rings from earlier rounds: consumed, so that the fd is readable only for
         // what comes after this look (a level-triggered poller would spin otherwise).
         self.bell.drain();
