@@ -23,6 +23,14 @@
 //!    after the cursor and never passes it, so it can only make the publisher wait
 //!    longer — the model keeps to the cursor.)
 //!
+//! 5. Notifying ends: the doorbell handshake of `sync::notify` (drain, `waiting`,
+//!    SeqCst fence, look again; the waker publishes, fences, takes the flag and rings)
+//!    with an event loop that waits for the doorbell to be readable, on an end's own
+//!    park (its one peer publishing twice) and on a broadcast's shared park (a doorbell sleeper beside a futex sleeper,
+//!    `sleepers` bits set with `fetch_or`). Each model also runs with one step removed
+//!    (either fence, the look after arming, `fetch_or` as a plain store) and must
+//!    then fail: that shows the model can see the lost wake-up each step prevents.
+//!
 //! Models 3 and 4 restate the orderings of `broadcast.rs` over loom atomics (that
 //! module works on mapped memory directly); a change to either must change both.
 #![cfg(loom)]
@@ -394,4 +402,223 @@ fn a_joining_subscriber_is_never_overtaken_under_backpressure() {
         }
         publisher.join().unwrap();
     });
+}
+
+/// A doorbell: rings queued (a datagram socket's receive queue) and the condition an
+/// event loop waits on until the fd is readable.
+struct Bell {
+    queued: Mutex<u32>,
+    cond: Condvar,
+}
+
+impl Bell {
+    fn new() -> Bell {
+        Bell { queued: Mutex::new(0), cond: Condvar::new() }
+    }
+
+    fn ring(&self) {
+        *self.queued.lock().unwrap() += 1;
+        self.cond.notify_all();
+    }
+
+    /// `Doorbell::drain`.
+    fn drain(&self) {
+        *self.queued.lock().unwrap() = 0;
+    }
+
+    /// The event loop's wait: until the fd is readable (a ring is queued).
+    fn wait_readable(&self) {
+        let mut queued = self.queued.lock().unwrap();
+        while *queued == 0 {
+            queued = self.cond.wait(queued).unwrap();
+        }
+    }
+}
+
+/// One step of the handshake a model leaves out, to show it then fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    Nothing,
+    /// The fence between arming and looking again.
+    SleeperFence,
+    /// The waker's fence between publishing and reading `waiting`.
+    WakerFence,
+    /// The look after arming (the `try_*` that reports `Empty` trusts its first look).
+    Relook,
+    /// A shared park's bit set by a plain store (one kind of sleeper clears the other's).
+    StoreNotFetchOr,
+}
+
+/// The model and the step it leaves out, by name: what `broken_handshake` runs.
+fn run_broken(model: &str, broken: Broken) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    match model {
+        "own" => builder.check(move || own_park_model(broken)),
+        "shared" => builder.check(move || shared_park_model(broken)),
+        other => panic!("unknown model {other}"),
+    }
+}
+
+/// Runs `model` with `broken` left out in a child process (a failed loom execution
+/// cannot be caught in-process: its cleanup aborts) and asserts that loom found the
+/// lost wake-up: a deadlock, the event loop waiting for a ring that never comes.
+fn assert_fails_without(model: &str, broken: Broken) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "broken_handshake", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("SHMKIT_LOOM_BROKEN", format!("{model}:{broken:?}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("deadlock"),
+        "{model} without {broken:?}: loom found no lost wake-up ({})\n{stderr}",
+        out.status
+    );
+}
+
+#[test]
+#[ignore = "runs only in the child process of the notifying-end models"]
+fn broken_handshake() {
+    let Ok(what) = std::env::var("SHMKIT_LOOM_BROKEN") else { return };
+    let (model, broken) = what.split_once(':').unwrap();
+    let broken =
+        [Broken::SleeperFence, Broken::WakerFence, Broken::Relook, Broken::StoreNotFetchOr]
+            .into_iter()
+            .find(|b| format!("{b:?}") == broken)
+            .unwrap();
+    run_broken(model, broken);
+}
+
+/// An end's own park (SPSC): an event loop receiving, by the `Notifying` contract,
+/// two messages from its one peer, each published (Release) and then announced as
+/// `wait::notify` does.
+fn own_park_model(broken: Broken) {
+    let data = Arc::new(AtomicU64::new(0));
+    let waiting = Arc::new(AtomicU32::new(0));
+    let bell = Arc::new(Bell::new());
+    let waker = {
+        let (d, w, b) = (data.clone(), waiting.clone(), bell.clone());
+        thread::spawn(move || {
+            for n in 1..=2 {
+                d.store(n, Ordering::Release);
+                if broken != Broken::WakerFence {
+                    fence(Ordering::SeqCst);
+                }
+                // Park::take, then wait::wake rings the doorbell.
+                if w.load(Ordering::Relaxed) != 0 && w.swap(0, Ordering::Acquire) != 0 {
+                    b.ring();
+                }
+            }
+        })
+    };
+    // The event loop: try until Empty (which arms: Notifier::arm), then wait for the fd.
+    let mut taken = 0;
+    while taken < 2 {
+        if data.load(Ordering::Acquire) > taken {
+            taken += 1;
+            continue;
+        }
+        bell.drain();
+        waiting.store(1, Ordering::Release);
+        if broken != Broken::SleeperFence {
+            fence(Ordering::SeqCst);
+        }
+        if broken != Broken::Relook && data.load(Ordering::Acquire) > taken {
+            waiting.store(0, Ordering::Relaxed);
+            continue;
+        }
+        bell.wait_readable();
+    }
+    waker.join().unwrap();
+}
+
+#[test]
+fn a_notifying_end_never_misses_the_ring_for_a_publication() {
+    run_broken("own", Broken::Nothing);
+    for broken in [Broken::SleeperFence, Broken::WakerFence, Broken::Relook] {
+        assert_fails_without("own", broken);
+    }
+}
+
+/// A broadcast's shared park: a subscriber in notifying mode (its own flag, then the
+/// BELL bit) and one parked on the futex (the FUTEX bit), one publication
+/// (`View::notify_subscribers`: take the bits, wake the futex, ring armed doorbells).
+fn shared_park_model(broken: Broken) {
+    const FUTEX: u32 = 1;
+    const BELL: u32 = 2;
+    let data = Arc::new(AtomicU64::new(0));
+    let sleepers = Arc::new(AtomicU32::new(0));
+    let own = Arc::new(AtomicU32::new(0));
+    let seq = Arc::new(AtomicU32::new(0));
+    let futex = Arc::new(Futex { lock: Mutex::new(()), cond: Condvar::new() });
+    let bell = Arc::new(Bell::new());
+    let set = move |word: &AtomicU32, bit: u32| {
+        if broken == Broken::StoreNotFetchOr {
+            word.store(bit, Ordering::Release);
+        } else {
+            word.fetch_or(bit, Ordering::Release);
+        }
+    };
+    // The futex sleeper (wait_for's park phase on the shared park).
+    let parked = {
+        let (d, sl, sq, f) = (data.clone(), sleepers.clone(), seq.clone(), futex.clone());
+        thread::spawn(move || loop {
+            let observed = sq.load(Ordering::Acquire);
+            set(&sl, FUTEX);
+            fence(Ordering::SeqCst);
+            if d.load(Ordering::Acquire) == 1 {
+                break;
+            }
+            f.wait(&sq, observed);
+            if d.load(Ordering::Acquire) == 1 {
+                break;
+            }
+        })
+    };
+    // The publisher.
+    let publisher = {
+        let (d, sl, o, sq, f, b) =
+            (data.clone(), sleepers.clone(), own.clone(), seq.clone(), futex.clone(), bell.clone());
+        thread::spawn(move || {
+            d.store(1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            let taken =
+                if sl.load(Ordering::Relaxed) != 0 { sl.swap(0, Ordering::Acquire) } else { 0 };
+            if taken & FUTEX != 0 {
+                sq.fetch_add(1, Ordering::Release);
+                f.wake();
+            }
+            // wait::ring_if_armed over the subscriber records.
+            if taken & BELL != 0
+                && o.load(Ordering::Relaxed) != 0
+                && o.swap(0, Ordering::Acquire) != 0
+            {
+                b.ring();
+            }
+        })
+    };
+    // The notifying subscriber's event loop (Subscriber::arm_for_message).
+    loop {
+        if data.load(Ordering::Acquire) == 1 {
+            break;
+        }
+        bell.drain();
+        own.store(1, Ordering::Release);
+        set(&sleepers, BELL);
+        fence(Ordering::SeqCst);
+        if data.load(Ordering::Acquire) == 1 {
+            own.store(0, Ordering::Relaxed);
+            break;
+        }
+        bell.wait_readable();
+    }
+    parked.join().unwrap();
+    publisher.join().unwrap();
+}
+
+#[test]
+fn a_notifying_subscriber_and_a_parked_one_share_a_park_without_losing_a_wake_up() {
+    run_broken("shared", Broken::Nothing);
+    assert_fails_without("shared", Broken::StoreNotFetchOr);
 }
