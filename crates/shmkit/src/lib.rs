@@ -16,10 +16,15 @@
 //! - [`gc`]: removing what crashed processes left behind.
 //! - [`sync`]: shared futexes, the wait strategy, and peer liveness.
 //!
-//! The first time a blocking call parks, shmkit starts one background thread in the
-//! process, `shmkit-watchdog` ([`sync::watchdog`]): it wakes parked callers every
-//! 10 ms so that they notice a peer killed by SIGKILL without each park arming a
-//! kernel timer. It sleeps while nothing is parked and never touches shared memory.
+//! - [`poller`] and [`channel::Notifying`]: readiness fds for event loops; `tokio`
+//!   (cargo feature `tokio`): async ends.
+//!
+//! The first time a waiting end watches its peer, shmkit starts one background thread
+//! in the process, `shmkit-pidwatch` ([`sync::pidwatch`]): it sleeps in `epoll_wait`
+//! on the peers' pidfds and wakes exactly the waiters whose peer died, so a parked end
+//! makes no periodic wake-ups. Where pidfds are unavailable, `shmkit-watchdog`
+//! ([`sync::watchdog`]) wakes parked callers every 10 ms instead. Neither touches
+//! shared memory.
 //!
 //! # Two processes, one channel
 //!
@@ -82,4 +87,11 @@ pub mod tokio;
 pub mod typed;
 
 pub use error::{Error, Result};
+
+// Every Rust block of the README is compiled (and run, unless marked `no_run`) as a
+// doctest; its async example needs the `tokio` feature, which the workspace's test
+// build has (the CLI's default features turn it on).
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 pub use segment::{Kind, Name, Options, Segment};
