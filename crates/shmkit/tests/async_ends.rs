@@ -209,6 +209,10 @@ fn async_calls_get_their_replies_from_a_server_process_and_learn_it_died() {
         }
         assert_eq!(result, Err(CallError::PeerDead { pid }));
         server.wait().unwrap();
+        drop(client);
+        // The killed server's registry is left behind: remove it.
+        let Name::Posix(path) = &n else { unreachable!() };
+        let _ = std::fs::remove_file(format!("/dev/shm{path}"));
     });
 }
 

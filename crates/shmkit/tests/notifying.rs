@@ -111,6 +111,18 @@ fn peer_entry() {
     }
 }
 
+/// Removes what a server killed by the test leaves: its registry, and the channels of
+/// clients that were killed too.
+fn remove_service(name: &Name) {
+    let Name::Posix(path) = name else { unreachable!("tests use posix: names") };
+    let _ = std::fs::remove_file(format!("/dev/shm{path}"));
+    for i in 1..=rpc::Config::default().clients {
+        for end in ["req", "rep"] {
+            let _ = std::fs::remove_file(format!("/dev/shm{path}.c{i}.{end}"));
+        }
+    }
+}
+
 fn spawn(role: &str, args: &[String]) -> Child {
     peer_command(role, args).stdout(Stdio::null()).spawn().expect("spawn peer")
 }
@@ -309,6 +321,7 @@ fn a_notifying_rpc_client_gets_its_replies_through_its_fd_and_learns_the_server_
     }
     assert_eq!(result, Err(CallError::PeerDead { pid }));
     server.wait().unwrap();
+    remove_service(&n);
 }
 
 #[test]
@@ -333,6 +346,8 @@ fn idle_parked_subscribers_and_rpc_servers_make_no_periodic_wake_ups() {
         client.call(b"still there?", &mut reply, T).unwrap();
         server.kill().unwrap();
         server.wait().unwrap();
+        drop(client);
+        remove_service(&n);
     }
 }
 
@@ -368,6 +383,8 @@ fn a_blocking_rpc_server_learns_of_a_killed_client_without_polling() {
     }
     server.kill().unwrap();
     server.wait().unwrap();
+    drop(client);
+    remove_service(&n);
 }
 
 #[test]
