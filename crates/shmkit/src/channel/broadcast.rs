@@ -158,8 +158,10 @@ pub struct PublisherLine {
     pub head: AtomicU64,
     /// Futex the subscribers park on; the publisher bumps it to wake them.
     pub bell: AtomicU32,
-    /// Subscribers parked or about to park on `bell`; the publisher makes a system call
-    /// only when it is not zero.
+    /// Which subscribers armed since the last wake-up, as `wait::sleepers` bits:
+    /// `FUTEX` (parked on `bell`) and `BELL` (in notifying mode: their own endpoint's
+    /// `waiting` says which). Set with `fetch_or`; the publisher takes the word after
+    /// publishing and makes a system call only when it was not zero.
     pub sleepers: AtomicU32,
     pub reserved: [AtomicU64; 14],
 }

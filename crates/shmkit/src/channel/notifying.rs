@@ -9,8 +9,9 @@
 //!
 //! # The contract
 //! 1. When the fd is readable, call the end's `try_*` operations until one reports that
-//!    nothing is left (`Empty` for a receiver, `Full` for a sender), or the end is
-//!    disconnected.
+//!    nothing is left (`Empty` for a receiver, `Full` for a sender; `poll` returning 0
+//!    for an rpc server, `try_reply` returning `Ok(false)` for an rpc client), or the
+//!    end is disconnected.
 //! 2. Then wait for the fd again.
 //!
 //! The `try_*` call that reports `Empty`/`Full` is the one that arms the end (it sets
@@ -50,8 +51,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use crate::error::Result;
 use crate::sync::notify::Doorbell;
 
-/// An end that can be switched into notifying mode (SPSC [`Sender`](super::Sender) and
-/// [`Receiver`](super::Receiver)).
+/// An end that can be switched into notifying mode: SPSC [`Sender`](super::Sender)
+/// and [`Receiver`](super::Receiver), broadcast
+/// [`Subscriber`](super::broadcast::Subscriber) and
+/// [`Publisher`](super::broadcast::Publisher) (under backpressure; under overwrite it
+/// never waits), rpc [`Server`](super::rpc::Server) (`poll` until it answers nothing)
+/// and [`Client`](super::rpc::Client) (`start_call`, then `try_reply` until it has
+/// the reply).
 pub trait NotifyEnd {
     /// Switches the end into notifying mode (idempotent; there is no way back).
     #[doc(hidden)]
