@@ -4,7 +4,7 @@
 //! An end in notifying mode binds a unix datagram socket in Linux's abstract namespace
 //! under a random 64-bit id (`shmkit.bell.<id as 16 hex digits>`), records the id in its
 //! [`Endpoint::bell`](crate::layout::Endpoint::bell), and sets
-//! [`NOTIFY`](crate::layout::endpoint_flags::NOTIFY). Its readiness fd is that socket:
+//! [`NOTIFY`]. Its readiness fd is that socket:
 //! readable while a ring is queued. A waker that takes the end's `waiting` flag (the
 //! same "someone sleeps" protocol as the futex, `sync::wait`) sends one byte to the
 //! address instead of calling `FUTEX_WAKE`; a waker that finds the flag clear makes no
@@ -125,7 +125,7 @@ impl Doorbell {
     /// Consumes every queued ring, so that the fd is readable again only for rings
     /// that come after this call. Returns how many were queued.
     ///
-    /// One `recvmmsg` takes up to [`DRAIN_BATCH`] rings, and returning fewer says the
+    /// One `recvmmsg` takes up to 16 rings, and returning fewer says the
     /// queue is empty: the usual drain (one ring, or none) is one system call, where a
     /// `recv` loop needs a second one to hear `EAGAIN`.
     pub fn drain(&self) -> usize {

@@ -195,7 +195,7 @@ pub fn peer_closed(peer: &Endpoint) -> bool {
     peer.state.load(Ordering::Acquire) == endpoint_state::CLOSED
 }
 
-/// Whether this process may skip the fence in [`notify`]: registered (once) for
+/// Whether this process may skip the fence in [`notify()`]: registered (once) for
 /// `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, so that sleeping peers can make it execute one.
 pub fn fenceless() -> bool {
     static REGISTERED: std::sync::OnceLock<(u32, bool)> = std::sync::OnceLock::new();
@@ -382,7 +382,7 @@ impl<'a> Park<'a> {
 
     /// After publishing: wakes every futex sleeper, if there is one, and returns the
     /// [`sleepers`] bits taken (the caller rings doorbells if `BELL` is among them).
-    /// Fenceless callers rely on the sleepers' membarrier, as in [`notify`].
+    /// Fenceless callers rely on the sleepers' membarrier, as in [`notify()`].
     #[inline]
     pub fn notify_all(&self, my_flags: u32) -> u32 {
         if my_flags & endpoint_flags::FENCELESS != 0 {
