@@ -83,6 +83,8 @@ enum Command {
     BenchPeer(bench::harness::PeerArgs),
     #[command(name = "__soak-verify", hide = true)]
     SoakVerify(soak::ChildArgs),
+    #[command(name = "__idle-peer", hide = true)]
+    IdlePeer(bench::idle::PeerArgs),
 }
 
 fn main() {
@@ -107,6 +109,7 @@ fn main() {
         Command::SoakVerify(a) => soak::run_child(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::harness::run(a),
+        Command::IdlePeer(a) => bench::idle::run_peer(a),
     };
     if let Err(e) = result {
         eprintln!("shmkit: {e}");

@@ -220,3 +220,29 @@ fn bad_arguments_are_refused_with_a_reason() {
     let (out, _) = shmkit(&["bench", "--pin", "sideways"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn idle_reports_every_parked_end_and_how_fast_each_notices_a_killed_peer() {
+    let (ok, report, stderr) = bench(&["--idle", "0.3"]);
+    assert!(ok, "bench --idle failed: {stderr}");
+    assert!(["pidfd", "watchdog"].contains(&report["death_detection"].as_str().unwrap()));
+    let ends: Vec<&str> = rows(&report).iter().map(|r| r["end"].as_str().unwrap()).collect();
+    assert_eq!(ends, ["recv", "sub", "pong", "rpc-server"]);
+    for r in rows(&report) {
+        assert!(r["seconds"].as_f64().unwrap() >= 0.3, "{r}");
+        assert!(r["context_switches"].is_u64() && r["cpu_ms"].as_f64().unwrap() >= 0.0, "{r}");
+        // recv and sub exit when their peer is killed; the others have no such peer.
+        let exits = matches!(r["end"].as_str(), Some("recv" | "sub"));
+        assert_eq!(r["peer_death_to_exit_ms"].as_f64().is_some_and(|ms| ms > 0.0), exits, "{r}");
+    }
+}
+
+#[test]
+fn idle_refuses_a_nonsense_duration_and_the_row_options() {
+    for args in [&["bench", "--idle", "0"][..], &["bench", "--idle", "-1"]] {
+        let (out, _) = shmkit(args);
+        assert!(!out.status.success(), "{args:?}");
+    }
+    let (out, _) = shmkit(&["bench", "--idle", "1", "--mech", "pipe"]);
+    assert_eq!(out.status.code(), Some(2), "--idle with --mech is a usage error");
+}

@@ -15,6 +15,7 @@ mod fanout;
 mod fifo;
 pub(crate) mod floor;
 pub mod harness;
+pub mod idle;
 mod mech;
 mod mmap_spin;
 mod pipe;
@@ -85,6 +86,12 @@ pub struct Args {
     /// Describe the mechanisms and exit.
     #[arg(long)]
     pub list: bool,
+    /// Instead of the mechanisms: what parked ends cost while idle. Starts `recv`,
+    /// `sub`, `pong` and an rpc server (each with a live, idle peer where it has one),
+    /// counts their context switches and CPU time over SECS each, then kills each peer
+    /// with SIGKILL and times how long the end takes to notice.
+    #[arg(long, value_name = "SECS", conflicts_with_all = ["mech", "count", "duration", "quick", "chart"])]
+    pub idle: Option<f64>,
 }
 
 /// `--pin`.
@@ -171,6 +178,9 @@ pub fn run(args: &Args) -> CliResult {
             println!("{:<16} {}", m.name(), m.about());
         }
         return Ok(());
+    }
+    if let Some(seconds) = args.idle {
+        return idle::run(seconds, args.json.as_deref());
     }
     if let Some(&bad) = args.sizes.iter().find(|&&s| !(8..=64 << 20).contains(&s)) {
         return fail(format!("--sizes: {bad} bytes is out of range (8 B to 64 MiB)"));
