@@ -115,7 +115,8 @@ fn usage(pid: u32) -> (u64, u64) {
         let path = task.path();
         if let Ok(status) = std::fs::read_to_string(path.join("status")) {
             for line in status.lines().filter(|l| l.contains("ctxt_switches:")) {
-                switches += line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                switches +=
+                    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
             }
         }
         if let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) {
@@ -268,8 +269,7 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     remove(&names);
     rows.push(result?);
 
-    let report =
-        IdleReport { death_detection: shmkit::sync::pidwatch::mechanism(), rows };
+    let report = IdleReport { death_detection: shmkit::sync::pidwatch::mechanism(), rows };
     if let Some(path) = json {
         if path == std::path::Path::new("-") {
             return print_json(&report);

@@ -211,9 +211,37 @@ fn start(current: *mut Watcher, generation: u32) -> Option<&'static Watcher> {
     Some(new)
 }
 
+thread_local! {
+    /// The watch this thread asked for last, and the fork generation it belongs to:
+    /// a thread that waits on one peer again and again finds it here, without the
+    /// watcher's lock.
+    static RECENT: std::cell::RefCell<Option<(u32, PeerWatch)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// A watch on the process recorded as (`pid`, `start`) (start 0: only the pid is
 /// known). `None` where pidfds are unavailable: fall back to `/proc` and the watchdog.
 pub fn watch(pid: u32, start: u64) -> Option<PeerWatch> {
+    let generation = watchdog::generation();
+    let recent = RECENT.try_with(|r| {
+        r.try_borrow().ok().and_then(|r| match &*r {
+            Some((g, w)) if *g == generation && w.is_of(pid, start) => Some(w.clone()),
+            _ => None,
+        })
+    });
+    if let Ok(Some(w)) = recent {
+        return Some(w);
+    }
+    let found = watch_locked(pid, start)?;
+    let _ = RECENT.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            *r = Some((generation, found.clone()));
+        }
+    });
+    Some(found)
+}
+
+fn watch_locked(pid: u32, start: u64) -> Option<PeerWatch> {
     let w = watcher()?;
     let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((entry, _)) = state.entries.values().find(|(e, _)| e.pid == pid && e.start == start)

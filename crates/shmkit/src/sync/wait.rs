@@ -534,7 +534,13 @@ pub fn wait_for<T>(
         _ => None,
     };
     let mut last_check = coarse_now();
-    let gone = |last: &mut Duration| peer.and_then(|peer| peer_gone_paced(peer, last));
+    // The peer's process as the pidfd watcher sees it: its death is then a load, exact
+    // and at once, in the spin phase too (a `/proc` read every LIVENESS_PERIOD without
+    // pidfds).
+    let mut watch: Option<PeerWatch> = None;
+    let gone = |last: &mut Duration, watch: &mut Option<PeerWatch>| {
+        peer.and_then(|peer| peer_stop(peer, watch, last))
+    };
     let finish =
         |stop: Stop, ready: &mut dyn FnMut(Look) -> Option<T>| ready(Look::Exact).ok_or(stop);
 
@@ -551,7 +557,7 @@ pub fn wait_for<T>(
             if deadline.is_some_and(|d| now >= d) {
                 return finish(Stop::Timeout, &mut ready);
             }
-            if let Some(stop) = gone(&mut last_check) {
+            if let Some(stop) = gone(&mut last_check, &mut watch) {
                 return finish(stop, &mut ready);
             }
             if start.is_some_and(|start| now.duration_since(start) >= spin) || same_cpu() {
@@ -567,7 +573,6 @@ pub fn wait_for<T>(
         }
     }
     // Phase 3: park on the futex (or the doorbell, in notifying mode).
-    let mut watch: Option<PeerWatch> = None;
     loop {
         if let Some(bell) = park.bell {
             // Rings from earlier rounds would end the poll below at once.
@@ -586,11 +591,7 @@ pub fn wait_for<T>(
             park.disarm();
             return Ok(v);
         }
-        let stop = match peer {
-            Some(p) => peer_stop(p, &mut watch, &mut last_check),
-            None => None,
-        };
-        if let Some(stop) = stop {
+        if let Some(stop) = gone(&mut last_check, &mut watch) {
             park.disarm();
             return finish(stop, &mut ready);
         }
