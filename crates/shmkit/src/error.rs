@@ -48,6 +48,10 @@ pub enum Error {
     /// The caller passed an argument that cannot be used.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The async runtime refused to wait for an end (feature `tokio`: it is shutting
+    /// down, or has no IO driver).
+    #[error("async runtime: {0}")]
+    Runtime(String),
 }
 
 impl Error {

@@ -119,15 +119,16 @@ fn poll_op<E: NotifyEnd, T>(
 
 fn async_fd<E: crate::channel::NotifyEnd>(end: E) -> Result<AsyncFd<Notifying<E>>> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(crate::Error::InvalidArgument(
+        return Err(crate::Error::Runtime(
             "an async shmkit end must be made inside a tokio runtime".into(),
         ));
     }
     let end = Notifying::new(end)?;
     // SAFETY: the doorbell socket is owned by `end` for its whole life (it is dropped
     // only with the end), and `as_raw_fd` returns that same fd on every call.
-    unsafe { AsyncFd::register_with_interest(end, Interest::READABLE) }
-        .map_err(|e| crate::Error::io("epoll_ctl", "tokio AsyncFd", e.into_parts().1))
+    unsafe { AsyncFd::register_with_interest(end, Interest::READABLE) }.map_err(|e| {
+        crate::Error::Runtime(format!("cannot register a doorbell: {}", e.into_parts().1))
+    })
 }
 
 /// The receiving end of an SPSC channel, awaited on a tokio runtime.
@@ -623,7 +624,7 @@ impl AsyncServer {
     pub async fn serve_some(
         &mut self,
         mut handler: impl FnMut(&[u8], &mut Vec<u8>),
-    ) -> std::result::Result<usize, String> {
+    ) -> Result<usize> {
         std::future::poll_fn(|cx| {
             poll_op(
                 &mut self.inner,
@@ -634,7 +635,7 @@ impl AsyncServer {
                     0 => None, // armed
                     n => Some(Ok(n)),
                 },
-                Err,
+                |what| Err(crate::Error::Runtime(what)),
             )
         })
         .await
@@ -643,10 +644,7 @@ impl AsyncServer {
     /// Serves for good: [`serve_some`](Self::serve_some) in a loop that lets the
     /// runtime's other tasks run between rounds. Returns only if the runtime refuses
     /// the doorbell (it is shutting down).
-    pub async fn serve(
-        &mut self,
-        mut handler: impl FnMut(&[u8], &mut Vec<u8>),
-    ) -> std::result::Result<(), String> {
+    pub async fn serve(&mut self, mut handler: impl FnMut(&[u8], &mut Vec<u8>)) -> Result<()> {
         loop {
             self.serve_some(&mut handler).await?;
             ::tokio::task::yield_now().await;

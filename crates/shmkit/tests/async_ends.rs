@@ -251,3 +251,13 @@ fn an_async_server_answers_client_processes_while_other_tasks_run() {
         assert!(ticks.get() > 0, "the other task never ran");
     });
 }
+
+#[test]
+fn an_async_end_made_outside_a_runtime_is_refused_not_a_panic() {
+    let seg = broadcast::create_memfd(&config(Overflow::Overwrite, 64)).unwrap();
+    let sub = Subscriber::from_segment(seg).unwrap();
+    match AsyncSubscriber::new(sub) {
+        Err(shmkit::Error::Runtime(what)) => assert!(what.contains("tokio runtime"), "{what}"),
+        other => panic!("expected a Runtime error, got {other:?}"),
+    }
+}
