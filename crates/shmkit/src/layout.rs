@@ -198,8 +198,7 @@ pub mod endpoint_flags {
     /// the fenced check, so its parking needs no membarrier.
     pub const EAGER_PARK: u32 = 2;
     /// The holder waits on its doorbell ([`Endpoint::bell`](super::Endpoint::bell)), not
-    /// on the futex: wakers ring the doorbell. Set once, before the first arm; implies
-    /// `EAGER_PARK` (wakers keep the fence, so arming needs no membarrier).
+    /// on the futex: wakers ring the doorbell. Set once, before the first arm.
     pub const NOTIFY: u32 = 4;
 }
 
@@ -463,8 +462,9 @@ pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
         return Err(Error::corrupt(format!("state word is {state}")));
     }
     let tag = h.object.load(Ordering::Relaxed);
-    let object = ObjectKind::from_tag(tag)
-        .ok_or_else(|| Error::incompatible("object kind", tag, "1 (raw) or 2 (spsc)"))?;
+    let object = ObjectKind::from_tag(tag).ok_or_else(|| {
+        Error::incompatible("object kind", tag, "1 raw, 2 spsc, 3 broadcast or 4 rpc")
+    })?;
     let endpoint_count = h.endpoint_count.load(Ordering::Relaxed);
     if endpoint_count > MAX_ENDPOINTS {
         return Err(Error::corrupt(format!(
@@ -649,6 +649,52 @@ mod tests {
         assert_eq!(design_table("### Endpoint"), endpoint);
         assert_eq!(endpoint.iter().map(|r| r.1).sum::<usize>(), size_of::<Endpoint>());
         assert!(DESIGN_MD.contains(&format!("`version` = {VERSION}")), "DESIGN.md names VERSION");
+
+        use crate::channel::{broadcast, rpc, spsc};
+        let check = |heading: &str, rows: Vec<(usize, usize, String)>, size: usize| {
+            assert_eq!(design_table(heading), rows, "{heading}");
+            assert_eq!(rows.iter().map(|r| r.1).sum::<usize>(), size, "{heading} covers it");
+        };
+        check(
+            "#### SPSC ProducerLine",
+            rows!(spsc::ProducerLine: write_pos, reserved, publish_hint, reserved2),
+            size_of::<spsc::ProducerLine>(),
+        );
+        check(
+            "#### SPSC ConsumerLine",
+            rows!(spsc::ConsumerLine: read_pos, reserved, release_hint, reserved2),
+            size_of::<spsc::ConsumerLine>(),
+        );
+        check(
+            "#### Broadcast PublisherLine",
+            rows!(broadcast::PublisherLine: head, bell, sleepers, reserved),
+            size_of::<broadcast::PublisherLine>(),
+        );
+        check(
+            "#### Broadcast CursorLine",
+            rows!(broadcast::CursorLine: cursor, missed, received, reserved, hint, reserved2),
+            size_of::<broadcast::CursorLine>(),
+        );
+        check(
+            "#### Broadcast SlotHeader",
+            rows!(broadcast::SlotHeader: seq, len, reserved),
+            size_of::<broadcast::SlotHeader>(),
+        );
+        check(
+            "#### Rpc SlotLine",
+            rows!(rpc::SlotLine: ready, reserved),
+            size_of::<rpc::SlotLine>(),
+        );
+        // The placements the SPSC section states.
+        for (what, offset) in [
+            ("offset 256   ProducerLine", spsc::PRODUCER_LINE),
+            ("offset 384   ConsumerLine", spsc::CONSUMER_LINE),
+            ("offset 512   ring", spsc::RING),
+        ] {
+            assert!(DESIGN_MD.contains(what), "DESIGN.md: {what}");
+            assert!(what.contains(&format!("offset {offset} ")), "{what} is at {offset}");
+        }
+        assert!(DESIGN_MD.contains("payload at slot offset 16") && broadcast::SLOT_HEADER == 16);
     }
 
     #[test]

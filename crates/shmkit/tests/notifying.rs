@@ -99,6 +99,14 @@ fn peer_entry() {
                 assert_eq!(reply, want, "reply to call {i}");
             }
         }
+        // Connect, make one call, say so, then make a call that is never answered.
+        "call-unanswered" => {
+            let mut client = Client::connect(&name).unwrap();
+            let mut reply = Vec::new();
+            client.call(b"first", &mut reply, T).unwrap();
+            println!("peer:ready");
+            let _ = client.call(b"second", &mut reply, Duration::from_secs(3600));
+        }
         // Connect, say so, then do nothing until killed.
         "hold-client" => {
             let _client = Client::connect(&name).unwrap();
@@ -348,6 +356,34 @@ fn idle_parked_subscribers_and_rpc_servers_make_no_periodic_wake_ups() {
         server.wait().unwrap();
         drop(client);
         remove_service(&n);
+    }
+}
+
+#[test]
+fn a_client_waiting_for_a_reply_makes_no_periodic_wake_ups() {
+    // The server answers the first call, then never polls again: the client waits for
+    // its second reply with the server attached and alive.
+    let n = name("idlecall");
+    let mut server = Server::create(&n, &rpc::Config::default()).unwrap();
+    let mut client =
+        peer_command("call-unanswered", &[n.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
+    let started = Instant::now();
+    while server.answered() == 0 {
+        assert!(started.elapsed() < T, "the first call never came");
+        server.poll(&mut answer);
+        std::thread::yield_now();
+    }
+    wait_for_line(&mut out, "peer:ready");
+    let idle = idle_context_switches(client.id(), Duration::from_secs(1));
+    assert!(idle <= 5, "a client waiting for its reply: {idle} context switches in a second");
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // The server drops the dead client and removes its channels.
+    let started = Instant::now();
+    while server.clients() > 0 {
+        assert!(started.elapsed() < T, "the killed client was never dropped");
+        server.serve_for(Duration::from_millis(1), answer);
     }
 }
 

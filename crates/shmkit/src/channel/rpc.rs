@@ -320,9 +320,11 @@ impl Client {
         wait::notify(self.registry.endpoint(SERVER), self.flags);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            // The reply channel's sender is the server once it has attached; until then
-            // check the registry's record of it now and then.
-            let step = left.min(wait::LIVENESS_PERIOD * 5);
+            // The reply channel's sender is the server once it has attached, and the
+            // receive watches it (its death ends the wait at once); until then check
+            // the registry's record of it now and then.
+            let step =
+                if self.rx.peer_attached() { left } else { left.min(wait::LIVENESS_PERIOD * 5) };
             match self.rx.recv_timeout(reply, step) {
                 Ok(_) if reply.len() >= 8 && reply[..8] == self.calls.to_le_bytes() => {
                     reply.drain(..8);
