@@ -19,6 +19,11 @@
 //! - [`poller`] and [`channel::Notifying`]: readiness fds for event loops; `tokio`
 //!   (cargo feature `tokio`): async ends.
 //!
+//! The shared-memory formats (byte by byte), the wait/wake and notification protocols,
+//! liveness and the design decisions with their evidence are specified in
+//! `docs/DESIGN.md` in the repository; the measurements in `docs/PERFORMANCE.md`. The
+//! module docs summarise them and name the section.
+//!
 //! The first time a waiting end watches its peer, shmkit starts one background thread
 //! in the process, `shmkit-pidwatch` ([`sync::pidwatch`]): it sleeps in `epoll_wait`
 //! on the peers' pidfds and wakes exactly the waiters whose peer died, so a parked end

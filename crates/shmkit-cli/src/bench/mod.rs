@@ -1,5 +1,6 @@
 //! `shmkit bench`: every IPC mechanism side by side, against the physical floor measured
-//! between the same two processes in the same run (README, "How it measures").
+//! between the same two processes in the same run (docs/PERFORMANCE.md, "Every IPC
+//! mechanism against the floor").
 //!
 //! This process (the orchestrator) never moves a message itself. For every size and
 //! mechanism it starts two peers — `pong` creates the mechanism and says `ready`, then

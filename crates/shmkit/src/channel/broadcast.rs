@@ -1,5 +1,6 @@
 //! One publisher, many subscribers: every subscriber sees every message (or is told how
-//! many it missed), each at its own pace.
+//! many it missed), each at its own pace. Byte-exact layout: docs/DESIGN.md §2
+//! "Broadcast".
 //!
 //! ```text
 //! offset 0          Header            params: slots, slot size, max message, overflow, subscribers

@@ -1,5 +1,5 @@
 //! Ends that wake an event loop: [`Notifying`] gives an end a readiness file
-//! descriptor.
+//! descriptor (docs/DESIGN.md §4: the protocol, and why no wake-up is lost).
 //!
 //! An end in notifying mode owns a doorbell (`sync::notify`: a unix datagram socket in
 //! the abstract namespace) and implements [`AsFd`]. Its fd becomes **readable when the

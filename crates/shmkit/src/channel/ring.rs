@@ -1,5 +1,6 @@
 //! The SPSC byte ring's frame protocol, free of system calls so that Miri and loom can
-//! check it. [`super::spsc`] adds segments, endpoints and waiting on top.
+//! check it. [`super::spsc`] adds segments, endpoints and waiting on top. Specified in
+//! docs/DESIGN.md §2 ("SPSC": the frame word and the zero-word-ahead rule).
 //!
 //! # Positions and frames
 //! The ring is `capacity` bytes (a power of two). The producer and consumer positions

@@ -1,4 +1,5 @@
-//! Request/reply between many client processes and one server.
+//! Request/reply between many client processes and one server (the registry's layout:
+//! docs/DESIGN.md §2 "Rpc registry").
 //!
 //! ```text
 //! NAME              the registry: Header, Endpoint[0] server, Endpoint[1..=K] clients,

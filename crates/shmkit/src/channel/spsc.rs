@@ -1,4 +1,5 @@
-//! The single-producer single-consumer message channel.
+//! The single-producer single-consumer message channel (docs/DESIGN.md §2 "SPSC" has the
+//! byte-exact layout, §5 what survives which crash).
 //!
 //! ```text
 //! offset 0     Header            params: capacity, max message, ring/line offsets

@@ -1,4 +1,5 @@
-//! How a side waits for its peer: spin, then yield, then park on a shared futex.
+//! How a side waits for its peer: spin, then yield, then park on a shared futex
+//! (docs/DESIGN.md §3).
 //!
 //! # The sleep/wake protocol (no lost wake-ups, no syscall on the hot path)
 //! The sleeper parks on a `futex` and a `waiting` flag ([`Park`]: its [`Endpoint`]'s
