@@ -13,11 +13,12 @@ use crate::util::{fail, parse_mode, parse_size, print_json, CliResult, Context};
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("kind").required(true).args(["key", "ftok", "posix", "file"])))]
 pub struct Args {
-    /// System V segment (with --key or --ftok).
-    #[arg(long)]
+    /// System V segment: implied by --key and --ftok (accepted with them, refused
+    /// with --posix or --file).
+    #[arg(long, conflicts_with_all = ["posix", "file"])]
     sysv: bool,
     /// SysV key, e.g. 0x2a00c172.
-    #[arg(long, value_parser = parse_key_arg, requires = "sysv")]
+    #[arg(long, value_parser = parse_key_arg)]
     key: Option<i32>,
     /// SysV key derived by ftok(PATH, ID), e.g. /tmp/example:42.
     #[arg(long, value_name = "PATH:ID")]
@@ -75,9 +76,6 @@ pub fn run(args: &Args) -> CliResult {
     } else {
         return fail("no segment kind given");
     };
-    if args.sysv != matches!(name, Name::SysVKey(_)) {
-        return fail("--sysv goes with --key or --ftok");
-    }
     let size =
         usize::try_from(args.size).map_err(|_| crate::util::Failure("size too large".into()))?;
     if !args.no_header && size < layout::HEADER_SIZE {

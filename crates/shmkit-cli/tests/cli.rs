@@ -157,3 +157,24 @@ fn creating_twice_fails_unless_open_existing() {
     assert!(again.starts_with("opened existing"), "{again}");
     ok(&["rm", &format!("posix:{name}")]);
 }
+
+#[test]
+fn key_and_ftok_name_a_sysv_segment_without_sysv() {
+    // --key and --ftok imply System V; --sysv stays accepted beside them.
+    let dir = std::env::temp_dir().join(unique("ftok"));
+    std::fs::write(&dir, b"").unwrap();
+    let spec = format!("{}:7", dir.display());
+    let made: Value =
+        serde_json::from_str(&ok(&["create", "--ftok", &spec, "--size", "4096", "--json"]))
+            .unwrap();
+    assert!(made["target"].as_str().unwrap().starts_with("sysv:"), "{made}");
+    ok(&["rm", &format!("sysv-id:{}", made["shmid"])]);
+    let key = format!("0x5c{:06x}", (std::process::id() + 1) & 0xffffff);
+    let made: Value =
+        serde_json::from_str(&ok(&["create", "--key", &key, "--size", "4096", "--json"])).unwrap();
+    ok(&["rm", &format!("sysv-id:{}", made["shmid"])]);
+    // Without a SysV name, --sysv is a usage error.
+    let out = shmkit(&["create", "--sysv", "--posix", "/shmkit.clitest.x", "--size", "4096"]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_file(&dir).unwrap();
+}
