@@ -58,9 +58,13 @@ pub struct Report {
 }
 
 fn identify(name: &Name) -> CliResult<Ident> {
+    let shown = name.to_string();
     let name = name.resolve()?;
     let stat_path = |p: &std::path::Path| -> CliResult<Ident> {
-        let m = std::fs::metadata(p).context(format!("cannot stat {}", p.display()))?;
+        // A missing name reads as everywhere else: "...: no such segment".
+        let m = std::fs::metadata(p)
+            .map_err(|e| shmkit::Error::io("stat", p.display(), e))
+            .context(format!("cannot find {shown}"))?;
         let dev = m.dev();
         Ok(Ident::Inode {
             dev_major: libc::major(dev) as u64,
