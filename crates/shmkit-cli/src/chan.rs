@@ -119,9 +119,14 @@ pub fn open_segment(name: &Name, timeout: Duration) -> CliResult<Segment> {
 /// persisted: removal is decided by [`finish`].
 pub fn segment(name: &Name, args: &ChanArgs) -> CliResult<Segment> {
     if args.create {
+        // Registered before it exists (a signal right after the creation must find it),
+        // withdrawn if the creation fails (the name may be someone else's).
+        let created = crate::signals::created(name);
         let seg =
             spsc::create(name, &args.config()?).context(format!("cannot create channel {name}"))?;
         seg.persist();
+        // Until `finish` decides its fate, a signal removes it.
+        std::mem::forget(created);
         Ok(seg)
     } else {
         open_segment(name, Duration::from_secs_f64(args.open_timeout.max(0.0)))
@@ -146,6 +151,7 @@ pub fn receiver(name: &Name, args: &ChanArgs) -> CliResult<Receiver> {
 /// finishes last removes the segment. A peer that never attached leaves it in place,
 /// so a receiver that comes later still gets the messages.
 pub fn finish(name: &Name, peer: u32) {
+    crate::signals::settled(name);
     let Ok(seg) = Segment::open(name, &Options { read_only: true, ..Options::default() }) else {
         return; // already removed by the peer
     };

@@ -44,17 +44,22 @@ pub fn run(args: &Args) -> CliResult {
         None => {}
     }
     let name = Name::Posix(format!("/shmkit.demo.{}", std::process::id()));
+    // Removed when `tx`/`rx` drop, or on a signal before (with pong killed first);
+    // registered first, so that a signal right after the creation finds them.
+    let (req, rep) = ping::duplex(&name)?;
+    let _created = (crate::signals::created(&req), crate::signals::created(&rep));
     let (tx, rx) = ping::create_pair(&name, &ping::demo_config(), args.wait)?;
     println!(
         "demo: created channel pair {name}.req / .rep (1 MiB rings) in pid {}",
         std::process::id()
     );
     let exe = std::env::current_exe().context("cannot find the shmkit executable")?;
-    let mut child = Command::new(exe)
-        .args(["pong", &name.to_string(), "--quiet", "--wait", &args.wait.to_string()])
-        .stdin(Stdio::null())
-        .spawn()
-        .context("cannot start the pong process")?;
+    let (mut child, _pong) = crate::signals::spawn(
+        Command::new(exe)
+            .args(["pong", &name.to_string(), "--quiet", "--wait", &args.wait.to_string()])
+            .stdin(Stdio::null()),
+    )
+    .context("cannot start the pong process")?;
     let child_pid = child.id();
     println!("demo: started pong as pid {child_pid}");
     // One process per CPU, as a latency-sensitive pair would be deployed; left to the

@@ -19,6 +19,7 @@ mod ping;
 mod pipe;
 mod pubsub;
 mod rm;
+mod signals;
 mod soak;
 mod stats;
 mod util;
@@ -88,6 +89,7 @@ enum Command {
 }
 
 fn main() {
+    signals::install();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Ls(a) => ls::run(a),
@@ -111,8 +113,13 @@ fn main() {
         Command::BenchPeer(a) => bench::harness::run(a),
         Command::IdlePeer(a) => bench::idle::run_peer(a),
     };
-    if let Err(e) = result {
-        eprintln!("shmkit: {e}");
-        std::process::exit(1);
-    }
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shmkit: {e}");
+            1
+        }
+    };
+    // A signal that came while the command was ending still decides the status.
+    signals::exit(code)
 }

@@ -86,6 +86,8 @@ fn seconds(s: f64) -> Duration {
 
 pub fn run_pub(args: &PubArgs) -> CliResult {
     let name = &args.channel;
+    // A created channel is removed when the publisher drops, or by a signal before.
+    let _created = args.create.then(|| crate::signals::created(name));
     let mut p = if args.create {
         let config = Config {
             slots: usize::try_from(args.slots).map_err(|_| Failure("--slots too large".into()))?,

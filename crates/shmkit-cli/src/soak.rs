@@ -112,6 +112,8 @@ pub fn run(args: &Args) -> CliResult {
     let capacity =
         usize::try_from(args.capacity).map_err(|_| Failure("capacity too large".into()))?;
     let name = Name::Posix(format!("/shmkit.soak.{}", std::process::id()));
+    // Registered first: a signal right after the creation must find it.
+    let _created = crate::signals::created(&name);
     let mut tx = Sender::create(&name, &Config { capacity, ..Config::default() })
         .context(format!("cannot create {name}"))?;
     let max = *args.sizes.iter().max().unwrap_or(&0);
@@ -124,12 +126,13 @@ pub fn run(args: &Args) -> CliResult {
     tx.set_wait_strategy(args.wait);
     let sizes: Vec<String> = args.sizes.iter().map(u64::to_string).collect();
     let exe = std::env::current_exe().context("cannot find the shmkit executable")?;
-    let child = Command::new(exe)
+    let mut verify = Command::new(exe);
+    verify
         .args(["__soak-verify", &name.to_string(), "--messages", &args.messages.to_string()])
         .args(["--sizes", &sizes.join(","), "--wait", &args.wait.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start the verifying process")?;
+        .stdout(Stdio::piped());
+    let (child, _verifier) =
+        crate::signals::spawn(&mut verify).context("cannot start the verifying process")?;
     let progress = std::io::stderr().is_terminal() && !args.json;
     let mut buf = vec![0u8; max as usize];
     let mut bytes = 0u64;

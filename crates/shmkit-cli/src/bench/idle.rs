@@ -211,6 +211,8 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     let idle = Duration::from_secs_f64(seconds);
     let exe = std::env::current_exe().context("cannot find the shmkit executable")?;
     let base = format!("/shmkit.bench.{}.idle", std::process::id());
+    // A signal kills the ends under test (our children) and removes what they made.
+    let _signal = crate::signals::created_prefix(&base);
     let mut rows = Vec::new();
     eprintln!("shmkit bench --idle: 4 parked ends, {seconds} s each");
 

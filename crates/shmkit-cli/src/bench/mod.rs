@@ -202,6 +202,10 @@ pub fn run(args: &Args) -> CliResult {
         .create(&dir)
         .context(format!("cannot create {}", dir.display()))?;
     let _dir = RunDir(dir.clone());
+    // A signal kills the peers (spawn.rs), removes what they made, and this directory.
+    let _signal_dir = crate::signals::dir(dir.clone());
+    let _signal_shm =
+        crate::signals::created_prefix(&format!("shmkit.bench.{}.", std::process::id()));
     let plan = Plan {
         exe,
         dir,
@@ -334,6 +338,11 @@ fn measure_peers(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<R
     // On any early return below, dropping the peers kills them.
     let rv = ready(&mut pong, "pong", deadline)?;
     rendezvous.push_str(&rv);
+    // The row's message queues and SysV ids, should a signal end the run meanwhile.
+    let _row = {
+        let (ctx, rv) = (ctx.clone(), rv.clone());
+        crate::signals::task(move || cleanup(&ctx, &rv))
+    };
     // Broadcast rows: the other subscribers join before the publisher starts.
     let mut sinks = Vec::new();
     for _ in 0..ctx.mech.sinks() {

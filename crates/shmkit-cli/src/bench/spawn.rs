@@ -19,6 +19,8 @@ pub struct Peer {
     /// Stdout read so far.
     pub out: Vec<u8>,
     pub status: Option<ExitStatus>,
+    /// Killed first if a signal ends the run.
+    _signal: crate::signals::Guard,
 }
 
 /// Starts `exe __bench-peer ARGS`, handing down `fds` (which the orchestrator created
@@ -40,12 +42,12 @@ pub fn start(exe: &std::path::Path, args: &[String], fds: &[RawFd]) -> io::Resul
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let (child, _signal) = crate::signals::spawn(&mut cmd)?;
     // SAFETY: pidfd_open takes no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
     // SAFETY: a non-negative return is a new descriptor owned by nobody else.
     let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-    Ok(Peer { child, pidfd, out: Vec::new(), status: None })
+    Ok(Peer { child, pidfd, out: Vec::new(), status: None, _signal })
 }
 
 /// `poll` on `fds` for readability until `until`; with no descriptors it just sleeps a
