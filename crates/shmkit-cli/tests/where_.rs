@@ -59,9 +59,10 @@ fn start_peer(target: &str, hint: Option<usize>, uid: Option<u32>) -> (Child, us
     (child, addr)
 }
 
-#[test]
-fn where_shows_two_virtual_ranges_and_as_root_the_same_frames() {
-    let name = format!("/shmkit.clitest.{}.where", std::process::id());
+/// A segment of 4 touched pages mapped here and in a peer far from our address; runs
+/// `where --json` on both and returns its report (and the peer, to be killed).
+fn mapped_twice(tag: &str) -> (Value, Segment, Child, usize) {
+    let name = format!("/shmkit.clitest.{}.{tag}", std::process::id());
     let target = format!("posix:{name}");
     let seg = Segment::create(&Name::Posix(name.clone()), 4 * 4096, &Options::default()).unwrap();
     for page in 0..4 {
@@ -70,7 +71,7 @@ fn where_shows_two_virtual_ranges_and_as_root_the_same_frames() {
     }
     // Ask the peer to map far from our address, so the two surely differ.
     let hint = seg.as_ptr() as usize - (1 << 36);
-    let (mut peer, peer_addr) = start_peer(&target, Some(hint), None);
+    let (peer, peer_addr) = start_peer(&target, Some(hint), None);
     assert_ne!(peer_addr, seg.as_ptr() as usize);
     let me = std::process::id().to_string();
     let them = peer.id().to_string();
@@ -79,24 +80,23 @@ fn where_shows_two_virtual_ranges_and_as_root_the_same_frames() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (serde_json::from_slice(&out.stdout).unwrap(), seg, peer, peer_addr)
+}
+
+#[test]
+fn where_shows_two_virtual_ranges_of_one_segment() {
+    let (r, seg, mut peer, peer_addr) = mapped_twice("where");
     let maps = r["mappings"].as_array().unwrap();
     assert_eq!(maps.len(), 2, "{r}");
     assert_eq!(maps[0]["start"], seg.as_ptr() as u64);
     assert_eq!(maps[1]["start"], peer_addr as u64);
     assert_eq!(r["distinct_addresses"], true);
-    if is_root() {
-        assert_eq!(r["frames_visible"], true);
-        assert_eq!(r["same_frames"], true, "{r}");
-        assert_eq!(maps[0]["frames"], maps[1]["frames"]);
-        assert!(maps[0]["frames"].as_array().unwrap().iter().all(|f| f.as_u64().unwrap() > 0));
-    } else {
-        println!("not root: frame numbers are hidden, checked the virtual side only");
-    }
     // Without --pid, every process that maps it is found (at least these two).
+    let target = r["target"].as_str().unwrap();
     let text =
-        String::from_utf8(Command::new(BIN).args(["where", &target]).output().unwrap().stdout)
+        String::from_utf8(Command::new(BIN).args(["where", target]).output().unwrap().stdout)
             .unwrap();
+    let (me, them) = (std::process::id().to_string(), peer.id().to_string());
     assert!(text.contains(&me) && text.contains(&them), "{text}");
     peer.kill().unwrap();
     peer.wait().unwrap();
@@ -104,11 +104,24 @@ fn where_shows_two_virtual_ranges_and_as_root_the_same_frames() {
 }
 
 #[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: frame numbers are hidden from other users")]
+fn as_root_where_shows_the_same_physical_frames_in_both_processes() {
+    assert!(is_root(), "built as root, run as another user: rebuild (cargo clean -p shmkit-cli)");
+    let (r, seg, mut peer, _) = mapped_twice("where-root");
+    let maps = r["mappings"].as_array().unwrap();
+    assert_eq!(r["frames_visible"], true);
+    assert_eq!(r["same_frames"], true, "{r}");
+    assert_eq!(maps[0]["frames"], maps[1]["frames"]);
+    assert!(maps[0]["frames"].as_array().unwrap().iter().all(|f| f.as_u64().unwrap() > 0));
+    peer.kill().unwrap();
+    peer.wait().unwrap();
+    drop(seg);
+}
+
+#[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: runs both sides as an unprivileged user")]
 fn without_privilege_where_shows_addresses_and_says_why_frames_are_hidden() {
-    if !is_root() {
-        println!("skipped: needs root to run both sides as an unprivileged user");
-        return;
-    }
+    assert!(is_root(), "built as root, run as another user: rebuild (cargo clean -p shmkit-cli)");
     let name = format!("/shmkit.clitest.{}.where-nobody", std::process::id());
     let target = format!("posix:{name}");
     let seg =

@@ -5,6 +5,7 @@ mod common;
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use common::*;
@@ -273,17 +274,23 @@ fn each_bad_header_field_gives_a_typed_error_naming_it() {
     assert!(matches!(e, Error::NotReady { .. }), "{e}");
 }
 
-#[test]
-fn a_segment_created_0600_by_root_is_refused_to_an_unprivileged_user() {
+/// Root tests are compiled in only when the build ran as root (build.rs); running them
+/// as another user means a stale build.
+fn assert_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: needs root to run a peer as another uid");
-        return;
-    }
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "built as root, run as uid {uid}: rebuild (cargo clean -p shmkit)");
+}
+
+#[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: runs a peer as another user")]
+fn a_segment_created_0600_by_root_is_refused_to_an_unprivileged_user() {
+    assert_root();
     let nobody = 65534;
     for name in [Name::Posix(format!("/{}", unique("perm"))), Name::SysVKey(test_key())] {
         let seg = Segment::create(&name, 4096, &Options::default()).unwrap();
         let mut cmd = peer_command("open-refused", &[name.to_string()]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         std::os::unix::process::CommandExt::uid(&mut cmd, nobody);
         std::os::unix::process::CommandExt::gid(&mut cmd, nobody);
         let out = cmd.output().unwrap();
@@ -315,12 +322,9 @@ fn creation_beyond_the_space_of_dev_shm_fails_with_enospc_not_a_later_sigbus() {
 }
 
 #[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: mounts a small tmpfs")]
 fn a_file_segment_on_a_full_filesystem_fails_at_creation() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
+    assert_root();
     let dir = std::env::temp_dir().join(unique("tinyfs"));
     std::fs::create_dir(&dir).unwrap();
     let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
@@ -328,10 +332,10 @@ fn a_file_segment_on_a_full_filesystem_fails_at_creation() {
     let rc = unsafe {
         libc::mount(c"tmpfs".as_ptr(), c.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=1m".as_ptr().cast())
     };
+    let mounted = std::io::Error::last_os_error();
     if rc != 0 {
-        println!("skipped: mount failed: {}", std::io::Error::last_os_error());
         std::fs::remove_dir(&dir).unwrap();
-        return;
+        panic!("mount of a tmpfs failed as root: {mounted}");
     }
     let path = dir.join("seg");
     let err = Segment::create(&Name::File(path.clone()), 4 << 20, &Options::default()).unwrap_err();

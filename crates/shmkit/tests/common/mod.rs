@@ -17,21 +17,28 @@ pub fn unique(tag: &str) -> String {
     format!("shmkit.test.{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The command that runs this test binary as a peer with `role` and `args`.
+/// The command that runs this test binary as a peer with `role` and `args`. Its
+/// stdout goes nowhere unless the caller pipes it (the peer's test harness prints its
+/// own `running 1 test` lines there, which must not land in the parent's output).
 pub fn peer_command(role: &str, args: &[String]) -> Command {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", "peer_entry", "--ignored", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE_VAR, role)
         .env(ARGS_VAR, args.join("\u{1f}"))
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     cmd
 }
 
 /// Runs the peer to completion and returns its output; panics with its stderr if it
 /// failed.
 pub fn run_peer(role: &str, args: &[String]) -> Output {
-    let out = peer_command(role, args).output().expect("spawn peer");
+    let out = peer_command(role, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn peer");
     assert!(
         out.status.success(),
         "peer {role} {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
