@@ -61,6 +61,11 @@ pub struct PingArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Pin this process to CPU N (pin pong with its own --cpu): unpinned, the two may
+    /// share a CPU for a while and measure the scheduler. The report says where each
+    /// side ran.
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +80,21 @@ pub struct PongArgs {
     /// Print nothing.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Pin this process to CPU N (see `shmkit ping --cpu`).
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<usize>,
+}
+
+/// `--cpu N`: pins the calling process, or says why it cannot.
+fn pin_self(cpu: Option<usize>) -> CliResult {
+    if let Some(cpu) = cpu {
+        let allowed = crate::cpus::allowed();
+        if !allowed.is_empty() && !allowed.contains(&cpu) {
+            return fail(format!("--cpu {cpu}: not available here (allowed: {allowed:?})"));
+        }
+        crate::cpus::pin(0, cpu).map_err(|e| Failure(format!("--cpu {cpu}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The request and reply channel names of a pair.
@@ -567,6 +587,7 @@ impl<'a> FloorWords<'a> {
 }
 
 pub fn run_ping(args: &PingArgs) -> CliResult {
+    pin_self(args.cpu)?;
     let mut p = Pinger::connect(&args.channel, &args.chan)?;
     let report = measure(&mut p, &args.run());
     // Close both ends, then whichever side finishes last removes the pair.
@@ -743,6 +764,7 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
 }
 
 pub fn run_pong(args: &PongArgs) -> CliResult {
+    pin_self(args.cpu)?;
     let (req, rep) = duplex(&args.channel)?;
     let mut rx = chan::receiver(&req, &args.chan)?;
     let mut tx = chan::sender(&rep, &args.chan)?;

@@ -351,3 +351,27 @@ fn ping_says_when_other_processes_took_cpu_time_during_the_run() {
     assert!(i["others_cpus"].as_f64().unwrap() >= 0.5, "{r}");
     assert!(i["seconds"].as_f64().unwrap() > 0.0, "{r}");
 }
+
+#[test]
+fn ping_and_pong_pin_themselves_with_cpu_and_report_where_they_ran() {
+    let cpu = first_allowed_cpu();
+    let name = unique("pin");
+    let target = format!("posix:{name}");
+    let mut pong = Command::new(BIN)
+        .args(["pong", &target, "--create", "--quiet", "--cpu", &cpu.to_string()])
+        .spawn()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["ping", &target, "-n", "2000", "--json", "--cpu", &cpu.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pong.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cpu_ping"], cpu as u64, "{r}");
+    assert_eq!(r["cpu_pong"], cpu as u64, "{r}");
+    // A CPU that is not there is an error, not a silent unpinned run.
+    let out = Command::new(BIN).args(["ping", &target, "--cpu", "4095"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cpu 4095"), "{out:?}");
+}
