@@ -152,6 +152,18 @@ pub struct FloorRatio {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    /// Rounds whose ratio is more than [`DISTURBED`] times the median, or less than
+    /// its inverse: something else ran then (another process, the hypervisor, a vCPU
+    /// moving). The median is robust to them; the range is not.
+    pub disturbed: u64,
+}
+
+/// How far from the median a round's ratio is taken as disturbed.
+pub const DISTURBED: f64 = 2.0;
+
+/// Rounds whose ratio is off the `median` by more than [`DISTURBED`] either way.
+fn disturbed_rounds(ratios: &[f64], median: f64) -> u64 {
+    ratios.iter().filter(|&&x| x > median * DISTURBED || x < median / DISTURBED).count() as u64
 }
 
 /// Rounds in which `--floor` alternates shmkit's round trips with its floor.
@@ -691,12 +703,14 @@ pub fn measure(p: &mut Pinger, args: &Run) -> CliResult<PingReport> {
             Some(Summary::of(&mut floor));
         if !ratios.is_empty() {
             let r = Summary::of(&mut ratios);
+            let disturbed = disturbed_rounds(&ratios, r.p50);
             report.floor_ratio = Some(FloorRatio {
                 floor: if parks { "futex" } else { "cache-line" },
                 rounds: r.samples,
                 median: r.p50,
                 min: r.min,
                 max: r.max,
+                disturbed,
             });
         }
     } else {
@@ -745,6 +759,14 @@ pub fn print_report(r: &PingReport, json: bool) -> CliResult {
              {:.2}-{:.2}x)",
             q.floor, q.median, q.rounds, q.min, q.max
         );
+        if q.disturbed > 0 {
+            println!(
+                "  warning: {} of {} rounds were disturbed (a ratio over {DISTURBED}x or under \
+                 1/{DISTURBED} of the median): the range measures the machine; the median \
+                 stands",
+                q.disturbed, q.rounds
+            );
+        }
     }
     if let Some(s) = &r.stream {
         println!(
@@ -987,4 +1009,18 @@ pub fn create_pair(
     tx.set_wait_strategy(wait_strategy);
     rx.set_wait_strategy(wait_strategy);
     Ok((tx, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_far_from_the_median_is_counted_as_disturbed() {
+        // The run the issue reported: 1.34x median, one round at 26.10x.
+        let ratios = [1.30, 1.31, 1.33, 1.34, 1.34, 1.35, 1.36, 1.38, 1.40, 26.10];
+        assert_eq!(disturbed_rounds(&ratios, 1.34), 1);
+        assert_eq!(disturbed_rounds(&ratios[..9], 1.34), 0);
+        assert_eq!(disturbed_rounds(&[0.5, 1.2, 1.3], 1.2), 1, "too fast counts too");
+    }
 }
