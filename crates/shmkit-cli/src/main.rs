@@ -17,6 +17,7 @@ mod interference;
 mod ls;
 mod ping;
 mod pipe;
+mod progress;
 mod pubsub;
 mod rm;
 mod signals;

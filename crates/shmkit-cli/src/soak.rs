@@ -2,7 +2,6 @@
 //! a second process that verifies every one, and reports loss, duplication,
 //! reordering and corruption (all must be zero) and the rate.
 
-use std::io::IsTerminal;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -133,31 +132,23 @@ pub fn run(args: &Args) -> CliResult {
         .stdout(Stdio::piped());
     let (child, _verifier) =
         crate::signals::spawn(&mut verify).context("cannot start the verifying process")?;
-    let progress = std::io::stderr().is_terminal() && !args.json;
+    let mut progress = crate::progress::Progress::new("soak", args.messages, false);
     let mut buf = vec![0u8; max as usize];
     let mut bytes = 0u64;
     let start = Instant::now();
-    let mut last = start;
     for seq in 0..args.messages {
         let size = args.sizes[(seq % args.sizes.len() as u64) as usize] as usize;
         fill(seq, size, &mut buf);
         tx.send(&buf[..size]).map_err(|e| Failure(format!("soak: send {seq}: {e}")))?;
         bytes += size as u64;
-        if progress && seq % 65536 == 0 && last.elapsed().as_millis() >= 250 {
-            last = Instant::now();
-            eprint!(
-                "\rsoak: {seq} / {} messages ({:.0}%)",
-                args.messages,
-                100.0 * seq as f64 / args.messages as f64
-            );
+        if seq % 65536 == 0 {
+            progress.update(seq, || "messages sent".into());
         }
     }
     drop(tx);
     let out = child.wait_with_output().context("waiting for the verifier")?;
     let seconds = start.elapsed().as_secs_f64();
-    if progress {
-        eprintln!();
-    }
+    progress.finish();
     if !out.status.success() {
         return fail(format!("the verifying process failed: {}", out.status));
     }

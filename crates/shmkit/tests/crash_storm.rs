@@ -155,6 +155,10 @@ fn random_kills_of_either_side_lose_and_duplicate_nothing() {
     let (mut sender_kills, mut receiver_kills) = (0, 0);
     let args = |x: &[String]| x.to_vec();
     for round in 0..kills {
+        // A long run by hand (--nocapture) says how far it got.
+        if kills >= 1000 && round % (kills / 10) == 0 {
+            eprintln!("crash storm: {round} of {kills} kills");
+        }
         let expected = ack.load(Ordering::Acquire);
         let mut tx = Some(Peer::start("sender", &args(&[chan.to_string(), next_send.to_string()])));
         let mut rx = Some(Peer::start(

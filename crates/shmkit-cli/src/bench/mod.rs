@@ -34,7 +34,6 @@ mod sysv_mq;
 mod tcp;
 mod unix;
 
-use std::io::IsTerminal;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -226,11 +225,11 @@ pub fn run(args: &Args) -> CliResult {
         order.extend(mechs.iter().filter(|m| m.class() == Class::Ipc).map(|&m| (m, size)));
         order.extend(floors.iter().map(|&m| (m, size)));
     }
-    let mut progress = Progress::new(order.len());
+    let mut progress = crate::progress::Progress::new("bench", order.len() as u64, false);
     let started = Instant::now();
     let mut rows = Vec::with_capacity(order.len());
     for (i, &(mech, size)) in order.iter().enumerate() {
-        progress.show(i, mech, size);
+        progress.update(i as u64, || format!("{mech} {}", human_size(size)));
         rows.push(run_row(&plan, mech, size as usize, i));
     }
     progress.finish();
@@ -461,36 +460,5 @@ fn cleanup(ctx: &Ctx, rendezvous: &str) {
     }
     if let Some(id) = rendezvous.strip_prefix("sysv-id:").and_then(|id| id.parse().ok()) {
         let _ = shmkit::segment::sysv::remove(id);
-    }
-}
-
-/// A progress bar on stderr, when stderr is a terminal.
-struct Progress {
-    total: usize,
-    on: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress { total, on: std::io::stderr().is_terminal() }
-    }
-
-    fn show(&mut self, done: usize, mech: Mech, size: u64) {
-        if self.on {
-            let filled = done * 30 / self.total.max(1);
-            eprint!(
-                "\r\x1b[K[{}{}] {done}/{} {mech} {}",
-                "#".repeat(filled),
-                "-".repeat(30 - filled),
-                self.total,
-                human_size(size)
-            );
-        }
-    }
-
-    fn finish(&mut self) {
-        if self.on {
-            eprint!("\r\x1b[K");
-        }
     }
 }
