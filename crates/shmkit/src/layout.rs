@@ -25,7 +25,7 @@ use crate::sync::peer;
 /// `b"SHMKIT\0\x01"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\0\x01");
 /// Layout version; bumped on any change of this file or a channel's shared structs.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of [`Header`].
 pub const HEADER_SIZE: usize = 128;
 /// Size of one [`Endpoint`].
@@ -184,8 +184,14 @@ pub struct Endpoint {
     /// `sync::notify`); 0: none. Holder writes before it sets `NOTIFY`; wakers read it
     /// after taking `waiting` (Acquire) and send one byte to it instead of `FUTEX_WAKE`.
     pub bell: AtomicU64,
+    /// The process inside a claim of this endpoint: `(start time mod 2^32) << 32 |
+    /// pid`, 0 when none. Taken with a CAS (from 0, or from a claimer that died) before
+    /// anything else changes, and cleared (Release) after ATTACHED: a claimer killed
+    /// in the middle leaves its identity here, so the next one can prove it dead and
+    /// go on instead of finding the endpoint stuck.
+    pub claim: AtomicU64,
     /// Zero; room for later fields.
-    pub reserved: [AtomicU64; 2],
+    pub reserved: [AtomicU64; 1],
 }
 
 /// Bits of [`Endpoint::flags`].
@@ -216,56 +222,42 @@ impl Endpoint {
     /// [`Error::Busy`]. `what` names the endpoint in errors ("sender").
     pub fn claim(&self, what: &str) -> Result<()> {
         let (pid, start) = peer::current();
+        let me = (start & 0xffff_ffff) << 32 | u64::from(pid);
         let busy = || Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) };
         let mut attempts = 0;
         loop {
-            // Rivals make a claim look again; a segment whose state keeps changing under
+            // Rivals make a claim look again; a segment whose words keep changing under
             // us (a hostile peer) ends it as busy.
             attempts += 1;
             if attempts > CLAIM_ATTEMPTS {
                 return Err(busy());
             }
-            let seen = self.state.load(Ordering::Acquire);
-            // Which attachment a takeover judges dead: looking that up in /proc takes
-            // long enough for another process to take the endpoint over meanwhile,
-            // leaving it ATTACHED again, to a live holder, for the CAS below to match.
-            let attachment = self.attaches.load(Ordering::Relaxed);
-            let takeable = match seen {
-                endpoint_state::FREE | endpoint_state::CLOSED => true,
-                endpoint_state::ATTACHED => self.liveness() == peer::Liveness::Dead,
-                endpoint_state::CLAIMING => return Err(busy()),
-                other => return Err(Error::corrupt(format!("{what} endpoint state {other}"))),
-            };
-            if !takeable {
+            // One claimer at a time: the claim word is a lock whose holder's death can
+            // be proven (pid + start time), so it is never stuck.
+            let held = self.claim.load(Ordering::Acquire);
+            if held != 0 && (held == me || peer::alive_low(held as u32, (held >> 32) as u32)) {
                 return Err(busy());
             }
-            if self
-                .state
-                .compare_exchange(
-                    seen,
-                    endpoint_state::CLAIMING,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_err()
-            {
+            if self.claim.compare_exchange(held, me, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 continue;
             }
-            // A claim in between counted itself before publishing ATTACHED, which our
-            // CAS acquired: hand the endpoint back to that holder and look again.
-            if seen == endpoint_state::ATTACHED
-                && self.attaches.load(Ordering::Relaxed) != attachment
-            {
-                let _ = self.state.compare_exchange(
-                    endpoint_state::CLAIMING,
-                    endpoint_state::ATTACHED,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-                continue;
+            // Alone now. CLAIMING: a claimer died inside its claim (we took its lock).
+            let seen = self.state.load(Ordering::Acquire);
+            let takeable = match seen {
+                endpoint_state::FREE | endpoint_state::CLOSED | endpoint_state::CLAIMING => true,
+                endpoint_state::ATTACHED => self.liveness() == peer::Liveness::Dead,
+                other => {
+                    self.claim.store(0, Ordering::Release);
+                    return Err(Error::corrupt(format!("{what} endpoint state {other}")));
+                }
+            };
+            if !takeable {
+                self.claim.store(0, Ordering::Release);
+                return Err(busy());
             }
             break;
         }
+        self.state.store(endpoint_state::CLAIMING, Ordering::Relaxed);
         self.pid.store(pid, Ordering::Relaxed);
         self.start_time.store(start, Ordering::Relaxed);
         self.waiting.store(0, Ordering::Relaxed);
@@ -274,6 +266,7 @@ impl Endpoint {
         self.bell.store(0, Ordering::Relaxed);
         self.attaches.fetch_add(1, Ordering::Relaxed);
         self.state.store(endpoint_state::ATTACHED, Ordering::Release);
+        self.claim.store(0, Ordering::Release);
         Ok(())
     }
 
@@ -645,7 +638,7 @@ mod tests {
         assert_eq!(design_table("### Header"), header);
         assert_eq!(header.iter().map(|r| r.1).sum::<usize>(), size_of::<Header>());
         let endpoint = rows!(Endpoint: pid, state, start_time, futex, waiting, cpu, attaches,
-            flags, reserved32, bell, reserved);
+            flags, reserved32, bell, claim, reserved);
         assert_eq!(design_table("### Endpoint"), endpoint);
         assert_eq!(endpoint.iter().map(|r| r.1).sum::<usize>(), size_of::<Endpoint>());
         assert!(DESIGN_MD.contains(&format!("`version` = {VERSION}")), "DESIGN.md names VERSION");
@@ -695,6 +688,43 @@ mod tests {
             assert!(what.contains(&format!("offset {offset} ")), "{what} is at {offset}");
         }
         assert!(DESIGN_MD.contains("payload at slot offset 16") && broadcast::SLOT_HEADER == 16);
+    }
+
+    #[test]
+    fn a_claimer_killed_inside_its_claim_does_not_block_the_endpoint() {
+        // What a claimer killed between taking the claim lock and ATTACHED leaves:
+        // its identity in `claim`, and CLAIMING.
+        let page = SharedPage::new();
+        let e: &Endpoint = page.at(0);
+        // SAFETY: the child only pauses until it is killed.
+        let claimer = unsafe { libc::fork() };
+        assert!(claimer >= 0);
+        if claimer == 0 {
+            loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            }
+        }
+        let start = peer::start_time(claimer as u32).unwrap();
+        e.claim.store((start & 0xffff_ffff) << 32 | claimer as u64, Ordering::Relaxed);
+        e.state.store(endpoint_state::CLAIMING, Ordering::Release);
+        // While that claimer lives, it is inside its claim: busy.
+        assert!(matches!(e.claim("test"), Err(Error::Busy { .. })));
+        // SAFETY: our child; killed and reaped.
+        unsafe {
+            libc::kill(claimer, libc::SIGKILL);
+            libc::waitpid(claimer, std::ptr::null_mut(), 0);
+        }
+        e.claim("test").expect("a dead claimer's lock is taken over");
+        assert_eq!(e.state.load(Ordering::Relaxed), endpoint_state::ATTACHED);
+        assert_eq!(e.pid.load(Ordering::Relaxed), std::process::id());
+        assert_eq!(e.claim.load(Ordering::Relaxed), 0, "the lock is released");
+        // The same for a claimer whose pid now names another process (another start).
+        e.state.store(endpoint_state::CLAIMING, Ordering::Relaxed);
+        let (me, my_start) = peer::current();
+        let other_start = (my_start + 1) & 0xffff_ffff;
+        e.claim.store(other_start << 32 | u64::from(me), Ordering::Relaxed);
+        e.claim("test").expect("a reused pid is not the claimer");
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub fn current() -> (u32, u64) {
     }
 }
 
+/// Whether a process `pid` whose start time is `start_low` modulo 2^32 is alive and not
+/// a zombie (an endpoint's claim word keeps only those bits; 0: not known, the pid
+/// alone decides).
+pub fn alive_low(pid: u32, start_low: u32) -> bool {
+    match start_time(pid) {
+        Some(t) if start_low == 0 || t as u32 == start_low => !is_zombie(pid),
+        _ => false,
+    }
+}
+
 /// Whether the process recorded as (`pid`, `start`) is still alive.
 ///
 /// A recorded start time of 0 means "unknown" and only the pid is checked.
