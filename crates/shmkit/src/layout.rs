@@ -71,6 +71,8 @@ pub enum ObjectKind {
     Broadcast = 3,
     /// The registry of a request/reply service.
     Rpc = 4,
+    /// A many-sender, one-receiver message channel.
+    Mpsc = 5,
 }
 
 impl ObjectKind {
@@ -81,6 +83,7 @@ impl ObjectKind {
             2 => Some(ObjectKind::Spsc),
             3 => Some(ObjectKind::Broadcast),
             4 => Some(ObjectKind::Rpc),
+            5 => Some(ObjectKind::Mpsc),
             _ => None,
         }
     }
@@ -92,6 +95,7 @@ impl ObjectKind {
             ObjectKind::Spsc => "spsc",
             ObjectKind::Broadcast => "broadcast",
             ObjectKind::Rpc => "rpc",
+            ObjectKind::Mpsc => "mpsc",
         }
     }
 }
@@ -456,7 +460,7 @@ pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
     }
     let tag = h.object.load(Ordering::Relaxed);
     let object = ObjectKind::from_tag(tag).ok_or_else(|| {
-        Error::incompatible("object kind", tag, "1 raw, 2 spsc, 3 broadcast or 4 rpc")
+        Error::incompatible("object kind", tag, "1 raw, 2 spsc, 3 broadcast, 4 rpc or 5 mpsc")
     })?;
     let endpoint_count = h.endpoint_count.load(Ordering::Relaxed);
     if endpoint_count > MAX_ENDPOINTS {

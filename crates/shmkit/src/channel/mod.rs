@@ -4,6 +4,8 @@
 //!   and batch receive (`recv_batch`) for streaming.
 //! - [`broadcast`]: one publisher, up to 64 subscribers, each with its own cursor;
 //!   slow subscribers are either overtaken (`Lagged`) or waited for.
+//! - [`mpsc`]: many senders, one receiver: a lane per sender, so a crashed sender
+//!   stops no one.
 //! - [`rpc`]: request/reply between many clients and one server.
 //!
 //! Errors follow crossbeam's vocabulary (`Full`, `Empty`, `Timeout`, `Disconnected`)
@@ -12,6 +14,7 @@
 //! Send errors hand the message back.
 
 pub mod broadcast;
+pub mod mpsc;
 pub mod notifying;
 pub mod ring;
 pub mod rpc;
