@@ -647,7 +647,7 @@ mod tests {
         assert_eq!(endpoint.iter().map(|r| r.1).sum::<usize>(), size_of::<Endpoint>());
         assert!(DESIGN_MD.contains(&format!("`version` = {VERSION}")), "DESIGN.md names VERSION");
 
-        use crate::channel::{broadcast, rpc, spsc};
+        use crate::channel::{broadcast, mpsc, rpc, spsc};
         let check = |heading: &str, rows: Vec<(usize, usize, String)>, size: usize| {
             assert_eq!(design_table(heading), rows, "{heading}");
             assert_eq!(rows.iter().map(|r| r.1).sum::<usize>(), size, "{heading} covers it");
@@ -681,6 +681,11 @@ mod tests {
             "#### Rpc SlotLine",
             rows!(rpc::SlotLine: ready, reserved),
             size_of::<rpc::SlotLine>(),
+        );
+        check(
+            "#### MPSC ReceiverLine",
+            rows!(mpsc::ReceiverLine: lanes_used, reserved32, reserved),
+            size_of::<mpsc::ReceiverLine>(),
         );
         // The placements the SPSC section states.
         for (what, offset) in [
