@@ -133,6 +133,15 @@ pub fn segment(name: &Name, args: &ChanArgs) -> CliResult<Segment> {
     }
 }
 
+/// Opens an existing channel's segment (waiting for it as `--open-timeout` says) and
+/// says which kind of object it holds.
+pub fn open_kind(name: &Name, args: &ChanArgs) -> CliResult<(Segment, shmkit::layout::ObjectKind)> {
+    let seg = open_segment(name, Duration::from_secs_f64(args.open_timeout.max(0.0)))?;
+    let info = shmkit::layout::wait_ready(&seg, shmkit::layout::OPEN_TIMEOUT)
+        .context(format!("cannot open {name}"))?;
+    Ok((seg, info.object))
+}
+
 pub fn sender(name: &Name, args: &ChanArgs) -> CliResult<Sender> {
     let mut tx = Sender::from_segment(segment(name, args)?)
         .context(format!("cannot attach to {name} as sender"))?;

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
-use shmkit::channel::{broadcast, spsc};
+use shmkit::channel::{broadcast, mpsc, spsc};
 use shmkit::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use shmkit::sync::peer::Liveness;
 use shmkit::typed::TypeTag;
@@ -31,6 +31,8 @@ pub struct ObjectView {
     pub channel: Option<spsc::Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<broadcast::Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mpsc: Option<mpsc::Status>,
     /// The one type a typed channel carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_type: Option<TypeTag>,
@@ -44,6 +46,8 @@ fn role(object: ObjectKind, index: u32) -> &'static str {
         (ObjectKind::Broadcast, _) => "subscriber",
         (ObjectKind::Rpc, shmkit::channel::rpc::SERVER) => "server",
         (ObjectKind::Rpc, _) => "client",
+        (ObjectKind::Mpsc, mpsc::RECEIVER) => "receiver",
+        (ObjectKind::Mpsc, _) => "sender",
         _ => "endpoint",
     }
 }
@@ -73,7 +77,11 @@ pub fn object_view(seg: &Segment, h: &HeaderInfo) -> ObjectView {
             layout::endpoint(seg, h, i).ok().map(|ep| endpoint_view(role(h.object, i), ep))
         })
         // A broadcast channel has up to 64 subscriber records: show the used ones.
-        .filter(|e| h.object != ObjectKind::Broadcast || e.state != "free" || e.role == "publisher")
+        .filter(|e| {
+            !matches!(h.object, ObjectKind::Broadcast | ObjectKind::Mpsc)
+                || e.state != "free"
+                || matches!(e.role, "publisher" | "receiver")
+        })
         .collect();
     let channel = match h.object {
         ObjectKind::Spsc => spsc::status(seg, h).ok(),
@@ -83,11 +91,15 @@ pub fn object_view(seg: &Segment, h: &HeaderInfo) -> ObjectView {
         ObjectKind::Broadcast => broadcast::status(seg, h).ok(),
         _ => None,
     };
+    let mpsc = match h.object {
+        ObjectKind::Mpsc => mpsc::status(seg, h).ok(),
+        _ => None,
+    };
     let message_type = match h.object {
         ObjectKind::Raw => None,
         _ => TypeTag::from_params(&h.params),
     };
-    ObjectView { endpoints, channel, broadcast, message_type }
+    ObjectView { endpoints, channel, broadcast, mpsc, message_type }
 }
 
 /// Lines for the text form of `info`.
@@ -126,7 +138,34 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
             ));
         }
     }
-    for e in view.endpoints.iter().filter(|e| view.broadcast.is_none() || e.role == "publisher") {
+    if let Some(m) = &view.mpsc {
+        out.push((
+            "lanes",
+            format!("{} of {} bytes, {} in use", m.lanes, m.lane_capacity, m.lanes_used),
+        ));
+        out.push(("max message", m.max_message.to_string()));
+        let live = m.senders.iter().filter(|s| s.state == "attached").count();
+        out.push(("senders", format!("{live} attached of {} records", m.lanes)));
+        for s in m.senders.iter().filter(|s| s.state != "free") {
+            let alive = match s.liveness {
+                "alive" => ", alive",
+                "dead" if s.state == "attached" => ", DEAD",
+                _ => "",
+            };
+            out.push((
+                "sender",
+                format!(
+                    "#{} pid {} {}{alive}: {} bytes pending",
+                    s.index, s.pid, s.state, s.pending
+                ),
+            ));
+        }
+    }
+    let skip = |e: &&EndpointView| {
+        (view.broadcast.is_some() && e.role != "publisher")
+            || (view.mpsc.is_some() && e.role != "receiver")
+    };
+    for e in view.endpoints.iter().filter(|e| !skip(e)) {
         let alive = match e.alive {
             Some(true) => ", alive",
             Some(false) => ", DEAD",

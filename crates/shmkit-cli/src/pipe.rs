@@ -9,8 +9,10 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shmkit::channel::mpsc;
 use shmkit::channel::spsc::{RECEIVER, SENDER};
-use shmkit::channel::{RecvTimeoutError, SendError};
+use shmkit::channel::{Receiver, RecvError, RecvTimeoutError, SendError, Sender, TryRecvError};
+use shmkit::layout::ObjectKind;
 use shmkit::Name;
 
 use crate::chan::{self, ChanArgs};
@@ -42,18 +44,121 @@ pub struct RecvArgs {
     /// Give up when no message arrives for this many seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// With --create: a channel that up to N `shmkit send` processes join at once
+    /// (MPSC: a lane per sender; lines from different senders interleave whole). It
+    /// ends once every sender that joined has gone; it is removed when `recv` ends.
+    #[arg(long, value_name = "N", requires = "create")]
+    senders: Option<u32>,
+}
+
+/// The sending end `send` found: one sender of an SPSC channel, or one of many.
+enum SendEnd {
+    One(Sender),
+    Many(mpsc::Sender),
+}
+
+/// The receiving end `recv` made or found.
+enum RecvEnd {
+    One(Receiver),
+    Many(mpsc::Receiver),
+}
+
+impl RecvEnd {
+    fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        match self {
+            RecvEnd::One(rx) => rx.try_recv(buf),
+            RecvEnd::Many(rx) => rx.try_recv(buf),
+        }
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        match self {
+            RecvEnd::One(rx) => rx.recv(buf),
+            RecvEnd::Many(rx) => rx.recv(buf),
+        }
+    }
+
+    fn recv_timeout(&mut self, buf: &mut Vec<u8>, t: Duration) -> Result<usize, RecvTimeoutError> {
+        match self {
+            RecvEnd::One(rx) => rx.recv_timeout(buf, t),
+            RecvEnd::Many(rx) => rx.recv_timeout(buf, t),
+        }
+    }
+}
+
+fn open_send_end(args: &SendArgs) -> CliResult<SendEnd> {
+    if !args.chan.create {
+        let (seg, kind) = chan::open_kind(&args.channel, &args.chan)?;
+        if kind == ObjectKind::Mpsc {
+            let mut tx = mpsc::Sender::from_segment(seg)
+                .context(format!("cannot join {} as a sender", args.channel))?;
+            tx.set_wait_strategy(args.chan.wait.strategy);
+            return Ok(SendEnd::Many(tx));
+        }
+        drop(seg);
+    }
+    Ok(SendEnd::One(chan::sender(&args.channel, &args.chan)?))
+}
+
+fn open_recv_end(args: &RecvArgs) -> CliResult<RecvEnd> {
+    let name = &args.channel;
+    let mut rx = if let Some(senders) = args.senders {
+        let config = mpsc::Config {
+            senders,
+            capacity: usize::try_from(args.chan.capacity)
+                .map_err(|_| crate::util::Failure("capacity too large".into()))?,
+            max_message: args.chan.max_msg.map(|m| m as usize),
+            mode: args.chan.mode,
+            message_type: None,
+        };
+        // Registered first: a signal right after the creation must find it. The
+        // segment is owned: it is removed when the receiver drops.
+        let _created = crate::signals::created(name);
+        let rx = mpsc::Receiver::create(name, &config)
+            .context(format!("cannot create channel {name}"))?;
+        std::mem::forget(_created);
+        RecvEnd::Many(rx)
+    } else if !args.chan.create {
+        let (seg, kind) = chan::open_kind(name, &args.chan)?;
+        if kind == ObjectKind::Mpsc {
+            RecvEnd::Many(
+                mpsc::Receiver::from_segment(seg)
+                    .context(format!("cannot attach to {name} as receiver"))?,
+            )
+        } else {
+            drop(seg);
+            RecvEnd::One(chan::receiver(name, &args.chan)?)
+        }
+    } else {
+        RecvEnd::One(chan::receiver(name, &args.chan)?)
+    };
+    match &mut rx {
+        RecvEnd::One(_) => {}
+        RecvEnd::Many(r) => r.set_wait_strategy(args.chan.wait.strategy),
+    }
+    Ok(rx)
 }
 
 pub fn run_send(args: &SendArgs) -> CliResult {
     args.chan.blocking_only("send")?;
-    let mut tx = chan::sender(&args.channel, &args.chan)?;
-    let max = tx.max_message();
-    let result = read_messages(args.file.as_deref(), args.bytes, max, |piece| {
-        tx.send(piece).map_err(|e| send_failure(&args.channel, e))
-    });
-    drop(tx);
-    chan::finish(&args.channel, RECEIVER);
-    result
+    match open_send_end(args)? {
+        SendEnd::One(mut tx) => {
+            let max = tx.max_message();
+            let result = read_messages(args.file.as_deref(), args.bytes, max, |piece| {
+                tx.send(piece).map_err(|e| send_failure(&args.channel, e))
+            });
+            drop(tx);
+            chan::finish(&args.channel, RECEIVER);
+            result
+        }
+        // One of many: the receiver owns the channel.
+        SendEnd::Many(mut tx) => {
+            let max = tx.max_message();
+            read_messages(args.file.as_deref(), args.bytes, max, |piece| {
+                tx.send(piece).map_err(|e| send_failure(&args.channel, e))
+            })
+        }
+    }
 }
 
 /// Reads stdin (or `file`) and calls `send` for each message: each line with its
@@ -154,7 +259,7 @@ impl MessageOut {
 
 pub fn run_recv(args: &RecvArgs) -> CliResult {
     args.chan.blocking_only("recv")?;
-    let mut rx = chan::receiver(&args.channel, &args.chan)?;
+    let mut rx = open_recv_end(args)?;
     let mut out = MessageOut::new();
     let mut buf = Vec::new();
     let mut received = 0u64;
@@ -200,7 +305,12 @@ pub fn run_recv(args: &RecvArgs) -> CliResult {
         }
     };
     let flushed = out.flush();
+    let one = matches!(rx, RecvEnd::One(_));
     drop(rx);
-    chan::finish(&args.channel, SENDER);
+    if one {
+        chan::finish(&args.channel, SENDER);
+    } else {
+        crate::signals::settled(&args.channel);
+    }
     result.and(flushed)
 }

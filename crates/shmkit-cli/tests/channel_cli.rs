@@ -375,3 +375,56 @@ fn ping_and_pong_pin_themselves_with_cpu_and_report_where_they_ran() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cpu 4095"), "{out:?}");
 }
+
+#[test]
+fn many_send_processes_join_one_recv_and_their_lines_interleave_whole() {
+    use std::io::Write;
+    let name = unique("mpsc");
+    let target = format!("posix:{name}");
+    let recv = Command::new(BIN)
+        .args(["recv", &target, "--create", "--senders", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let started = std::time::Instant::now();
+        loop {
+            let out = Command::new(BIN).args(["info", &target]).output().unwrap();
+            if done(&String::from_utf8_lossy(&out.stdout)) {
+                return;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for("recv created the channel", &|info| info.contains("object:") && info.contains("mpsc"));
+    // Three senders join and wait on their stdin; then each gets its lines at once.
+    let mut senders: Vec<std::process::Child> = (0..3)
+        .map(|_| Command::new(BIN).args(["send", &target]).stdin(Stdio::piped()).spawn().unwrap())
+        .collect();
+    wait_for("three senders joined", &|info| info.contains("3 attached of 4 records"));
+    for (k, s) in senders.iter_mut().enumerate() {
+        let mut stdin = s.stdin.take().unwrap();
+        for i in 0..2000 {
+            writeln!(stdin, "sender {k} line {i} {}", "x".repeat(i % 50)).unwrap();
+        }
+    }
+    for mut s in senders {
+        assert!(s.wait().unwrap().success());
+    }
+    let out = recv.wait_with_output().unwrap();
+    assert!(out.status.success(), "recv ends when every sender has gone");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut next = [0usize; 3];
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        let (k, i): (usize, usize) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+        assert_eq!(i, next[k], "sender {k}'s lines in order, none torn: {line:?}");
+        assert_eq!(words.get(4).map_or(0, |w| w.len()), i % 50, "{line:?}");
+        next[k] += 1;
+    }
+    assert_eq!(next, [2000; 3]);
+    assert!(!exists(&name), "the channel recv created is removed when it ends");
+    let out = Command::new(BIN).args(["recv", &target, "--senders", "4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--senders goes with --create");
+}

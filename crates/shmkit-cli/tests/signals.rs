@@ -58,7 +58,7 @@ fn stop(mut child: Child, sig: i32, code: i32, what: &str) {
 #[test]
 fn commands_that_create_a_channel_remove_it_on_each_signal() {
     for (sig, code) in SIGNALS {
-        for cmd in ["send", "recv", "pub", "pong", "ping"] {
+        for cmd in ["send", "recv", "recv-mpsc", "pub", "pong", "ping"] {
             let name = unique(&format!("sig{cmd}"));
             let target = format!("posix:{name}");
             // ping and pong create a pair: NAME.req and NAME.rep.
@@ -66,7 +66,10 @@ fn commands_that_create_a_channel_remove_it_on_each_signal() {
                 "ping" | "pong" => vec![format!("{name}.req"), format!("{name}.rep")],
                 _ => vec![name.clone()],
             };
-            let child = start(&[cmd, &target, "--create"]);
+            let child = match cmd {
+                "recv-mpsc" => start(&["recv", &target, "--create", "--senders", "4"]),
+                _ => start(&[cmd, &target, "--create"]),
+            };
             until(&format!("{cmd} created {made:?}"), || made.iter().all(|n| shm(n)));
             stop(child, sig, code, cmd);
             for n in &made {
