@@ -14,6 +14,52 @@
 //!                                      L = 256 + capacity
 //! ```
 //!
+//! ```
+//! use shmkit::channel::mpsc::{Config, Receiver, Sender};
+//! use shmkit::channel::RecvError;
+//! use shmkit::Name;
+//!
+//! let name: Name = match std::env::var("SHMKIT_DOC_MPSC") {
+//!     // A sender process (this program again): join, send, leave.
+//!     Ok(name) => {
+//!         let mut tx = Sender::open(&name.parse()?)?;
+//!         let msg = format!("hello from pid {}", std::process::id());
+//!         tx.send(msg.as_bytes()).map_err(|e| e.without_message())?;
+//!         std::process::exit(0);
+//!     }
+//!     Err(_) => format!("posix:/shmkit.doc-mpsc.{}", std::process::id()).parse()?,
+//! };
+//! // The receiver creates the channel (removed when `rx` drops) and starts 3 senders.
+//! let mut rx = Receiver::create(&name, &Config { senders: 4, ..Config::default() })?;
+//! let children: Vec<_> = (0..3)
+//!     .map(|_| {
+//!         std::process::Command::new(std::env::current_exe()?)
+//!             .env("SHMKIT_DOC_MPSC", name.to_string())
+//!             .spawn()
+//!     })
+//!     .collect::<Result<_, _>>()?;
+//! let mut pids = Vec::new();
+//! for mut child in children {
+//!     pids.push(child.id());
+//!     assert!(child.wait()?.success());
+//! }
+//! // Every sender has gone: their messages, then `Disconnected`.
+//! let mut buf = Vec::new();
+//! let mut got = Vec::new();
+//! loop {
+//!     match rx.recv(&mut buf) {
+//!         Ok(_) => got.push(String::from_utf8(buf.clone())?),
+//!         Err(RecvError::Disconnected) => break,
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! got.sort();
+//! let mut want: Vec<String> = pids.iter().map(|p| format!("hello from pid {p}")).collect();
+//! want.sort();
+//! assert_eq!(got, want);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Why lanes (docs/DESIGN.md §2 "MPSC", §7)
 //! A shared many-to-one ring (a CAS on a shared head to claim room, the frame's length
 //! negative while it is written) wedges the receiver at the first frame a sender died
