@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::mech::{invalid, Ctx, Link, Mech};
 use super::{
-    eventfd, fanout, fifo, floor, mmap_spin, pipe, posix_mq, shm_sleep, shm_spin, shmkit_chan,
+    eventfd, fanout, fifo, floor, mmap_spin, mpsc_chan, pipe, posix_mq, shm_sleep, shm_spin,
+    shmkit_chan,
 };
 use super::{rpc, signal, slot::Mailboxes, sysv_mq, tcp, unix};
 use crate::stats::Summary;
@@ -142,6 +143,7 @@ pub fn run(args: &PeerArgs) -> CliResult {
         Mech::ShmkitTokio | Mech::ShmkitTokioBlock => {
             return fail("this shmkit was built without the tokio feature")
         }
+        Mech::Mpsc1 => role::<mpsc_chan::Mpsc>(&ctx, args),
         Mech::Rpc if args.role == Role::Pong => rpc::serve(&ctx, &mut io::stdout().lock()),
         Mech::Rpc => role::<rpc::Rpc>(&ctx, args),
         Mech::Broadcast1 | Mech::Broadcast2 | Mech::Broadcast4 | Mech::Broadcast8 => {

@@ -115,6 +115,7 @@ mechanisms! {
     ShmkitBlock = "shmkit-block", Ipc, "shmkit SPSC channel pair, WaitStrategy::Block";
     ShmkitTokio = "shmkit-tokio", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes (spin up to 50 µs, then await the doorbell)";
     ShmkitTokioBlock = "shmkit-tokio-block", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes, awaiting the doorbell at once";
+    Mpsc1 = "shmkit-mpsc-1", Ipc, "shmkit MPSC channel, 1 sender process (a lane of its own), replies over SPSC";
     Rpc = "shmkit-rpc", Ipc, "shmkit request/reply: a client's call against a server process (round trips only)";
     Broadcast1 = "shmkit-bcast-1", Ipc, "shmkit broadcast (backpressure), 1 subscriber process";
     Broadcast2 = "shmkit-bcast-2", Ipc, "shmkit broadcast (backpressure), 2 subscriber processes";

@@ -19,6 +19,7 @@ pub mod harness;
 pub mod idle;
 mod mech;
 mod mmap_spin;
+mod mpsc_chan;
 mod pipe;
 mod posix_mq;
 mod report;

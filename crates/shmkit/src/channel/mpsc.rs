@@ -113,6 +113,8 @@ use crate::typed::{TypeCheck, TypeTag, TypedError};
 pub const RECEIVER: u32 = 0;
 /// Most senders a channel can have.
 pub const MAX_SENDERS: u32 = 1024;
+/// Looks over the lanes a receiver that spins makes before it sets up a wait proper.
+const PLAIN_LOOKS: u32 = 256;
 
 /// Indices into [`layout::Header::params`].
 pub mod param {
@@ -824,6 +826,7 @@ impl Receiver {
 
     /// Lends the next message in place, waiting for one; it is released when the grant
     /// drops. [`ReadGrant::sender`] says which record sent it.
+    #[inline(always)]
     pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
         let (lane, frame) = self.next_frame(Some(None)).map_err(RecvError::from_fault)?;
         Ok(ReadGrant { receiver: self, lane, frame })
@@ -864,6 +867,7 @@ impl Receiver {
         Ok(len)
     }
 
+    #[inline(always)]
     fn release(&mut self, lane: u32, frame: Frame) {
         let mem = self.shared.view().lane(lane);
         self.lanes[lane as usize].consumer.release(&mem, frame);
@@ -932,9 +936,38 @@ impl Receiver {
         gone
     }
 
+    /// The next message: inlined when the lane next in turn has one (returned through
+    /// a call, the frame goes through the stack in pieces the caller loads back whole:
+    /// `ring::Consumer::peek_message`), a call otherwise.
+    #[inline(always)]
     fn next_frame(&mut self, wait: Wait) -> std::result::Result<(u32, Frame), Fault> {
+        let lane = self.next;
+        if lane < self.shared.shape.lanes {
+            let mem = self.shared.view().lane(lane);
+            if let Some(frame) = self.lanes[lane as usize].consumer.peek_message(&mem) {
+                let used = self.shared.view().lanes_used().max(1);
+                self.next = (lane + 1) % used;
+                return Ok((lane, frame));
+            }
+        }
+        self.next_frame_slow(wait)
+    }
+
+    #[inline(never)]
+    fn next_frame_slow(&mut self, wait: Wait) -> std::result::Result<(u32, Frame), Fault> {
         if let Some(found) = self.look()? {
             return Ok(found);
+        }
+        // Plain looks first, for a strategy that spins: setting up a wait (the senders'
+        // liveness, the pidfd watcher's park registrations, clocks) costs more than a
+        // look, and a reply usually comes within these (as the SPSC receiver does).
+        if wait.is_some() && !self.wait.budget().0.is_zero() {
+            for _ in 0..PLAIN_LOOKS {
+                std::hint::spin_loop();
+                if let Some(found) = self.look()? {
+                    return Ok(found);
+                }
+            }
         }
         let Some(timeout) = wait else {
             // Nothing now: report the end if every sender has gone (and, with that
