@@ -1,6 +1,7 @@
 //! Async ends on tokio (cargo feature `tokio`): [`AsyncReceiver`] and [`AsyncSender`]
 //! over SPSC channels, [`AsyncSubscriber`] and [`AsyncPublisher`] over broadcast
-//! channels, [`AsyncClient`] and [`AsyncServer`] over rpc services, and
+//! channels, [`AsyncClient`] and [`AsyncServer`] over rpc services,
+//! [`AsyncMpscReceiver`] and [`AsyncMpscSender`] over MPSC channels, and
 //! [`futures_core::Stream`] for receivers and subscribers.
 //!
 //! Each wraps an end in notifying mode ([`Notifying`]) in a
@@ -37,6 +38,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::channel::broadcast::{self, Publisher, Subscriber};
+use crate::channel::mpsc;
 use crate::channel::rpc::{CallError, Client, Server};
 use crate::channel::spsc::ReadGrant;
 use crate::channel::{
@@ -649,5 +651,139 @@ impl AsyncServer {
             self.serve_some(&mut handler).await?;
             ::tokio::task::yield_now().await;
         }
+    }
+}
+
+/// The receiver of an MPSC channel, awaited on a tokio runtime.
+#[derive(Debug)]
+pub struct AsyncMpscReceiver {
+    inner: AsyncFd<Notifying<mpsc::Receiver>>,
+    wait: WaitStrategy,
+}
+
+impl AsyncMpscReceiver {
+    /// Switches `rx` into notifying mode and registers its doorbell with the current
+    /// tokio runtime (call from within one).
+    pub fn new(rx: mpsc::Receiver) -> Result<AsyncMpscReceiver> {
+        Ok(AsyncMpscReceiver { inner: async_fd(rx)?, wait: WaitStrategy::default() })
+    }
+
+    /// The receiver itself, for what does not wait.
+    pub fn get_ref(&self) -> &mpsc::Receiver {
+        self.inner.get_ref()
+    }
+
+    /// The receiver itself, for its non-waiting operations.
+    pub fn get_mut(&mut self) -> &mut mpsc::Receiver {
+        self.inner.get_mut()
+    }
+
+    /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+        self.inner.get_mut().set_wait_strategy(wait);
+    }
+
+    /// Receives the next message from any sender into `buf`, waiting for one;
+    /// `Disconnected` once every sender that joined has gone and all they sent has been
+    /// received.
+    ///
+    /// This method is cancel safe: a message is taken only by the synchronous
+    /// `try_recv` inside.
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx, buf)).await
+    }
+
+    /// The receive step behind [`recv`](Self::recv) and the `Stream`.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<std::result::Result<usize, RecvError>> {
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |rx| rx.has_message(),
+            |rx| match rx.try_recv(buf) {
+                Ok(n) => Some(Ok(n)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
+                Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
+            },
+            |what| Err(RecvError::Corrupt { what }),
+        )
+    }
+}
+
+impl futures_core::Stream for AsyncMpscReceiver {
+    /// Each message as a new `Vec<u8>`; the stream ends once every sender has gone.
+    type Item = std::result::Result<Vec<u8>, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut buf = Vec::new();
+        match ready!(self.get_mut().poll_recv(cx, &mut buf)) {
+            Ok(_) => Poll::Ready(Some(Ok(buf))),
+            Err(RecvError::Disconnected) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// One sender of an MPSC channel, awaited on a tokio runtime: a send waits for room in
+/// its lane without blocking the thread.
+#[derive(Debug)]
+pub struct AsyncMpscSender {
+    inner: AsyncFd<Notifying<mpsc::Sender>>,
+    wait: WaitStrategy,
+}
+
+impl AsyncMpscSender {
+    /// Switches `tx` into notifying mode and registers its doorbell with the current
+    /// tokio runtime (call from within one).
+    pub fn new(tx: mpsc::Sender) -> Result<AsyncMpscSender> {
+        Ok(AsyncMpscSender { inner: async_fd(tx)?, wait: WaitStrategy::default() })
+    }
+
+    /// The sender itself, for what does not wait.
+    pub fn get_ref(&self) -> &mpsc::Sender {
+        self.inner.get_ref()
+    }
+
+    /// The sender itself, for its non-waiting operations.
+    pub fn get_mut(&mut self) -> &mut mpsc::Sender {
+        self.inner.get_mut()
+    }
+
+    /// Sends `msg`, waiting for room in this sender's lane.
+    ///
+    /// This method is cancel safe: the message is written only by the synchronous
+    /// `try_send` inside, whole or not at all.
+    pub async fn send<'a>(
+        &mut self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), SendError<&'a [u8]>> {
+        std::future::poll_fn(|cx| self.poll_send(cx, msg)).await
+    }
+
+    /// The send step behind [`send`](Self::send).
+    pub fn poll_send<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &'a [u8],
+    ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
+        poll_op(
+            &mut self.inner,
+            cx,
+            spin_budget(self.wait),
+            |tx| tx.has_room(msg.len()),
+            |tx| match tx.try_send(msg) {
+                Ok(()) => Some(Ok(())),
+                Err(TrySendError::Full(_)) => None,
+                Err(e) => Some(Err(send_error(e))),
+            },
+            |what| Err(SendError::Corrupt { msg, what }),
+        )
     }
 }

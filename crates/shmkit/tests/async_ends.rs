@@ -78,6 +78,17 @@ fn peer_entry() {
             println!("peer:ready");
             server.serve_for(T, answer);
         }
+        // Join an MPSC channel as sender `args[2]` and send `count` tagged messages.
+        "mpsc-send" => {
+            let count: u64 = args[1].parse().unwrap();
+            let id: u8 = args[2].parse().unwrap();
+            let mut tx = shmkit::channel::mpsc::Sender::open(&name).unwrap();
+            let mut msg = Vec::new();
+            for seq in 0..count {
+                mpsc_msg(id, seq, &mut msg);
+                tx.send_timeout(&msg, T).unwrap_or_else(|e| panic!("send {seq}: {e}"));
+            }
+        }
         "call" => {
             let count: u64 = args[1].parse().unwrap();
             let mut client = Client::connect(&name).unwrap();
@@ -92,6 +103,15 @@ fn peer_entry() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// MPSC test message `seq` of sender `id`: the id, the sequence number, then a
+/// pattern of a length that varies with `seq`.
+fn mpsc_msg(id: u8, seq: u64, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(id);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend(pattern(seq as u8 ^ id, (seq % 100) as usize));
 }
 
 fn spawn(role: &str, args: &[String]) -> Child {
@@ -260,4 +280,64 @@ fn an_async_end_made_outside_a_runtime_is_refused_not_a_panic() {
         Err(shmkit::Error::Runtime(what)) => assert!(what.contains("tokio runtime"), "{what}"),
         other => panic!("expected a Runtime error, got {other:?}"),
     }
+}
+
+#[test]
+fn an_async_mpsc_receiver_gets_every_senders_messages_in_order_through_cancellations() {
+    use shmkit::channel::mpsc;
+    use shmkit::tokio::{AsyncMpscReceiver, AsyncMpscSender};
+    const COUNT: u64 = 20_000;
+    let n = name("ampsc");
+    runtime().block_on(async {
+        let rx =
+            mpsc::Receiver::create(&n, &mpsc::Config { senders: 4, ..Default::default() }).unwrap();
+        let mut rx = AsyncMpscReceiver::new(rx).unwrap();
+        rx.set_wait_strategy(shmkit::channel::WaitStrategy::Block);
+        // Two sender processes, and an async sender on this runtime (id 2).
+        let children: Vec<Child> = (0..2)
+            .map(|id| spawn("mpsc-send", &[n.to_string(), COUNT.to_string(), id.to_string()]))
+            .collect();
+        let mut local = AsyncMpscSender::new(mpsc::Sender::open(&n).unwrap()).unwrap();
+        let sending = async {
+            let mut msg = Vec::new();
+            for seq in 0..COUNT {
+                mpsc_msg(2, seq, &mut msg);
+                local.send(&msg).await.unwrap();
+            }
+            drop(local);
+        };
+        let receiving = async {
+            let (mut buf, mut want) = (Vec::new(), Vec::new());
+            let mut next = [0u64; 3];
+            let (mut received, mut cancelled) = (0, 0u64);
+            while received < 3 * COUNT {
+                // Raced against a yield: a receive that has to wait is dropped mid-wait.
+                let got = tokio::select! {
+                    biased;
+                    r = rx.recv(&mut buf) => Some(r),
+                    _ = tokio::task::yield_now() => None,
+                };
+                let Some(r) = got else {
+                    cancelled += 1;
+                    continue;
+                };
+                r.unwrap_or_else(|e| panic!("after {received}: {e}"));
+                let id = buf[0] as usize;
+                let seq = u64::from_le_bytes(buf[1..9].try_into().unwrap());
+                assert_eq!(seq, next[id], "sender {id}: lost, duplicated or reordered");
+                mpsc_msg(id as u8, seq, &mut want);
+                assert_eq!(buf, want, "sender {id} message {seq} intact");
+                next[id] += 1;
+                received += 1;
+            }
+            (next, cancelled)
+        };
+        let ((), (next, cancelled)) = tokio::join!(sending, receiving);
+        assert_eq!(next, [COUNT; 3], "every sender's messages, each in order");
+        assert!(cancelled > 0, "the cancellation race went untested");
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+        println!("{} messages, {cancelled} receives cancelled", 3 * COUNT);
+    });
 }

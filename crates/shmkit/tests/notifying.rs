@@ -107,6 +107,13 @@ fn peer_entry() {
             println!("peer:ready");
             let _ = client.call(b"second", &mut reply, Duration::from_secs(3600));
         }
+        // Join an MPSC channel and send `count` messages.
+        "mpsc-send" => {
+            let mut tx = shmkit::channel::mpsc::Sender::open(&name).unwrap();
+            for i in 0..args[1].parse::<u32>().unwrap() {
+                tx.send_timeout(&i.to_le_bytes(), T).unwrap();
+            }
+        }
         // Connect, say so, then do nothing until killed.
         "hold-client" => {
             let _client = Client::connect(&name).unwrap();
@@ -436,4 +443,39 @@ fn a_notifying_subscriber_blocking_in_recv_is_woken_by_the_publisher_process() {
         check_msg(seq, MAX, &buf, &mut scratch).unwrap();
     }
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_poller_drives_an_mpsc_receiver_fed_by_sender_processes_and_sees_their_end() {
+    use shmkit::channel::mpsc;
+    let n = name("mpscpoll");
+    let rx = mpsc::Receiver::create(
+        &n,
+        &mpsc::Config { senders: 4, capacity: 4096, ..Default::default() },
+    )
+    .unwrap();
+    let mut rx = Notifying::new(rx).unwrap();
+    let mut poller = Poller::new().unwrap();
+    poller.register(&rx, Token(5)).unwrap();
+    let children: Vec<Child> =
+        (0..3).map(|_| spawn("mpsc-send", &[n.to_string(), "3000".into()])).collect();
+    let (mut buf, mut events, mut got) = (Vec::new(), Events::with_capacity(1), 0u64);
+    loop {
+        match rx.try_recv(&mut buf) {
+            Ok(_) => got += 1,
+            Err(shmkit::channel::TryRecvError::Empty) => {
+                poller.wait(&mut events, Some(T)).unwrap();
+                assert!(!events.is_empty(), "nothing within {T:?} after {got} messages");
+            }
+            Err(shmkit::channel::TryRecvError::Disconnected) if got == 9000 => break,
+            // Before every sender has joined, the ones done may look like the end.
+            Err(shmkit::channel::TryRecvError::Disconnected) => {
+                poller.wait(&mut events, Some(Duration::from_millis(10))).unwrap();
+            }
+            Err(e) => panic!("after {got}: {e}"),
+        }
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
 }

@@ -104,8 +104,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
+use crate::sync::notify::{Doorbell, Notifier};
 use crate::sync::peer::Liveness;
-use crate::sync::pidwatch::{self, PeerWatch};
+use crate::sync::pidwatch::{self, DeathBell, PeerWatch};
 use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
@@ -448,6 +449,8 @@ pub struct Sender {
     cpu: u32,
     sent: u64,
     types: TypeCheck,
+    /// Present in notifying mode (`channel::Notifying`).
+    notify: Option<Box<Notifier>>,
 }
 
 impl Sender {
@@ -494,6 +497,7 @@ impl Sender {
             flags: 0,
             cpu: u32::MAX,
             sent: 0,
+            notify: None,
         };
         tx.set_wait_strategy(WaitStrategy::default());
         Ok(tx)
@@ -508,6 +512,9 @@ impl Sender {
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
         self.flags = wait::flags_for(wait);
+        if self.notify.is_some() {
+            self.flags |= Notifier::FLAGS;
+        }
         self.shared.view().endpoint(self.index).flags.store(self.flags, Ordering::Release);
     }
 
@@ -519,6 +526,18 @@ impl Sender {
     /// The channel's segment.
     pub fn segment(&self) -> &Segment {
         &self.shared.seg
+    }
+
+    /// Whether a message of `len` bytes fits in our lane now, by a look that never arms
+    /// a notifying end (what an async send spins on).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn has_room(&mut self, len: usize) -> bool {
+        let lane = self.shared.view().lane(self.index - 1);
+        len as u64 > self.shared.shape.ring.max_message
+            || !matches!(
+                self.producer.try_reserve_with(&lane, len as u64, Refresh::Hint),
+                Err(ReserveError::Full)
+            )
     }
 
     /// Fails with `Incompatible { field: "message type" }` unless the channel carries
@@ -614,22 +633,39 @@ impl Sender {
                 Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
                 Err(ReserveError::Full) => {}
             }
+            let me = shared.view().endpoint(self.index);
             let Some(timeout) = wait else {
+                if let Some(notify) = self.notify.as_deref_mut() {
+                    // Notifying mode: arm, so that the receiver's next release rings us.
+                    let producer = &mut self.producer;
+                    let room = || match producer.try_reserve_with(&lane, len as u64, Refresh::Exact)
+                    {
+                        Ok(r) => Some(Ok(r)),
+                        Err(ReserveError::Full) => None,
+                        Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                    };
+                    return match notify.arm(Park::of(me), me, Some(receiver), room) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => Err(Fault::Full),
+                        Err(stop) => Err(stop_fault(stop)),
+                    };
+                }
                 // Not waiting: a receiver that died cannot make room.
                 return match wait::peer_gone(receiver) {
                     Some(stop) => Err(stop_fault(stop)),
                     None => Err(Fault::Full),
                 };
             };
-            let me = shared.view().endpoint(self.index);
             let producer = &mut self.producer;
+            let bell = self.notify.as_deref().map(Notifier::bell);
+            let park = Park::of(me).with_bell(bell);
             let result =
-                wait::wait_for(self.wait, me, Park::of(me), Some(receiver), timeout, |look| {
-                    match producer.try_reserve_with(&lane, len as u64, look.into()) {
-                        Ok(_) => Some(Ok(())),
-                        Err(ReserveError::Full) => None,
-                        Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
-                    }
+                wait::wait_for(self.wait, me, park, Some(receiver), timeout, |look| match producer
+                    .try_reserve_with(&lane, len as u64, look.into())
+                {
+                    Ok(_) => Some(Ok(())),
+                    Err(ReserveError::Full) => None,
+                    Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
                 });
             match result {
                 Ok(r) => r?,
@@ -698,6 +734,8 @@ struct LaneState {
     /// process watched through its pidfd (when available).
     attaches: u32,
     watch: Option<PeerWatch>,
+    /// Notifying mode: our doorbell, rung when that process dies.
+    death: Option<DeathBell>,
 }
 
 /// The receiving end. Dropping it closes the channel for the senders.
@@ -712,6 +750,8 @@ pub struct Receiver {
     /// Where pidfds are unavailable: when the senders' `/proc` entries were last read.
     last_liveness: Duration,
     types: TypeCheck,
+    /// Present in notifying mode (`channel::Notifying`).
+    notify: Option<Box<Notifier>>,
 }
 
 impl Receiver {
@@ -741,6 +781,7 @@ impl Receiver {
                     consumer: Consumer::new(shared.shape.ring, r),
                     attaches: u32::MAX,
                     watch: None,
+                    death: None,
                 }),
                 Err(e) => {
                     shared.view().endpoint(RECEIVER).close();
@@ -756,6 +797,7 @@ impl Receiver {
             wait: WaitStrategy::default(),
             flags: 0,
             last_liveness: Duration::ZERO,
+            notify: None,
         };
         rx.set_wait_strategy(WaitStrategy::default());
         // Senders parked on a full lane of an earlier receiver look again.
@@ -769,7 +811,16 @@ impl Receiver {
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
         self.flags = wait::flags_for(wait);
+        if self.notify.is_some() {
+            self.flags |= Notifier::FLAGS;
+        }
         self.shared.view().endpoint(RECEIVER).flags.store(self.flags, Ordering::Release);
+    }
+
+    /// Whether a receive would find a message now, by a look that never arms (what
+    /// an async receive spins on).
+    pub fn has_message(&mut self) -> bool {
+        matches!(self.look(), Ok(Some(_)) | Err(_))
     }
 
     /// Largest message this channel accepts.
@@ -923,6 +974,10 @@ impl Receiver {
                 let (pid, start) =
                     (e.pid.load(Ordering::Relaxed), e.start_time.load(Ordering::Relaxed));
                 l.watch = pidwatch::watch(pid, start);
+                l.death = match (&l.watch, &self.notify) {
+                    (Some(w), Some(n)) => Some(w.ring_on_death(n.bell().id())),
+                    _ => None,
+                };
             }
             let dead = match &l.watch {
                 Some(w) => w.is_dead(),
@@ -970,6 +1025,9 @@ impl Receiver {
             }
         }
         let Some(timeout) = wait else {
+            if self.notify.is_some() {
+                return self.arm_for_message();
+            }
             // Nothing now: report the end if every sender has gone (and, with that
             // known, look once more for what they sent last).
             if self.all_gone(false) {
@@ -1003,7 +1061,9 @@ impl Receiver {
                 (None, true) => None,
                 (None, false) => Some(wait::LIVENESS_PERIOD),
             };
-            let result = wait::wait_for(self.wait, me, Park::of(me), None, step, |look| {
+            let notify = self.notify.take();
+            let park = Park::of(me).with_bell(notify.as_deref().map(Notifier::bell));
+            let result = wait::wait_for(self.wait, me, park, None, step, |look| {
                 let exact = look == Look::Exact;
                 match self.look() {
                     Ok(Some(found)) => Some(Ok(found)),
@@ -1013,6 +1073,7 @@ impl Receiver {
                 }
             });
             drop(parked);
+            self.notify = notify;
             match result {
                 Ok(Ok(found)) => return Ok(found),
                 Ok(Err(Fault::Disconnected)) => {
@@ -1027,6 +1088,69 @@ impl Receiver {
                 }
             }
         }
+    }
+}
+
+impl Receiver {
+    /// Notifying mode, not waiting: arms the receiver so that the next message (or a
+    /// sender's close or death) rings its doorbell, and reports `Empty`, unless the
+    /// look after arming finds a message or the end of every sender.
+    #[cold]
+    fn arm_for_message(&mut self) -> std::result::Result<(u32, Frame), Fault> {
+        // Subscribe the doorbell to the deaths of the senders attached now.
+        let gone = self.all_gone(false);
+        if gone {
+            return self.look()?.ok_or(Fault::Disconnected);
+        }
+        let mut notify = self.notify.take().expect("notifying mode");
+        let shared = self.shared.clone();
+        let me = shared.view().endpoint(RECEIVER);
+        let armed = notify.arm(Park::of(me), me, None, || match self.look() {
+            Ok(Some(found)) => Some(Ok(found)),
+            Err(f) => Some(Err(f)),
+            Ok(None) if self.all_gone(false) => Some(Err(Fault::Disconnected)),
+            Ok(None) => None,
+        });
+        self.notify = Some(notify);
+        match armed {
+            Ok(Some(Err(Fault::Disconnected))) => self.look()?.ok_or(Fault::Disconnected),
+            Ok(Some(result)) => result,
+            Ok(None) => Err(Fault::Empty),
+            Err(stop) => Err(stop_fault(stop)),
+        }
+    }
+}
+
+impl super::notifying::NotifyEnd for Receiver {
+    fn enable_notify(&mut self) -> Result<()> {
+        if self.notify.is_none() {
+            self.notify = Some(Box::new(Notifier::enable(self.shared.view().endpoint(RECEIVER))?));
+            // Watches made before get their death subscriptions on the next look.
+            for l in &mut self.lanes {
+                l.attaches = u32::MAX;
+            }
+            self.set_wait_strategy(self.wait);
+        }
+        Ok(())
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.notify.as_deref().map(Notifier::bell)
+    }
+}
+
+impl super::notifying::NotifyEnd for Sender {
+    fn enable_notify(&mut self) -> Result<()> {
+        if self.notify.is_none() {
+            let me = self.shared.view().endpoint(self.index);
+            self.notify = Some(Box::new(Notifier::enable(me)?));
+            self.set_wait_strategy(self.wait);
+        }
+        Ok(())
+    }
+
+    fn bell(&self) -> Option<&Doorbell> {
+        self.notify.as_deref().map(Notifier::bell)
     }
 }
 

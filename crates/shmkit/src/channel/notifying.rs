@@ -55,7 +55,9 @@ use crate::sync::notify::Doorbell;
 /// and [`Receiver`](super::Receiver), broadcast
 /// [`Subscriber`](super::broadcast::Subscriber) and
 /// [`Publisher`](super::broadcast::Publisher) (under backpressure; under overwrite it
-/// never waits), rpc [`Server`](super::rpc::Server) (`poll` until it answers nothing)
+/// never waits), MPSC [`Receiver`](super::mpsc::Receiver) and
+/// [`Sender`](super::mpsc::Sender), rpc [`Server`](super::rpc::Server) (`poll` until it
+/// answers nothing)
 /// and [`Client`](super::rpc::Client) (`start_call`, then `try_reply` until it has
 /// the reply).
 pub trait NotifyEnd {
