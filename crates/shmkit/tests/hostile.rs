@@ -160,3 +160,44 @@ fn random_headers_and_positions_never_open_into_a_bad_state() {
     assert!(refused > 1000);
     drop(creator);
 }
+
+#[test]
+fn scribbled_mpsc_lanes_give_corrupt_errors_never_a_panic() {
+    use shmkit::channel::mpsc;
+    let mut rng = Rng(0x5eed_0f_4d5c);
+    let config = mpsc::Config { senders: 3, capacity: 256, ..Default::default() };
+    let (mut corrupt, mut delivered) = (0, 0);
+    for round in 0..2000 {
+        let (mut rx, mut txs) = mpsc::local(&config, 2).unwrap();
+        for (k, tx) in txs.iter_mut().enumerate() {
+            for i in 0..rng.below(6) {
+                tx.send(&[k as u8; 24][..(i as usize * 4)]).unwrap();
+            }
+        }
+        let shape = rx.shape();
+        let base = rx.segment().as_ptr();
+        // A handful of words anywhere from the receiver line to the end: lanes_used,
+        // positions, hints, frame words, payload.
+        let span = (rx.segment().len() - shape.receiver_line()) / 8;
+        for _ in 0..1 + rng.below(4) {
+            let off = shape.receiver_line() + 8 * rng.below(span as u64) as usize;
+            word_at(base, off).store(rng.next() >> rng.below(64), Ordering::Relaxed);
+        }
+        let mut buf = Vec::new();
+        for _ in 0..20 {
+            match rx.try_recv(&mut buf) {
+                Ok(n) => {
+                    assert!(n <= rx.max_message(), "round {round}: {n} bytes");
+                    delivered += 1;
+                }
+                Err(shmkit::channel::TryRecvError::Corrupt { .. }) => {
+                    corrupt += 1;
+                    break;
+                }
+                Err(_) => {}
+            }
+            let _ = txs[round % 2].try_send(&[7; 16]);
+        }
+    }
+    assert!(corrupt > 0 && delivered > 0, "corrupt {corrupt}, delivered {delivered}");
+}
