@@ -164,7 +164,7 @@ fn random_headers_and_positions_never_open_into_a_bad_state() {
 #[test]
 fn scribbled_mpsc_lanes_give_corrupt_errors_never_a_panic() {
     use shmkit::channel::mpsc;
-    let mut rng = Rng(0x5eed_0f_4d5c);
+    let mut rng = Rng(0x5eed_0f4d_5c00);
     let config = mpsc::Config { senders: 3, capacity: 256, ..Default::default() };
     let (mut corrupt, mut delivered) = (0, 0);
     for round in 0..2000 {
