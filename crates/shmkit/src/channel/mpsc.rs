@@ -97,7 +97,10 @@ use std::time::{Duration, Instant};
 use super::ring::{
     self, Consumer, Frame, Geometry, Producer, Refresh, Reservation, ReserveError, RingMemory,
 };
-use super::spsc::{ConsumerLine, ProducerLine};
+use super::spsc::{
+    publish_hint_step, stream_lead, ConsumerLine, ProducerLine, QUICK_LOOKS, STREAM_LOOKS,
+    STREAM_STILL_LOOKS, STREAM_STREAK,
+};
 use super::{
     Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -451,6 +454,8 @@ pub struct Sender {
     types: TypeCheck,
     /// Present in notifying mode (`channel::Notifying`).
     notify: Option<Box<Notifier>>,
+    /// [`publish_hint_step`] of a lane: how often our lane's publish hint moves.
+    hint_step: u64,
 }
 
 impl Sender {
@@ -488,6 +493,7 @@ impl Sender {
         shared.view().receiver_line().lanes_used.fetch_max(index, Ordering::AcqRel);
         // A parked receiver looks at the new lane (and watches this process).
         wait::notify_attached(shared.view().endpoint(RECEIVER));
+        let shared_capacity = shared.shape.ring.capacity;
         let mut tx = Sender {
             types: TypeCheck::new(shared.message_type),
             shared,
@@ -498,6 +504,7 @@ impl Sender {
             cpu: u32::MAX,
             sent: 0,
             notify: None,
+            hint_step: publish_hint_step(shared_capacity),
         };
         tx.set_wait_strategy(WaitStrategy::default());
         Ok(tx)
@@ -596,19 +603,28 @@ impl Sender {
     fn push(&mut self, msg: &[u8], wait: Wait) -> std::result::Result<(), Fault> {
         let r = self.reserve(msg.len(), wait)?;
         let lane = self.shared.view().lane(self.index - 1);
+        let before = self.producer.head();
         self.producer.write(&lane, r, msg);
-        self.published();
+        self.published(before);
         Ok(())
     }
 
     fn commit(&mut self, r: Reservation, len: u64) {
         let lane = self.shared.view().lane(self.index - 1);
+        let before = self.producer.head();
         self.producer.commit(&lane, r, len);
-        self.published();
+        self.published(before);
     }
 
-    /// After a frame is published: wake the receiver if it sleeps.
-    fn published(&mut self) {
+    /// After a frame is published: the lane's publish hint when a step boundary was
+    /// crossed (what a receiver keeping behind a streaming sender polls), and the
+    /// wake-up check.
+    fn published(&mut self, before: u64) {
+        let head = self.producer.head();
+        if (before ^ head) >= self.hint_step {
+            let lane = self.shared.view().lane(self.index - 1);
+            lane.producer.publish_hint.store(head, Ordering::Release);
+        }
         wait::notify(self.shared.view().endpoint(RECEIVER), self.flags);
         self.sent = self.sent.wrapping_add(1);
         if self.sent % 64 == 1 {
@@ -752,6 +768,10 @@ pub struct Receiver {
     types: TypeCheck,
     /// Present in notifying mode (`channel::Notifying`).
     notify: Option<Box<Notifier>>,
+    /// Consecutive waits that ended within [`QUICK_LOOKS`]: a streaming sender.
+    quick_waits: u32,
+    /// The lane of the last message taken.
+    last_lane: u32,
 }
 
 impl Receiver {
@@ -798,6 +818,8 @@ impl Receiver {
             flags: 0,
             last_liveness: Duration::ZERO,
             notify: None,
+            quick_waits: 0,
+            last_lane: 0,
         };
         rx.set_wait_strategy(WaitStrategy::default());
         // Senders parked on a full lane of an earlier receiver look again.
@@ -1017,12 +1039,19 @@ impl Receiver {
         // liveness, the pidfd watcher's park registrations, clocks) costs more than a
         // look, and a reply usually comes within these (as the SPSC receiver does).
         if wait.is_some() && !self.wait.budget().0.is_zero() {
-            for _ in 0..PLAIN_LOOKS {
+            if self.quick_waits >= STREAM_STREAK {
+                self.keep_behind();
+            }
+            for look in 0..PLAIN_LOOKS {
                 std::hint::spin_loop();
                 if let Some(found) = self.look()? {
+                    self.quick_waits =
+                        if look < QUICK_LOOKS { self.quick_waits.saturating_add(1) } else { 0 };
+                    self.last_lane = found.0;
                     return Ok(found);
                 }
             }
+            self.quick_waits = 0;
         }
         let Some(timeout) = wait else {
             if self.notify.is_some() {
@@ -1092,6 +1121,44 @@ impl Receiver {
 }
 
 impl Receiver {
+    /// With a streaming sender (the one whose lane served last), waits briefly until it
+    /// is [`stream_lead`] bytes ahead instead of polling the frame it is writing, as
+    /// the SPSC receiver does (`spsc::Receiver` "Streaming"): polling the frame being
+    /// written takes its line from the sender for every message.
+    #[inline(never)]
+    fn keep_behind(&mut self) {
+        let lane = self.last_lane;
+        if lane >= self.shared.shape.lanes {
+            return;
+        }
+        let mem = self.shared.view().lane(lane);
+        let tail = self.lanes[lane as usize].consumer.tail();
+        let capacity = self.shared.shape.ring.capacity;
+        let hint = &mem.producer.publish_hint;
+        if hint.load(Ordering::Relaxed).saturating_add(publish_hint_step(capacity)) < tail {
+            return;
+        }
+        let lead = stream_lead(capacity);
+        let (mut last, mut still) = (0, 0);
+        for _ in 0..STREAM_LOOKS {
+            let now = hint.load(Ordering::Acquire);
+            if now >= tail.saturating_add(lead) {
+                return;
+            }
+            if now == last {
+                still += 1;
+                if still >= STREAM_STILL_LOOKS {
+                    return;
+                }
+            } else {
+                (last, still) = (now, 0);
+            }
+            for _ in 0..4 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
     /// Notifying mode, not waiting: arms the receiver so that the next message (or a
     /// sender's close or death) rings its doorbell, and reports `Empty`, unless the
     /// look after arming finds a message or the end of every sender.

@@ -78,16 +78,16 @@ const fn at_most(value: u64, max: u64) -> u64 {
 /// development VM, where 64 B streams ran 1.5× faster with the 16 KiB lead than
 /// without keeping behind (paired runs, 9 of 10) and best with this bound (against
 /// 256 looks: 1.1×, 7 of 10).
-const STREAM_LOOKS: u32 = 96;
+pub(crate) const STREAM_LOOKS: u32 = 96;
 /// Looks at an unchanged publish hint after which a receiver stops keeping behind
 /// (a sender streaming 64 B messages moves it every few looks).
-const STREAM_STILL_LOOKS: u32 = 24;
+pub(crate) const STREAM_STILL_LOOKS: u32 = 24;
 /// Consecutive waits that end within [`QUICK_LOOKS`] that make a receiver take its
 /// sender for a streaming one.
-const STREAM_STREAK: u32 = 8;
+pub(crate) const STREAM_STREAK: u32 = 8;
 /// Looks (a pause apart) within which the next message must come for a wait to count
 /// towards [`STREAM_STREAK`]: far less than any round trip takes.
-const QUICK_LOOKS: u32 = 4;
+pub(crate) const QUICK_LOOKS: u32 = 4;
 /// Looks (a pause apart) a waiting receiver takes itself before the general wait
 /// (`sync::wait::wait_for`): some µs, more than a round trip between two CPUs takes.
 /// (64-byte ping-pong on the Intel VM: 1.40-1.44x the cache-line floor with only the
