@@ -31,8 +31,15 @@
 //!    (either fence, the look after arming, `fetch_or` as a plain store) and must
 //!    then fail: that shows the model can see the lost wake-up each step prevents.
 //!
-//! Models 3 and 4 restate the orderings of `broadcast.rs` over loom atomics (that
-//! module works on mapped memory directly); a change to either must change both.
+//! 6. Claiming an endpoint (`layout::Endpoint::claim`, layout v3): two processes claim
+//!    an endpoint whose previous claimer died inside its claim (its identity still in
+//!    the claim word, the state CLAIMING). Exactly one wins, and the endpoint ends
+//!    ATTACHED to it; with the lock handed on by relaxed orderings the model finds a
+//!    second winner.
+//!
+//! Models 3, 4 and 6 restate the orderings of `broadcast.rs` and `layout.rs` over loom
+//! atomics (those modules work on mapped memory directly); a change to either side
+//! must change both.
 #![cfg(loom)]
 
 use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
@@ -447,6 +454,8 @@ enum Broken {
     Relook,
     /// A shared park's bit set by a plain store (one kind of sleeper clears the other's).
     StoreNotFetchOr,
+    /// The claim lock handed on with relaxed orderings (release, take-over CAS).
+    RelaxedClaim,
 }
 
 /// The model and the step it leaves out, by name: what `broken_handshake` runs.
@@ -456,6 +465,7 @@ fn run_broken(model: &str, broken: Broken) {
     match model {
         "own" => builder.check(move || own_park_model(broken)),
         "shared" => builder.check(move || shared_park_model(broken)),
+        "claim" => builder.check(move || claim_model(broken)),
         other => panic!("unknown model {other}"),
     }
 }
@@ -464,6 +474,11 @@ fn run_broken(model: &str, broken: Broken) {
 /// cannot be caught in-process: its cleanup aborts) and asserts that loom found the
 /// lost wake-up: a deadlock, the event loop waiting for a ring that never comes.
 fn assert_fails_without(model: &str, broken: Broken) {
+    assert_fails_with(model, broken, "deadlock");
+}
+
+/// [`assert_fails_without`], expecting `failure` in loom's report.
+fn assert_fails_with(model: &str, broken: Broken, failure: &str) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "broken_handshake", "--ignored", "--nocapture", "--test-threads=1"])
         .env("SHMKIT_LOOM_BROKEN", format!("{model}:{broken:?}"))
@@ -471,8 +486,8 @@ fn assert_fails_without(model: &str, broken: Broken) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("deadlock"),
-        "{model} without {broken:?}: loom found no lost wake-up ({})\n{stderr}",
+        !out.status.success() && stderr.contains(failure),
+        "{model} without {broken:?}: loom did not report {failure:?} ({})\n{stderr}",
         out.status
     );
 }
@@ -482,11 +497,16 @@ fn assert_fails_without(model: &str, broken: Broken) {
 fn broken_handshake() {
     let Ok(what) = std::env::var("SHMKIT_LOOM_BROKEN") else { return };
     let (model, broken) = what.split_once(':').unwrap();
-    let broken =
-        [Broken::SleeperFence, Broken::WakerFence, Broken::Relook, Broken::StoreNotFetchOr]
-            .into_iter()
-            .find(|b| format!("{b:?}") == broken)
-            .unwrap();
+    let broken = [
+        Broken::SleeperFence,
+        Broken::WakerFence,
+        Broken::Relook,
+        Broken::StoreNotFetchOr,
+        Broken::RelaxedClaim,
+    ]
+    .into_iter()
+    .find(|b| format!("{b:?}") == broken)
+    .unwrap();
     run_broken(model, broken);
 }
 
@@ -621,4 +641,82 @@ fn shared_park_model(broken: Broken) {
 fn a_notifying_subscriber_and_a_parked_one_share_a_park_without_losing_a_wake_up() {
     run_broken("shared", Broken::Nothing);
     assert_fails_without("shared", Broken::StoreNotFetchOr);
+}
+
+/// The words of one endpoint that a claim touches, and which claimers are alive.
+struct ClaimedEndpoint {
+    claim: AtomicU64,
+    state: AtomicU32,
+    pid: AtomicU32,
+    attaches: AtomicU32,
+}
+
+const FREE: u32 = 0;
+const ATTACHED: u32 = 1;
+const CLOSED: u32 = 2;
+const CLAIMING: u32 = 3;
+/// The claimer that died inside its claim.
+const DEAD: u32 = 3;
+
+impl ClaimedEndpoint {
+    /// `Endpoint::claim` by process `me` (alive); `DEAD` is the only dead process.
+    fn claim(&self, me: u32, broken: Broken) -> bool {
+        let (acquire, release, acq_rel) = if broken == Broken::RelaxedClaim {
+            (Ordering::Relaxed, Ordering::Relaxed, Ordering::Relaxed)
+        } else {
+            (Ordering::Acquire, Ordering::Release, Ordering::AcqRel)
+        };
+        loop {
+            let held = self.claim.load(acquire);
+            if held != 0 && held as u32 != DEAD {
+                return false; // a live claimer is inside
+            }
+            if self.claim.compare_exchange(held, u64::from(me), acq_rel, acquire).is_err() {
+                continue;
+            }
+            let takeable = match self.state.load(acquire) {
+                FREE | CLOSED | CLAIMING => true,
+                ATTACHED => self.pid.load(Ordering::Relaxed) == DEAD,
+                _ => unreachable!(),
+            };
+            if !takeable {
+                self.claim.store(0, release);
+                return false;
+            }
+            self.state.store(CLAIMING, Ordering::Relaxed);
+            self.pid.store(me, Ordering::Relaxed);
+            self.attaches.fetch_add(1, Ordering::Relaxed);
+            self.state.store(ATTACHED, Ordering::Release);
+            self.claim.store(0, release);
+            return true;
+        }
+    }
+}
+
+/// Two live processes claim an endpoint left CLAIMING by a dead claimer.
+fn claim_model(broken: Broken) {
+    let e = Arc::new(ClaimedEndpoint {
+        claim: AtomicU64::new(u64::from(DEAD)),
+        state: AtomicU32::new(CLAIMING),
+        pid: AtomicU32::new(DEAD),
+        attaches: AtomicU32::new(1),
+    });
+    let rivals: Vec<_> = [1u32, 2]
+        .into_iter()
+        .map(|me| {
+            let e = e.clone();
+            thread::spawn(move || e.claim(me, broken).then_some(me))
+        })
+        .collect();
+    let winners: Vec<u32> = rivals.into_iter().filter_map(|t| t.join().unwrap()).collect();
+    assert_eq!(winners.len(), 1, "exactly one claimer wins: {winners:?}");
+    assert_eq!(e.state.load(Ordering::Acquire), ATTACHED);
+    assert_eq!(e.pid.load(Ordering::Relaxed), winners[0], "the endpoint is the winner's");
+    assert_eq!(e.attaches.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_claimer_that_died_inside_its_claim_is_taken_over_by_exactly_one() {
+    run_broken("claim", Broken::Nothing);
+    assert_fails_with("claim", Broken::RelaxedClaim, "exactly one claimer wins");
 }
