@@ -80,13 +80,16 @@ pub fn run(args: &Args) -> CliResult {
             if let Some(object) = &info.object {
                 out.extend(crate::channel_view::lines(object));
             }
-            out.push((
-                "death detection",
-                match info.death_detection {
-                    "pidfd" => "pidfd (the kernel's exit event; parked ends never tick)".into(),
-                    other => format!("{other} (a 10 ms tick: pidfd_open is unavailable here)"),
-                },
-            ));
+            // Only objects with ends that wait on each other.
+            if h.object.name() != "raw" {
+                out.push((
+                    "death detection",
+                    match info.death_detection {
+                        "pidfd" => "pidfd (the kernel's exit event; parked ends never tick)".into(),
+                        other => format!("{other} (a 10 ms tick: pidfd_open is unavailable here)"),
+                    },
+                ));
+            }
         }
         None => out
             .push(("shmkit", format!("no: {}", info.view.invalid.as_deref().unwrap_or("unknown")))),
