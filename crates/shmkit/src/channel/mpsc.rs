@@ -563,11 +563,13 @@ impl Sender {
     }
 
     /// Sends `msg`, waiting for room in our lane.
+    #[inline]
     pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
         self.push(msg, Some(None)).map_err(|f| SendError::from_fault(f, msg))
     }
 
     /// Sends `msg` if our lane has room now.
+    #[inline]
     pub fn try_send<'a>(
         &mut self,
         msg: &'a [u8],
@@ -600,6 +602,7 @@ impl Sender {
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
+    #[inline(always)]
     fn push(&mut self, msg: &[u8], wait: Wait) -> std::result::Result<(), Fault> {
         let r = self.reserve(msg.len(), wait)?;
         let lane = self.shared.view().lane(self.index - 1);
@@ -619,6 +622,7 @@ impl Sender {
     /// After a frame is published: the lane's publish hint when a step boundary was
     /// crossed (what a receiver keeping behind a streaming sender polls), and the
     /// wake-up check.
+    #[inline(always)]
     fn published(&mut self, before: u64) {
         let head = self.producer.head();
         if (before ^ head) >= self.hint_step {
@@ -632,7 +636,24 @@ impl Sender {
         }
     }
 
+    /// Room for `len` bytes in our lane: inlined when there is room at once.
+    #[inline(always)]
     fn reserve(&mut self, len: usize, wait: Wait) -> std::result::Result<Reservation, Fault> {
+        let shared = &*self.shared;
+        if len as u64 <= shared.shape.ring.max_message
+            && !wait::peer_closed(shared.view().endpoint(RECEIVER))
+        {
+            let lane = shared.view().lane(self.index - 1);
+            let refresh = if wait.is_some() { Refresh::Hint } else { Refresh::Exact };
+            if let Ok(r) = self.producer.try_reserve_with(&lane, len as u64, refresh) {
+                return Ok(r);
+            }
+        }
+        self.reserve_slow(len, wait)
+    }
+
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize, wait: Wait) -> std::result::Result<Reservation, Fault> {
         let shared = &*self.shared;
         if len as u64 > shared.shape.ring.max_message {
             return Err(Fault::TooLarge(len, shared.shape.ring.max_message as usize));
@@ -1247,6 +1268,7 @@ impl ReadGrant<'_> {
 
 impl Deref for ReadGrant<'_> {
     type Target = [u8];
+    #[inline(always)]
     fn deref(&self) -> &[u8] {
         let mem = self.receiver.shared.view().lane(self.lane);
         // SAFETY: the frame was validated to lie inside the lane's ring and stays ours
@@ -1261,6 +1283,7 @@ impl Deref for ReadGrant<'_> {
 }
 
 impl Drop for ReadGrant<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         self.receiver.release(self.lane, self.frame);
     }
