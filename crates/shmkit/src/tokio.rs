@@ -119,6 +119,20 @@ fn poll_op<E: NotifyEnd, T>(
     }
 }
 
+/// A non-waiting receive's outcome as a waiting receive's: `None` for `Empty` (which
+/// has armed a notifying end), the rest as `RecvError` (SPSC and MPSC share both).
+fn received<T>(
+    r: std::result::Result<T, TryRecvError>,
+) -> Option<std::result::Result<T, RecvError>> {
+    match r {
+        Ok(v) => Some(Ok(v)),
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+        Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
+        Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
+    }
+}
+
 fn async_fd<E: crate::channel::NotifyEnd>(end: E) -> Result<AsyncFd<Notifying<E>>> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(crate::Error::Runtime(
@@ -211,14 +225,8 @@ impl AsyncReceiver {
             // The blocking receive's first looks (which keep a streaming sender's lines
             // to itself), then plain ones.
             |rx| rx.look_before_waiting() || rx.has_message(),
-            |rx| match rx.try_recv(buf) {
-                Ok(n) => Some(Ok(n)),
-                // Armed: a message sent from now on rings the doorbell.
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
-                Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
-                Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
-            },
+            // `Empty` has armed: a message sent from now on rings the doorbell.
+            |rx| received(rx.try_recv(buf)),
             |what| Err(RecvError::Corrupt { what }),
         )
     }
@@ -232,12 +240,8 @@ impl AsyncReceiver {
     pub async fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await?;
         // The message `poll_message` saw is still there: only this end takes messages.
-        self.inner.get_mut().try_recv_ref().map_err(|e| match e {
-            TryRecvError::Disconnected => RecvError::Disconnected,
-            TryRecvError::PeerDead { pid } => RecvError::PeerDead { pid },
-            TryRecvError::Corrupt { what } => RecvError::Corrupt { what },
-            TryRecvError::Empty => RecvError::Corrupt { what: "a seen message vanished".into() },
-        })
+        received(self.inner.get_mut().try_recv_ref())
+            .unwrap_or_else(|| Err(RecvError::Corrupt { what: "a seen message vanished".into() }))
     }
 
     /// Ready once a message is there (not taken), or the channel has ended.
@@ -251,13 +255,7 @@ impl AsyncReceiver {
             cx,
             spin_budget(self.wait),
             |rx| rx.look_before_waiting() || rx.has_message(),
-            |rx| match rx.peek_or_arm() {
-                Ok(()) => Some(Ok(())),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
-                Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
-                Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
-            },
+            |rx| received(rx.peek_or_arm()),
             |what| Err(RecvError::Corrupt { what }),
         )
     }
@@ -705,13 +703,7 @@ impl AsyncMpscReceiver {
             cx,
             spin_budget(self.wait),
             |rx| rx.has_message(),
-            |rx| match rx.try_recv(buf) {
-                Ok(n) => Some(Ok(n)),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
-                Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
-                Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
-            },
+            |rx| received(rx.try_recv(buf)),
             |what| Err(RecvError::Corrupt { what }),
         )
     }

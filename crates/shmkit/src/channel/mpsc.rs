@@ -863,7 +863,12 @@ impl Receiver {
     /// Whether a receive would find a message now, by a look that never arms (what
     /// an async receive spins on).
     pub fn has_message(&mut self) -> bool {
-        matches!(self.look(), Ok(Some(_)) | Err(_))
+        // A look advances the turn to the lane after the one it found; only a receive
+        // may, or the lane found would be served last instead of next.
+        let next = self.next;
+        let found = matches!(self.look(), Ok(Some(_)) | Err(_));
+        self.next = next;
+        found
     }
 
     /// Largest message this channel accepts.

@@ -267,16 +267,24 @@ pub(crate) fn heavy_barrier() -> bool {
 /// wakes its futex.
 pub fn wake(peer: &Endpoint) {
     peer.futex.fetch_add(1, Ordering::Release);
-    // Acquire pairs with the holder's Release store of `waiting` (after `bell` and
-    // NOTIFY were set): a waker that took the flag sees the doorbell.
-    if peer.flags.load(Ordering::Acquire) & endpoint_flags::NOTIFY != 0 {
-        let bell = peer.bell.load(Ordering::Relaxed);
-        if bell != 0 {
+    match bell_of(peer) {
+        Some(bell) => {
             notify::ring(bell);
-            return;
+        }
+        None => {
+            futex::wake(&peer.futex, 1);
         }
     }
-    futex::wake(&peer.futex, 1);
+}
+
+/// The doorbell of `e`'s holder if it waits in notifying mode. Acquire pairs with the
+/// holder's Release store of `waiting` (after `bell` and NOTIFY were set): a waker that
+/// took the flag sees the doorbell.
+fn bell_of(e: &Endpoint) -> Option<u64> {
+    if e.flags.load(Ordering::Acquire) & endpoint_flags::NOTIFY == 0 {
+        return None;
+    }
+    Some(e.bell.load(Ordering::Relaxed)).filter(|&bell| bell != 0)
 }
 
 /// The two words a waiter parks on: `futex` (a sequence bumped by every wake-up) and
@@ -417,11 +425,7 @@ pub fn ring_if_armed(e: &Endpoint) -> bool {
 
 /// Rings the doorbell of `e`'s holder if it is in notifying mode (on close).
 pub fn ring(e: &Endpoint) -> bool {
-    if e.flags.load(Ordering::Acquire) & endpoint_flags::NOTIFY == 0 {
-        return false;
-    }
-    let bell = e.bell.load(Ordering::Relaxed);
-    bell != 0 && notify::ring(bell)
+    bell_of(e).is_some_and(notify::ring)
 }
 
 /// The CPU this thread runs on, or `u32::MAX`.
