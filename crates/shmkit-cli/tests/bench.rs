@@ -154,6 +154,37 @@ fn large_messages_cross_stream_sockets_whole_despite_partial_reads() {
 }
 
 #[test]
+fn mpsc_rows_stream_from_every_sender_and_report_their_shares() {
+    // Pong checks each sender's numbering and waits for every sender's last message:
+    // an "ok" row means all of them arrived whole and in order.
+    let (ok, report, stderr) =
+        bench(&["--mech", "shmkit-mpsc-2,shmkit-mpsc-4", "--sizes", "64,64K", "--count", "20000"]);
+    assert!(ok, "bench failed: {stderr}");
+    for (mech, senders) in [("shmkit-mpsc-2", 2), ("shmkit-mpsc-4", 4)] {
+        for size in [64u64, 65536] {
+            let r = rows(&report)
+                .iter()
+                .find(|r| r["mechanism"] == mech && r["size"] == size)
+                .unwrap_or_else(|| panic!("{mech} {size} missing"));
+            assert_eq!(r["status"], "ok", "{r}");
+            assert_eq!(r["round_trips"], 20000, "{r}");
+            let shares: Vec<f64> = r["sender_shares"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no shares: {r}"))
+                .iter()
+                .map(|s| s.as_f64().unwrap())
+                .collect();
+            assert_eq!(shares.len(), senders, "{r}");
+            assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "{r}");
+            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{r}");
+            // The stream figures are all senders' together, at most all they sent.
+            let messages = r["stream"]["messages"].as_u64().unwrap();
+            assert!(messages > 0 && messages <= 20000 * senders as u64, "{r}");
+        }
+    }
+}
+
+#[test]
 fn a_row_that_outlives_its_timeout_is_killed_and_reported() {
     // Sleep-polling takes tens of µs per round trip: 10^8 of them cannot finish in 1 s.
     let (ok, report, stderr) = bench(&[

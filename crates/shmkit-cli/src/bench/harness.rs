@@ -38,6 +38,8 @@ pub enum Role {
     Solo,
     /// A broadcast subscriber that only consumes.
     Sink,
+    /// A sender of an MPSC row besides ping, which only streams.
+    Source,
 }
 
 /// `shmkit __bench-peer`: one side of one benchmark row (started by `shmkit bench`).
@@ -89,7 +91,7 @@ pub struct StreamFigures {
 
 /// When a measurement phase is over.
 #[derive(Debug, Clone, Copy)]
-struct Budget {
+pub struct Budget {
     count: Option<u64>,
     duration: Duration,
 }
@@ -143,7 +145,8 @@ pub fn run(args: &PeerArgs) -> CliResult {
         Mech::ShmkitTokio | Mech::ShmkitTokioBlock => {
             return fail("this shmkit was built without the tokio feature")
         }
-        Mech::Mpsc1 => role::<mpsc_chan::Mpsc>(&ctx, args),
+        Mech::Mpsc2 | Mech::Mpsc4 if args.role != Role::Ping => many_senders(&ctx, args),
+        Mech::Mpsc1 | Mech::Mpsc2 | Mech::Mpsc4 => role::<mpsc_chan::Mpsc>(&ctx, args),
         Mech::Rpc if args.role == Role::Pong => rpc::serve(&ctx, &mut io::stdout().lock()),
         Mech::Rpc => role::<rpc::Rpc>(&ctx, args),
         Mech::Broadcast1 | Mech::Broadcast2 | Mech::Broadcast4 | Mech::Broadcast8 => {
@@ -178,6 +181,35 @@ fn role<L: Link>(ctx: &Ctx, args: &PeerArgs) -> io::Result<()> {
             writeln!(out, "done {received} {errors} {}", shmkit::sync::wait::current_cpu())
         }
         Role::Solo => Err(invalid("only memcpy runs solo")),
+        Role::Source => Err(invalid("only MPSC rows have sources")),
+    }
+}
+
+/// Pong and the sources of an MPSC row with several senders (ping is as usual).
+fn many_senders(ctx: &Ctx, args: &PeerArgs) -> io::Result<()> {
+    let budget = Budget { count: args.count, duration: Duration::from_secs_f64(args.duration) };
+    let mut out = io::stdout().lock();
+    let mut ready = |_: &str| -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "ready")?;
+        out.flush()
+    };
+    let cpu = shmkit::sync::wait::current_cpu;
+    match args.role {
+        Role::Pong => {
+            let served = mpsc_chan::serve(ctx, &mut ready)?;
+            let counts: Vec<String> = served.counts.iter().map(u64::to_string).collect();
+            writeln!(out, "senders {} {}", served.seconds, counts.join(" "))?;
+            writeln!(out, "done {} {} {}", served.received, served.errors, cpu())
+        }
+        Role::Source => {
+            let mut source = mpsc_chan::Source::join(ctx, &mut ready)?;
+            source.wait_for_go()?;
+            let mut msg: Vec<u8> = (0..ctx.size).map(|i| i as u8).collect();
+            let sent = emit(|m| source.send(m), &mut msg, budget)?;
+            writeln!(out, "done {sent} 0 {}", cpu())
+        }
+        _ => Err(invalid("MPSC rows have ping, pong and sources")),
     }
 }
 
@@ -241,23 +273,7 @@ fn stream<L: Link>(
     budget: Budget,
 ) -> io::Result<StreamFigures> {
     let start = Instant::now();
-    let mut sent = 0u64;
-    loop {
-        // Reading the clock costs as much as a small message: look every 64.
-        let last = budget.done(sent + 1, || {
-            if (sent + 1) % 64 == 0 {
-                start.elapsed()
-            } else {
-                Duration::ZERO
-            }
-        });
-        out[..8].copy_from_slice(&(sent | if last { FINAL } else { 0 }).to_le_bytes());
-        link.send(out)?;
-        sent += 1;
-        if last {
-            break;
-        }
-    }
+    let sent = emit(|m| link.send(m), out, budget)?;
     link.recv(back)?;
     let seconds = start.elapsed().as_secs_f64();
     if seq_of(back) != sent {
@@ -269,6 +285,33 @@ fn stream<L: Link>(
         messages_per_sec: sent as f64 / seconds,
         bytes_per_sec: (sent * out.len() as u64) as f64 / seconds,
     })
+}
+
+/// Sends messages numbered 0, 1, … until the budget is spent, [`FINAL`] set on the
+/// last; returns how many.
+fn emit(
+    mut send: impl FnMut(&[u8]) -> io::Result<()>,
+    out: &mut [u8],
+    budget: Budget,
+) -> io::Result<u64> {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        // Reading the clock costs as much as a small message: look every 64.
+        let last = budget.done(sent + 1, || {
+            if (sent + 1) % 64 == 0 {
+                start.elapsed()
+            } else {
+                Duration::ZERO
+            }
+        });
+        out[..8].copy_from_slice(&(sent | if last { FINAL } else { 0 }).to_le_bytes());
+        send(out)?;
+        sent += 1;
+        if last {
+            return Ok(sent);
+        }
+    }
 }
 
 /// Echoes round trips, then counts the stream; returns (streamed messages received,

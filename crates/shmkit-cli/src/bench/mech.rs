@@ -116,6 +116,8 @@ mechanisms! {
     ShmkitTokio = "shmkit-tokio", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes (spin up to 50 µs, then await the doorbell)";
     ShmkitTokioBlock = "shmkit-tokio-block", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes, awaiting the doorbell at once";
     Mpsc1 = "shmkit-mpsc-1", Ipc, "shmkit MPSC channel, 1 sender process (a lane of its own), replies over SPSC";
+    Mpsc2 = "shmkit-mpsc-2", Ipc, "shmkit MPSC channel, 2 sender processes: latency with the second joined and idle; streaming is all senders at once (aggregate rate; shares in the JSON and below the table); the extra senders are not pinned";
+    Mpsc4 = "shmkit-mpsc-4", Ipc, "shmkit MPSC channel, 4 sender processes, as shmkit-mpsc-2";
     Rpc = "shmkit-rpc", Ipc, "shmkit request/reply: a client's call against a server process (round trips only)";
     Broadcast1 = "shmkit-bcast-1", Ipc, "shmkit broadcast (backpressure), 1 subscriber process";
     Broadcast2 = "shmkit-bcast-2", Ipc, "shmkit broadcast (backpressure), 2 subscriber processes";
@@ -142,6 +144,16 @@ impl Mech {
             Mech::Broadcast2 => 1,
             Mech::Broadcast4 => 3,
             Mech::Broadcast8 => 7,
+            _ => 0,
+        }
+    }
+
+    /// Sender processes besides ping (MPSC rows): they join before ping starts, wait
+    /// while it times round trips, then stream alongside it.
+    pub fn sources(self) -> usize {
+        match self {
+            Mech::Mpsc2 => 1,
+            Mech::Mpsc4 => 3,
             _ => 0,
         }
     }

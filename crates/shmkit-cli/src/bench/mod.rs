@@ -49,7 +49,7 @@ use crate::util::{fail, human_size, parse_size, CliResult, Context, Failure};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Every row runs in fresh processes (ping and pong, pinned as --pin \
-    says; broadcast rows add the other subscribers); each size group starts and ends \
+    says; broadcast rows add the other subscribers, MPSC rows the other senders); each size group starts and ends \
     with the floors (raw cache-line and raw futex ping-pong between the same two CPUs), \
     and `x floor` is a row's p50 over the cache-line floor's. Latency is round trip / 2. \
     `shmkit bench --list` describes every mechanism.")]
@@ -351,6 +351,14 @@ fn measure_peers(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<R
         ready(&mut sink, "sink", deadline)?;
         sinks.push(sink);
     }
+    // MPSC rows: the other senders join (and park) before ping starts.
+    let mut sources = Vec::new();
+    for _ in 0..ctx.mech.sources() {
+        let mut source = spawn::start(&plan.exe, &peer_args(plan, ctx, "source", None, &[]), &[])
+            .context("cannot start a peer")?;
+        ready(&mut source, "source", deadline)?;
+        sources.push(source);
+    }
     let mut args = peer_args(plan, ctx, "ping", ping_cpu, &ping_fds);
     args.push(format!("--rendezvous={rv}"));
     let ping = spawn::start(&plan.exe, &args, &ping_fds);
@@ -358,8 +366,15 @@ fn measure_peers(plan: &Plan, ctx: &Ctx, rendezvous: &mut String) -> CliResult<R
     let mut ping = ping.context("cannot start a peer")?;
     let mut all: Vec<&mut spawn::Peer> = vec![&mut ping, &mut pong];
     all.extend(sinks.iter_mut());
+    all.extend(sources.iter_mut());
     let timed_out = spawn::wait_all(&mut all, deadline);
-    let row = finish(ctx, &mut ping, Some(&mut pong), timed_out)?;
+    let mut row = finish(ctx, &mut ping, Some(&mut pong), timed_out)?;
+    if !sources.is_empty() {
+        for source in &mut sources {
+            done_line(source, "source")?;
+        }
+        senders_line(&mut pong, &mut row)?;
+    }
     for sink in &mut sinks {
         let (received, errors, _) = done_line(sink, "sink")?;
         let streamed = row.stream.map_or(0, |s| s.messages);
@@ -400,6 +415,31 @@ fn done_line(peer: &mut spawn::Peer, who: &str) -> CliResult<(u64, u64, u32)> {
         [received, errors, cpu] => Ok((received, errors, cpu as u32)),
         _ => fail(format!("{who}'s report is malformed: {out:?}")),
     }
+}
+
+/// An MPSC row's streaming figures are all senders': pong's `senders SECONDS COUNT…`
+/// (ping's count first) gives the aggregate rate and each sender's share.
+fn senders_line(pong: &mut spawn::Peer, row: &mut Row) -> CliResult {
+    let (out, _) = pong.collect();
+    let words: Vec<f64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("senders "))
+        .map(|l| l.split_whitespace().filter_map(|w| w.parse().ok()).collect())
+        .unwrap_or_default();
+    let (Some((&seconds, counts)), Some(stream)) = (words.split_first(), row.stream.as_mut())
+    else {
+        return fail(format!("pong's report is malformed: {out:?}"));
+    };
+    let total: f64 = counts.iter().sum();
+    if seconds <= 0.0 || total <= 0.0 {
+        return fail("the senders never streamed at once (raise --duration or --count)");
+    }
+    stream.messages = total as u64;
+    stream.seconds = seconds;
+    stream.messages_per_sec = total / seconds;
+    stream.bytes_per_sec = total * row.size as f64 / seconds;
+    row.sender_shares = counts.iter().map(|c| c / total).collect();
+    Ok(())
 }
 
 /// Turns the peers' reports into a row.

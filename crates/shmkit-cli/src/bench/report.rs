@@ -39,6 +39,11 @@ pub struct Row {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub p50_runs: Vec<f64>,
     pub stream: Option<StreamFigures>,
+    /// MPSC rows with several senders: each sender's share of the messages received
+    /// while all were streaming (ping's first); the stream figures are then all
+    /// senders' together over that window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sender_shares: Vec<f64>,
     /// p50 over the cache-line floor's p50 (same size group).
     pub vs_floor: Option<f64>,
     /// p50 over the futex floor's p50.
@@ -72,6 +77,7 @@ impl Row {
             latency: None,
             p50_runs: Vec::new(),
             stream: None,
+            sender_shares: Vec::new(),
             vs_floor: None,
             vs_futex_floor: None,
             stream_vs_memcpy: None,
@@ -263,6 +269,25 @@ impl Report {
                 ),
                 ratio: a / b,
             });
+        }
+        let single = self.find(Mech::Mpsc1, small).and_then(|r| r.stream);
+        for many in [Mech::Mpsc2, Mech::Mpsc4] {
+            let Some(row) = self.find(many, small) else { continue };
+            if let (Some(a), Some(b)) = (row.stream, single) {
+                let shares: Vec<String> =
+                    row.sender_shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
+                out.push(Comparison {
+                    what: format!(
+                        "{} MPSC streaming: {} senders together {}msg/s (shares {}) / 1 sender {}msg/s",
+                        human_size(small),
+                        row.sender_shares.len(),
+                        rate(a.messages_per_sec),
+                        shares.join(" "),
+                        rate(b.messages_per_sec)
+                    ),
+                    ratio: a.messages_per_sec / b.messages_per_sec,
+                });
+            }
         }
         let shmkit = self.find(Mech::ShmkitSpin, large).and_then(Row::bytes_per_sec);
         let memcpy = self.find(Mech::Memcpy, large).and_then(Row::bytes_per_sec);
