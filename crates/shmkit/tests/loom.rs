@@ -37,6 +37,16 @@
 //!    ATTACHED to it; with the lock handed on by relaxed orderings the model finds a
 //!    second winner.
 //!
+//! 7. Taking over a dead sender's lane (MPSC, also SPSC's producer recovery): a sender
+//!    pushes over the real ring code and dies — holding a loan it has half filled
+//!    with bytes that look like a frame word, or between publishing a frame and its
+//!    position, or cleanly — while the receiver consumes; its successor (after the
+//!    death is proven: modelled as a join, as the kernel orders a process's exit
+//!    before anyone learns of it) recovers the head with `Producer::recover` and
+//!    pushes two more. The receiver gets every published message once, intact and in
+//!    order, never the half-written one. Trusting the recorded position instead of
+//!    following the published frames must fail the model.
+//!
 //! Models 3, 4 and 6 restate the orderings of `broadcast.rs` and `layout.rs` over loom
 //! atomics (those modules work on mapped memory directly); a change to either side
 //! must change both.
@@ -456,6 +466,8 @@ enum Broken {
     StoreNotFetchOr,
     /// The claim lock handed on with relaxed orderings (release, take-over CAS).
     RelaxedClaim,
+    /// A successor starting at the dead sender's recorded position (no recovery).
+    TrustWritePos,
 }
 
 /// The model and the step it leaves out, by name: what `broken_handshake` runs.
@@ -466,6 +478,11 @@ fn run_broken(model: &str, broken: Broken) {
         "own" => builder.check(move || own_park_model(broken)),
         "shared" => builder.check(move || shared_park_model(broken)),
         "claim" => builder.check(move || claim_model(broken)),
+        "lane-loaned" => builder.check(move || lane_takeover_model(Death::HoldingLoan, broken)),
+        "lane-uncounted" => {
+            builder.check(move || lane_takeover_model(Death::BeforePosition, broken))
+        }
+        "lane-clean" => builder.check(move || lane_takeover_model(Death::Clean, broken)),
         other => panic!("unknown model {other}"),
     }
 }
@@ -503,6 +520,7 @@ fn broken_handshake() {
         Broken::Relook,
         Broken::StoreNotFetchOr,
         Broken::RelaxedClaim,
+        Broken::TrustWritePos,
     ]
     .into_iter()
     .find(|b| format!("{b:?}") == broken)
@@ -719,4 +737,89 @@ fn claim_model(broken: Broken) {
 fn a_claimer_that_died_inside_its_claim_is_taken_over_by_exactly_one() {
     run_broken("claim", Broken::Nothing);
     assert_fails_with("claim", Broken::RelaxedClaim, "exactly one claimer wins");
+}
+
+/// Where the first sender of a lane dies (model 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// Holding a loan for a long message, its payload partly written.
+    HoldingLoan,
+    /// After publishing its second frame, before publishing its position.
+    BeforePosition,
+    /// Between messages.
+    Clean,
+}
+
+fn lane_takeover_model(death: Death, broken: Broken) {
+    let geo = Geometry::new(256, 112).unwrap();
+    let ring = Arc::new(LoomRing::new(256, 0));
+    // 40-byte messages: 48-byte frames at positions 0, 48, 96, 144.
+    let dead = {
+        let ring = ring.clone();
+        thread::spawn(move || {
+            let mut p = Producer::new(geo, 0, 0);
+            p.try_push(&*ring, &message(1)).unwrap();
+            match death {
+                Death::HoldingLoan => {
+                    // A loan of 100 bytes (payload 56..156) filled in part with what
+                    // looks like a frame published for position 96: the word the
+                    // successor's second frame goes to.
+                    let r = p.try_reserve(&*ring, 100).unwrap();
+                    let fake: u64 = (1 << 62) | ((96 >> 3) << 32) | 40;
+                    let mut junk = vec![0xa5u8; 96 - p.payload_offset(&r) as usize];
+                    junk.extend_from_slice(&fake.to_le_bytes());
+                    // SAFETY: inside the reservation (56 + 48 <= 156).
+                    unsafe { ring.copy_in(p.payload_offset(&r), &junk) };
+                }
+                Death::BeforePosition => {
+                    let counted = ring.write_pos.load(Ordering::Relaxed);
+                    p.try_push(&*ring, &message(2)).unwrap();
+                    ring.write_pos.store(counted, Ordering::Release);
+                }
+                Death::Clean => p.try_push(&*ring, &message(2)).unwrap(),
+            }
+        })
+    };
+    let published: Vec<u8> = if death == Death::HoldingLoan { vec![1] } else { vec![1, 2] };
+    let expected: Vec<u8> = published.iter().copied().chain([3, 4]).collect();
+    let receiver = {
+        let ring = ring.clone();
+        thread::spawn(move || {
+            let mut c = Consumer::new(geo, 0);
+            let mut out = Vec::new();
+            for &i in &expected {
+                loop {
+                    match c.try_pop_into(&*ring, &mut out) {
+                        Ok(Some(_)) => break,
+                        Ok(None) => thread::yield_now(),
+                        Err(e) => panic!("corrupt lane: {e}"),
+                    }
+                }
+                assert_eq!(out, message(i), "message {i}");
+            }
+            assert_eq!(c.try_pop_into(&*ring, &mut out), Ok(None), "a message too many");
+        })
+    };
+    // The successor: its claim won after the death was proven.
+    dead.join().unwrap();
+    let (w, r) = (ring.write_pos.load(Ordering::Acquire), ring.read_pos.load(Ordering::Acquire));
+    let mut p = if broken == Broken::TrustWritePos {
+        Producer::new(geo, w, r)
+    } else {
+        Producer::recover(&*ring, geo, w, r)
+    };
+    for i in [3, 4] {
+        while p.try_push(&*ring, &message(i)).is_err() {
+            thread::yield_now();
+        }
+    }
+    receiver.join().unwrap();
+}
+
+#[test]
+fn a_dead_senders_lane_is_taken_over_without_losing_tearing_or_repeating_a_message() {
+    for model in ["lane-loaned", "lane-uncounted", "lane-clean"] {
+        run_broken(model, Broken::Nothing);
+    }
+    assert_fails_with("lane-uncounted", Broken::TrustWritePos, "panicked");
 }
