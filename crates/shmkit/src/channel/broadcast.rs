@@ -1029,6 +1029,12 @@ impl Subscriber {
         self.lend(Some(None)).map_err(RecvError::from_fault)
     }
 
+    /// [`recv_ref`](Self::recv_ref) without waiting.
+    #[inline(always)]
+    pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
+        self.lend(None).map_err(TryRecvError::from_fault)
+    }
+
     /// [`recv_ref`](Self::recv_ref) waiting at most `timeout`.
     #[inline(always)]
     pub fn recv_ref_timeout(

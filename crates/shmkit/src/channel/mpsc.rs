@@ -602,6 +602,18 @@ impl Sender {
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
+    /// [`Sender::loan`] waiting at most `timeout` for room.
+    pub fn loan_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> std::result::Result<WriteGrant<'_>, SendTimeoutError<usize>> {
+        let r = self
+            .reserve(len, Some(Some(timeout)))
+            .map_err(|f| SendTimeoutError::from_fault(f, len))?;
+        Ok(WriteGrant { sender: self, reservation: r })
+    }
+
     #[inline(always)]
     fn push(&mut self, msg: &[u8], wait: Wait) -> std::result::Result<(), Fault> {
         let r = self.reserve(msg.len(), wait)?;
@@ -934,6 +946,16 @@ impl Receiver {
     /// [`Receiver::recv_ref`] without waiting.
     pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
         let (lane, frame) = self.next_frame(None).map_err(TryRecvError::from_fault)?;
+        Ok(ReadGrant { receiver: self, lane, frame })
+    }
+
+    /// [`Receiver::recv_ref`] waiting at most `timeout`.
+    pub fn recv_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
+        let (lane, frame) =
+            self.next_frame(Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)?;
         Ok(ReadGrant { receiver: self, lane, frame })
     }
 
