@@ -80,6 +80,7 @@ pub fn recv<R: RecvEnd>(
     timeout: Option<f64>,
     wait: bool,
 ) -> PyResult<Option<Py<PyBytes>>> {
+    deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let mut st = lock(s, R::WHAT)?;
     let Some(h) = lend_next(py, &mut st, timeout, wait)? else { return Ok(None) };
     // SAFETY: lent by `st`, whose lock we hold.
@@ -111,6 +112,7 @@ pub fn recv_into<R: RecvEnd>(
     buffer: &Bound<'_, PyAny>,
     timeout: Option<f64>,
 ) -> PyResult<usize> {
+    deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let buf = writable(buffer)?;
     let mut st = lock(s, R::WHAT)?;
     let h = lend_next(py, &mut st, timeout, true)?.expect("a waiting receive returns a message");
@@ -141,6 +143,7 @@ pub fn recv_ref<R: RecvEnd>(
     timeout: Option<f64>,
     wait: bool,
 ) -> PyResult<Option<Message>> {
+    deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let mut st = lock(s, R::WHAT)?;
     let Some(h) = lend_next(py, &mut st, timeout, wait)? else { return Ok(None) };
     let lent = Lent::new(s.clone(), h.ptr as *const u8, h.len, false);
@@ -193,6 +196,7 @@ pub fn send<S: SendEnd>(
     timeout: Option<f64>,
     wait: bool,
 ) -> PyResult<bool> {
+    deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let payload = Payload::of(data)?;
     let msg = payload.bytes();
     let mut st = lock(s, S::WHAT)?;
@@ -215,6 +219,7 @@ pub fn loan<S: LoanEnd>(
     timeout: Option<f64>,
     wait: bool,
 ) -> PyResult<Option<Loan>> {
+    deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let mut st = lock(s, S::WHAT)?;
     let max = st.end(S::WHAT)?.max_message();
     if len > max {
