@@ -18,7 +18,8 @@ _counter = itertools.count()
 @pytest.fixture
 def target() -> str:
     """A POSIX name no other test (or run) uses; removed after the test if left."""
-    name = f"/shmkit-pytest.{os.getpid()}.{next(_counter)}"
+    # `shmkit.` names are the ones gc looks at in /dev/shm.
+    name = f"/shmkit.pytest.{os.getpid()}.{next(_counter)}"
     yield f"posix:{name}"
     for suffix in ("", ".req", ".rep"):
         try:
