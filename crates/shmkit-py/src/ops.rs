@@ -38,7 +38,7 @@ pub fn lend_next<R: RecvEnd>(
     wait: bool,
 ) -> PyResult<Option<Held>> {
     if let Some(held) = st.held.take() {
-        return Ok(Some(held));
+        return Ok(Some(held)); // its grant stays in `lent`, now the caller's
     }
     // SAFETY: every reference made from `p` below is dead before `st` is used again,
     // but for the grant, which `st.lend` stores (State's contract).
@@ -74,6 +74,40 @@ fn copy(py: Python<'_>, dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// Runs `f` on the next message's bytes (and sender), then gives the message back:
+/// the copying receives, which need no lent region.
+fn take_next<R: RecvEnd, T>(
+    py: Python<'_>,
+    st: &mut State<R>,
+    timeout: Option<f64>,
+    wait: bool,
+    f: impl FnOnce(&[u8]) -> PyResult<T>,
+) -> PyResult<Option<T>> {
+    if let Some(h) = st.held {
+        // SAFETY: lent by `st`, whose lock the caller holds.
+        let out = f(unsafe { bytes_of(&h) });
+        if out.is_ok() {
+            st.finish_now(None);
+        }
+        return out.map(Some);
+    }
+    // SAFETY: every reference made from `p` is dead before `st` is used again.
+    let p = EndPtr(unsafe { st.end_for_lending(R::WHAT)? } as *mut R);
+    // SAFETY: no other reference to the end is in use.
+    let grant = match unsafe { p.get() }.try_recv_ref() {
+        Ok(g) => SendGrant(g),
+        Err(f) if f.is(&Kind::Empty) && !wait => return Ok(None),
+        // SAFETY: the attempt above has returned; only this closure uses the end.
+        Err(f) if f.is(&Kind::Empty) => blocking(py, timeout, move |slice| {
+            unsafe { p.get() }.recv_ref_timeout(slice).map(SendGrant)
+        })?,
+        Err(f) => return Err(f.into()),
+    };
+    let out = f(&grant.0);
+    drop(grant);
+    out.map(Some)
+}
+
 pub fn recv<R: RecvEnd>(
     py: Python<'_>,
     s: &Shared<R>,
@@ -82,15 +116,13 @@ pub fn recv<R: RecvEnd>(
 ) -> PyResult<Option<Py<PyBytes>>> {
     deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let mut st = lock(s, R::WHAT)?;
-    let Some(h) = lend_next(py, &mut st, timeout, wait)? else { return Ok(None) };
-    // SAFETY: lent by `st`, whose lock we hold.
-    let src = unsafe { bytes_of(&h) };
-    let bytes = PyBytes::new_with(py, h.len, |dst| {
-        copy(py, dst, src);
-        Ok(())
-    });
-    st.finish_now(None);
-    Ok(Some(bytes?.unbind()))
+    take_next(py, &mut st, timeout, wait, |src| {
+        Ok(PyBytes::new_with(py, src.len(), |dst| {
+            copy(py, dst, src);
+            Ok(())
+        })?
+        .unbind())
+    })
 }
 
 fn writable(buffer: &Bound<'_, PyAny>) -> PyResult<PyUntypedBuffer> {
@@ -151,13 +183,18 @@ pub fn recv_ref<R: RecvEnd>(
 }
 
 /// The bytes of any buffer object: its own memory when contiguous, else a copy.
-pub struct Payload {
+pub struct Payload<'py> {
+    bytes: Option<Bound<'py, PyBytes>>,
     buf: Option<PyUntypedBuffer>,
     copy: Option<Vec<u8>>,
 }
 
-impl Payload {
-    pub fn of(data: &Bound<'_, PyAny>) -> PyResult<Payload> {
+impl<'py> Payload<'py> {
+    pub fn of(data: &Bound<'py, PyAny>) -> PyResult<Payload<'py>> {
+        // bytes, the common case, without the buffer protocol's allocation.
+        if let Ok(b) = data.cast::<PyBytes>() {
+            return Ok(Payload { bytes: Some(b.clone()), buf: None, copy: None });
+        }
         let buf = PyUntypedBuffer::get(data).map_err(|_| {
             PyTypeError::new_err(format!(
                 "expected a bytes-like object (bytes, bytearray, memoryview, numpy array, ...), not {}",
@@ -165,7 +202,7 @@ impl Payload {
             ))
         })?;
         if buf.is_c_contiguous() {
-            return Ok(Payload { buf: Some(buf), copy: None });
+            return Ok(Payload { bytes: None, buf: Some(buf), copy: None });
         }
         let bytes = data
             .py()
@@ -173,10 +210,17 @@ impl Payload {
             .getattr("memoryview")?
             .call1((data,))?
             .call_method0("tobytes")?;
-        Ok(Payload { buf: None, copy: Some(bytes.cast::<PyBytes>()?.as_bytes().to_vec()) })
+        Ok(Payload {
+            bytes: None,
+            buf: None,
+            copy: Some(bytes.cast::<PyBytes>()?.as_bytes().to_vec()),
+        })
     }
 
     pub fn bytes(&self) -> &[u8] {
+        if let Some(b) = &self.bytes {
+            return b.as_bytes();
+        }
         match (&self.buf, &self.copy) {
             // SAFETY: a contiguous buffer of len_bytes bytes, kept in place by its export.
             (Some(b), _) => unsafe {
