@@ -21,7 +21,7 @@ macro_rules! receiver_class {
         impl $class {
             fn wrap(end: $rust, wait: &str) -> PyResult<$class> {
                 let mut end = end;
-                end.set_wait(strategy(wait)?);
+                end.set_wait_strategy(strategy(wait)?);
                 Ok($class { s: shared(end) })
             }
         }
@@ -82,7 +82,7 @@ macro_rules! receiver_class {
             /// or "block" (sleep at once).
             fn set_wait(&self, wait: &str) -> PyResult<()> {
                 let wait = strategy(wait)?;
-                lock(&self.s, <$rust as RecvEnd>::WHAT)?.end(<$rust as RecvEnd>::WHAT)?.set_wait(wait);
+                lock(&self.s, <$rust as RecvEnd>::WHAT)?.end(<$rust as RecvEnd>::WHAT)?.set_wait_strategy(wait);
                 Ok(())
             }
 
@@ -138,7 +138,7 @@ macro_rules! sender_class {
         impl $class {
             fn wrap(end: $rust, wait: &str) -> PyResult<$class> {
                 let mut end = end;
-                end.set_wait(strategy(wait)?);
+                end.set_wait_strategy(strategy(wait)?);
                 Ok($class { s: shared(end) })
             }
         }
@@ -175,7 +175,7 @@ macro_rules! sender_class {
             /// How waits are spent: "spin", "adaptive" or "block".
             fn set_wait(&self, wait: &str) -> PyResult<()> {
                 let wait = strategy(wait)?;
-                lock(&self.s, <$rust as SendEnd>::WHAT)?.end(<$rust as SendEnd>::WHAT)?.set_wait(wait);
+                lock(&self.s, <$rust as SendEnd>::WHAT)?.end(<$rust as SendEnd>::WHAT)?.set_wait_strategy(wait);
                 Ok(())
             }
 

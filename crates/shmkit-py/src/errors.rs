@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use shmkit::channel::{self, broadcast, rpc};
+use shmkit::channel::{generic, rpc};
 
 /// Which `shmkit` exception a failure raises.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,64 +107,22 @@ impl From<shmkit::Error> for Failure {
     }
 }
 
-/// Every receive error of every end, by its variant.
-macro_rules! recv_failures {
-    ($($t:ty { $($extra:tt)* })*) => {$(
-        impl From<$t> for Failure {
-            fn from(e: $t) -> Failure {
-                type E = $t;
-                #[allow(unreachable_patterns)]
-                let kind = match &e {
-                    E::Disconnected => Kind::Disconnected,
-                    E::PeerDead { pid } => Kind::PeerDead(*pid),
-                    E::Corrupt { .. } => Kind::Corrupt,
-                    $($extra)*
-                };
-                Failure::new(kind, e.to_string())
-            }
-        }
-    )*};
-}
-
-recv_failures! {
-    channel::RecvError {}
-    channel::TryRecvError { channel::TryRecvError::Empty => Kind::Empty, }
-    channel::RecvTimeoutError { channel::RecvTimeoutError::Timeout => Kind::Timeout, }
-    broadcast::RecvError { broadcast::RecvError::Lagged { missed } => Kind::Lagged(*missed), }
-    broadcast::TryRecvError {
-        broadcast::TryRecvError::Empty => Kind::Empty,
-        broadcast::TryRecvError::Lagged { missed } => Kind::Lagged(*missed),
+/// Every channel failure (`shmkit::channel::generic`).
+impl From<generic::Failure> for Failure {
+    fn from(e: generic::Failure) -> Failure {
+        use generic::Failure as G;
+        let kind = match &e {
+            G::Empty => Kind::Empty,
+            G::Full => Kind::Full,
+            G::Timeout => Kind::Timeout,
+            G::Disconnected => Kind::Disconnected,
+            G::PeerDead { pid } => Kind::PeerDead(*pid),
+            G::TooLarge { max } => Kind::TooLarge { len: 0, max: *max },
+            G::Corrupt { .. } => Kind::Corrupt,
+            G::Lagged { missed } => Kind::Lagged(*missed),
+        };
+        Failure::new(kind, e.to_string())
     }
-    broadcast::RecvTimeoutError {
-        broadcast::RecvTimeoutError::Timeout => Kind::Timeout,
-        broadcast::RecvTimeoutError::Lagged { missed } => Kind::Lagged(*missed),
-    }
-}
-
-/// Every send error, whatever it carries back.
-macro_rules! send_failures {
-    ($($t:ident { $($extra:tt)* })*) => {$(
-        impl<T> From<channel::$t<T>> for Failure {
-            fn from(e: channel::$t<T>) -> Failure {
-                let e = e.without_message();
-                #[allow(unreachable_patterns)]
-                let kind = match &e {
-                    channel::$t::Disconnected(()) => Kind::Disconnected,
-                    channel::$t::PeerDead { pid, .. } => Kind::PeerDead(*pid),
-                    channel::$t::TooLarge { max, .. } => Kind::TooLarge { len: 0, max: *max },
-                    channel::$t::Corrupt { .. } => Kind::Corrupt,
-                    $($extra)*
-                };
-                Failure::new(kind, e.to_string())
-            }
-        }
-    )*};
-}
-
-send_failures! {
-    SendError {}
-    TrySendError { channel::TrySendError::Full(()) => Kind::Full, }
-    SendTimeoutError { channel::SendTimeoutError::Timeout(()) => Kind::Timeout, }
 }
 
 impl From<rpc::CallError> for Failure {

@@ -7,6 +7,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use shmkit::channel::generic::Failure as Fault;
+
 use crate::ends::{LoanEnd, RecvEnd, SendEnd};
 use crate::errors::{lib, Failure, Kind};
 use crate::lend::{lock, Held, Lent, Loan, Message, SendGrant, Shared, State};
@@ -46,12 +48,12 @@ pub fn lend_next<R: RecvEnd>(
     // SAFETY: no other reference to the end is in use.
     let grant = match unsafe { p.get() }.try_recv_ref() {
         Ok(g) => SendGrant(g),
-        Err(f) if f.is(&Kind::Empty) && !wait => return Ok(None),
+        Err(Fault::Empty) if !wait => return Ok(None),
         // SAFETY: the attempt above has returned; only this closure uses the end.
-        Err(f) if f.is(&Kind::Empty) => blocking(py, timeout, move |slice| {
-            unsafe { p.get() }.recv_ref_timeout(slice).map(SendGrant)
+        Err(Fault::Empty) => blocking(py, timeout, move |slice| {
+            unsafe { p.get() }.recv_ref_timeout(slice).map(SendGrant).map_err(Failure::from)
         })?,
-        Err(f) => return Err(f.into()),
+        Err(f) => return Err(Failure::from(f).into()),
     };
     let held =
         Held { ptr: grant.0.as_ptr() as usize, len: grant.0.len(), sender: R::sender(&grant.0) };
@@ -96,12 +98,12 @@ fn take_next<R: RecvEnd, T>(
     // SAFETY: no other reference to the end is in use.
     let grant = match unsafe { p.get() }.try_recv_ref() {
         Ok(g) => SendGrant(g),
-        Err(f) if f.is(&Kind::Empty) && !wait => return Ok(None),
+        Err(Fault::Empty) if !wait => return Ok(None),
         // SAFETY: the attempt above has returned; only this closure uses the end.
-        Err(f) if f.is(&Kind::Empty) => blocking(py, timeout, move |slice| {
-            unsafe { p.get() }.recv_ref_timeout(slice).map(SendGrant)
+        Err(Fault::Empty) => blocking(py, timeout, move |slice| {
+            unsafe { p.get() }.recv_ref_timeout(slice).map(SendGrant).map_err(Failure::from)
         })?,
-        Err(f) => return Err(f.into()),
+        Err(f) => return Err(Failure::from(f).into()),
     };
     let out = f(&grant.0);
     drop(grant);
@@ -248,11 +250,12 @@ pub fn send<S: SendEnd>(
     let first = if msg.len() >= BIG { py.detach(|| end.try_send(msg)) } else { end.try_send(msg) };
     match first {
         Ok(()) => Ok(true),
-        Err(f) if f.is(&Kind::Full) && !wait => Ok(false),
-        Err(f) if f.is(&Kind::Full) => {
-            blocking(py, timeout, |slice| end.send_timeout(msg, slice)).map(|()| true)
+        Err(Fault::Full) if !wait => Ok(false),
+        Err(Fault::Full) => {
+            blocking(py, timeout, |slice| end.send_timeout(msg, slice).map_err(Failure::from))
+                .map(|()| true)
         }
-        Err(f) => Err(f.into()),
+        Err(f) => Err(Failure::from(f).into()),
     }
 }
 
@@ -278,12 +281,12 @@ pub fn loan<S: LoanEnd>(
     // SAFETY: no other reference to the end is in use.
     let mut grant = match unsafe { p.get() }.try_loan(len) {
         Ok(g) => SendGrant(g),
-        Err(f) if f.is(&Kind::Full) && !wait => return Ok(None),
+        Err(Fault::Full) if !wait => return Ok(None),
         // SAFETY: the attempt above has returned; only this closure uses the end.
-        Err(f) if f.is(&Kind::Full) => blocking(py, timeout, move |slice| {
-            unsafe { p.get() }.loan_timeout(len, slice).map(SendGrant)
+        Err(Fault::Full) => blocking(py, timeout, move |slice| {
+            unsafe { p.get() }.loan_timeout(len, slice).map(SendGrant).map_err(Failure::from)
         })?,
-        Err(f) => return Err(f.into()),
+        Err(f) => return Err(Failure::from(f).into()),
     };
     let ptr = grant.0.as_mut_ptr();
     st.lend(Box::new(move |commit| match commit {

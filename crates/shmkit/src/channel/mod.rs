@@ -14,6 +14,7 @@
 //! Send errors hand the message back.
 
 pub mod broadcast;
+pub mod generic;
 pub mod mpsc;
 pub mod notifying;
 pub mod ring;
