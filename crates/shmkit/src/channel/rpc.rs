@@ -583,6 +583,11 @@ impl Server {
         self.registry.endpoint(SERVER).flags.store(flags, Ordering::Release);
     }
 
+    /// Largest request (and reply) in bytes, as [`Client::max_message`] says.
+    pub fn max_message(&self) -> usize {
+        super::ring::max_message_limit(self.registry.capacity as u64) as usize - 8
+    }
+
     /// Calls answered so far.
     pub fn answered(&self) -> u64 {
         self.answered
