@@ -1345,16 +1345,18 @@ unsafe fn answer(
         if stop {
             return;
         }
-        rep.resize(cap, 0);
-        // SAFETY: the handler gets `req` to read and `cap` bytes at `rep` to write, as
+        // The reply so far is the server's own framing: the handler's bytes follow it.
+        let base = rep.len();
+        rep.resize(base + cap, 0);
+        let room = rep[base..].as_mut_ptr();
+        // SAFETY: the handler gets `req` to read and `cap` bytes at `room` to write, as
         // the header says.
-        let len =
-            unsafe { handler(ctx, req.as_ptr().cast(), req.len(), rep.as_mut_ptr().cast(), cap) };
+        let len = unsafe { handler(ctx, req.as_ptr().cast(), req.len(), room.cast(), cap) };
         if len < 0 {
             stop = true;
-            rep.clear();
+            rep.truncate(base);
         } else {
-            rep.truncate((len as usize).min(cap));
+            rep.truncate(base + (len as usize).min(cap));
         }
     });
     Ok((!stop).then_some(n))

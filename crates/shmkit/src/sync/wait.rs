@@ -691,7 +691,15 @@ pub fn peer_stop(
 
 /// CLOCK_MONOTONIC_COARSE: enough for the liveness period, and a few ns to read (the
 /// precise clock costs ~25 ns on a KVM guest, more than an empty poll of a ring).
+///
+/// Through libc rather than rustix: rustix finds the vDSO itself, from the auxiliary
+/// vector, which under valgrind points at nothing (rustix issue 1559), so a C program
+/// linking libshmkit could not be checked with valgrind. glibc's call is the same vDSO
+/// read.
 pub fn coarse_now() -> Duration {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC_COARSE exists on every Linux
+    // shmkit supports (2.6.32+).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
