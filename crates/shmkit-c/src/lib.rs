@@ -1258,10 +1258,19 @@ pub unsafe extern "C" fn shmkit_client_call(
         }
         let deadline = deadline_of(timeout_ns);
         c.c.start_call(req)?;
-        while !c.c.try_reply(&mut c.reply)? {
+        // A reply usually comes within microseconds: look for it a little before
+        // sleeping on the doorbell.
+        let spin_until = Instant::now() + Duration::from_micros(50);
+        let mut got = c.c.try_reply(&mut c.reply)?;
+        while !got && Instant::now() < spin_until {
+            std::hint::spin_loop();
+            got = c.c.try_reply(&mut c.reply)?;
+        }
+        while !got {
             if !readable(c.fd, deadline) {
                 return Err(Fail::new(SHMKIT_ETIMEDOUT, "no reply within the timeout"));
             }
+            got = c.c.try_reply(&mut c.reply)?;
         }
         let n = c.reply.len();
         // SAFETY: checked non-NULL.

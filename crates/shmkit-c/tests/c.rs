@@ -273,3 +273,67 @@ fn the_header_compiles_as_c99_and_as_cpp() {
         "g++ -std=c++11",
     );
 }
+
+#[test]
+#[cfg_attr(shmkit_no_cc, ignore = "needs gcc and g++")]
+fn make_install_then_the_examples_build_through_pkg_config_and_run() {
+    let root = root();
+    let dir = built();
+    let tmp =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-install.{}", std::process::id()));
+    let prefix = tmp.join("prefix");
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let target_dir = dir.parent().expect("target dir");
+    checked(
+        Command::new("make")
+            .current_dir(&root)
+            .args(["-s", "install"])
+            .arg(format!("PREFIX={}", prefix.display()))
+            .arg(format!("PROFILE={profile}"))
+            .arg(format!("TARGET_DIR={}", target_dir.display())),
+        "make install",
+    );
+    let pc = prefix.join("lib/pkgconfig");
+    checked(
+        Command::new("pkg-config")
+            .args(["--exists", "--print-errors", "shmkit"])
+            .env("PKG_CONFIG_PATH", &pc),
+        "pkg-config shmkit",
+    );
+    let out = tmp.join("bin");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    checked(
+        Command::new("make")
+            .current_dir(root.join("examples/c"))
+            .arg("-s")
+            .arg(format!("OUT={}", out.display()))
+            .env("PKG_CONFIG_PATH", &pc),
+        "make -C examples/c",
+    );
+    let lib = prefix.join("lib");
+    let mut server = start(Command::new(out.join("server")).env("LD_LIBRARY_PATH", &lib));
+    let said = {
+        let mut r = BufReader::new(server.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read");
+        assert!(line.starts_with("serving"), "{line}");
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut r, &mut rest).expect("read");
+            rest
+        })
+    };
+    let client = finish(
+        start(Command::new(out.join("client")).arg("2000").env("LD_LIBRARY_PATH", &lib)),
+        "client",
+    );
+    assert!(String::from_utf8_lossy(&client.stdout).contains("2000 ping/pong round trips"));
+    finish(server, "server");
+    assert!(said.join().expect("reader").contains("answered 2000 pings"));
+    let frames = finish(
+        start(Command::new(out.join("frames")).arg("2000").env("LD_LIBRARY_PATH", &lib)),
+        "frames",
+    );
+    assert!(String::from_utf8_lossy(&frames.stdout).contains("received 2000 frames"));
+    std::fs::remove_dir_all(&tmp).expect("clean up");
+}
