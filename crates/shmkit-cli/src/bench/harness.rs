@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mech::{invalid, Ctx, Link, Mech};
 use super::{
-    eventfd, fanout, fifo, floor, mmap_spin, mpsc_chan, pipe, posix_mq, shm_sleep, shm_spin,
+    c_abi, eventfd, fanout, fifo, floor, mmap_spin, mpsc_chan, pipe, posix_mq, shm_sleep, shm_spin,
     shmkit_chan,
 };
 use super::{rpc, signal, slot::Mailboxes, sysv_mq, tcp, unix};
@@ -145,6 +145,7 @@ pub fn run(args: &PeerArgs) -> CliResult {
         Mech::ShmkitTokio | Mech::ShmkitTokioBlock => {
             return fail("this shmkit was built without the tokio feature")
         }
+        Mech::ShmkitC => role::<c_abi::CAbi>(&ctx, args),
         Mech::Mpsc2 | Mech::Mpsc4 if args.role != Role::Ping => many_senders(&ctx, args),
         Mech::Mpsc1 | Mech::Mpsc2 | Mech::Mpsc4 => role::<mpsc_chan::Mpsc>(&ctx, args),
         Mech::Rpc if args.role == Role::Pong => rpc::serve(&ctx, &mut io::stdout().lock()),

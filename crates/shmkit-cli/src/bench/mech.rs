@@ -115,6 +115,7 @@ mechanisms! {
     ShmkitBlock = "shmkit-block", Ipc, "shmkit SPSC channel pair, WaitStrategy::Block";
     ShmkitTokio = "shmkit-tokio", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes (spin up to 50 µs, then await the doorbell)";
     ShmkitTokioBlock = "shmkit-tokio-block", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes, awaiting the doorbell at once";
+    ShmkitC = "shmkit-c", Ipc, "shmkit SPSC channel pair, ping through the C ABI (libshmkit.so's extern \"C\" functions, dlopen'ed: the calls a C program makes), pong as shmkit-adaptive; n/a without libshmkit.so beside shmkit (cargo build --release -p shmkit-c)";
     Mpsc1 = "shmkit-mpsc-1", Ipc, "shmkit MPSC channel, 1 sender process (a lane of its own), replies over SPSC";
     Mpsc2 = "shmkit-mpsc-2", Ipc, "shmkit MPSC channel, 2 sender processes: latency with the second joined and idle; streaming is all senders at once (aggregate rate; shares in the JSON and below the table); the extra senders are not pinned";
     Mpsc4 = "shmkit-mpsc-4", Ipc, "shmkit MPSC channel, 4 sender processes, as shmkit-mpsc-2";

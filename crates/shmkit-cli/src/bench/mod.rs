@@ -10,6 +10,7 @@
 //! compares figures measured minutes, not hours, apart. A peer that fails, hangs or
 //! hits a size limit costs its row, never the run.
 
+mod c_abi;
 mod chart;
 mod eventfd;
 mod fanout;
@@ -255,6 +256,11 @@ fn run_row(plan: &Plan, mech: Mech, size: usize, index: usize) -> Row {
     if let Some(limit) = mech.limit().filter(|l| size > l.bytes) {
         let note = format!("n/a (limit {} B: {})", limit.bytes, limit.source);
         return Row::new(mech, size, Outcome::NotApplicable(note));
+    }
+    if mech == Mech::ShmkitC && c_abi::library().is_none() {
+        let note = "n/a (libshmkit.so not found beside shmkit: cargo build --release -p shmkit-c, \
+                    or set SHMKIT_C_LIB)";
+        return Row::new(mech, size, Outcome::NotApplicable(note.into()));
     }
     let ctx = Ctx {
         mech,

@@ -255,6 +255,7 @@ impl Report {
         latency(Mech::Tcp, Mech::ShmkitAdaptive, small);
         latency(Mech::Rpc, Mech::ShmkitAdaptive, small);
         latency(Mech::Mpsc1, Mech::ShmkitAdaptive, small);
+        latency(Mech::ShmkitC, Mech::ShmkitAdaptive, small);
         let one =
             self.find(Mech::Broadcast1, small).and_then(|r| r.stream).map(|s| s.messages_per_sec);
         let eight =
