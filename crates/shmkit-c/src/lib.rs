@@ -352,24 +352,40 @@ unsafe fn recv<R: RecvEnd>(
     if len.is_null() || (buf.is_null() && cap > 0) {
         return Err(invalid("buf (with cap > 0) or len is NULL"));
     }
-    let (ptr, n) = lend_next(h, timeout_ns)?;
-    if n > cap {
-        h.held = Some((ptr, n));
+    let too_long = |n: usize| Fail {
+        code: SHMKIT_EMSGSIZE,
+        message: format!("the next message is {n} bytes, the buffer {cap}: it stays first in line"),
+        count: n as u64,
+    };
+    if let Some((ptr, n)) = h.held {
+        if n > cap {
+            return Err(too_long(n));
+        }
+        // SAFETY: the held message is `n` bytes lent to us; the buffer holds `cap` >= n.
+        unsafe { std::ptr::copy_nonoverlapping(ptr as *const u8, buf.cast::<u8>(), n) };
+        h.finish(None);
         // SAFETY: checked non-NULL above.
         unsafe { len.write(n) };
-        return Err(Fail {
-            code: SHMKIT_EMSGSIZE,
-            message: format!(
-                "the next message is {n} bytes, the buffer {cap}: it stays first in line"
-            ),
-            count: n as u64,
-        });
+        return Ok(());
     }
-    // SAFETY: the message is `n` bytes lent to us; the buffer holds `cap` >= n.
-    unsafe { std::ptr::copy_nonoverlapping(ptr as *const u8, buf.cast::<u8>(), n) };
-    h.finish(None);
+    // The common case without the lending slot (no allocation): take, copy, give back.
+    // SAFETY: the grant is dropped, or stored in `h.lent`, before `h` is used again.
+    let end = unsafe { h.end_for_lending() }?;
+    let grant = match wait_of(timeout_ns) {
+        Wait::Now => end.try_recv_ref(),
+        Wait::For(d) => end.recv_ref_timeout(d),
+        Wait::Forever => end.recv_ref_blocking(),
+    }?;
+    let n = grant.len();
     // SAFETY: checked non-NULL above.
     unsafe { len.write(n) };
+    if n > cap {
+        h.held = Some((grant.as_ptr() as usize, n));
+        h.lent = Some(Box::new(move |_| drop(grant)));
+        return Err(too_long(n));
+    }
+    // SAFETY: the grant's `n` bytes are ours until it drops; the buffer holds `cap` >= n.
+    unsafe { std::ptr::copy_nonoverlapping(grant.as_ptr(), buf.cast::<u8>(), n) };
     Ok(())
 }
 
