@@ -53,6 +53,8 @@ from ._shmkit import (
     gc,
 )
 
+from . import _errors
+
 __all__ = [
     "Sender",
     "Receiver",
@@ -66,21 +68,6 @@ __all__ = [
     "Message",
     "Loan",
     "gc",
-    "Error",
-    "Closed",
-    "Disconnected",
-    "PeerDead",
-    "Timeout",
-    "Full",
-    "Empty",
-    "TooLarge",
-    "Corrupt",
-    "Incompatible",
-    "Lagged",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "Busy",
-    "InvalidArgument",
     "__version__",
+    *_errors.__all__,
 ]

@@ -9,9 +9,10 @@ use crate::ends::{strategy, RecvEnd, SendEnd};
 use crate::lend::{lock, shared, Loan, Message, Shared};
 use crate::ops::{self, name, open_retrying};
 
-/// What every receiving class has.
-macro_rules! receiver_class {
-    ($(#[$doc:meta])* $py:literal, $class:ident, $rust:ty, { $($ctors:tt)* }) => {
+/// A class around a Rust end: its constructors and methods (`{ ... }`), then what every
+/// end has. `$end` is the end's trait (RecvEnd or SendEnd), for its name and limits.
+macro_rules! end_class {
+    ($(#[$doc:meta])* $py:literal, $class:ident, $rust:ty, $end:ident, $close_doc:literal, { $($methods:tt)* }) => {
         $(#[$doc])*
         #[pyclass(name = $py, module = "shmkit", frozen)]
         pub struct $class {
@@ -28,6 +29,51 @@ macro_rules! receiver_class {
 
         #[pymethods]
         impl $class {
+            $($methods)*
+
+            /// How waits are spent: "spin", "adaptive" (spin 50 µs, yield, then sleep)
+            /// or "block" (sleep at once).
+            fn set_wait(&self, wait: &str) -> PyResult<()> {
+                let wait = strategy(wait)?;
+                let what = <$rust as $end>::WHAT;
+                <$rust as $end>::set_wait_strategy(lock(&self.s, what)?.end(what)?, wait);
+                Ok(())
+            }
+
+            /// The largest message the channel carries.
+            #[getter]
+            fn max_message(&self) -> PyResult<usize> {
+                let what = <$rust as $end>::WHAT;
+                Ok(<$rust as $end>::max_message(lock(&self.s, what)?.end(what)?))
+            }
+
+            #[getter]
+            fn closed(&self) -> bool {
+                self.s.lock().map_or(true, |s| !s.is_open())
+            }
+
+            #[doc = $close_doc]
+            fn close(&self) {
+                self.s.lock().unwrap_or_else(|p| p.into_inner()).close();
+            }
+
+            fn __enter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            fn __exit__(&self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
+                self.close();
+                false
+            }
+        }
+    };
+}
+
+/// What every receiving class has.
+macro_rules! receiver_class {
+    ($(#[$doc:meta])* $py:literal, $class:ident, $rust:ty, { $($ctors:tt)* }) => {
+        end_class!($(#[$doc])* $py, $class, $rust, RecvEnd,
+            "Closes the end (at once, or when a lent message comes back).", {
             $($ctors)*
 
             /// The next message as bytes, waiting up to `timeout` seconds (None: for
@@ -78,39 +124,6 @@ macro_rules! receiver_class {
                 slf.py().import("shmkit._aio")?.call_method1("recv", (slf,))
             }
 
-            /// How waits are spent: "spin", "adaptive" (spin 50 µs, yield, then sleep)
-            /// or "block" (sleep at once).
-            fn set_wait(&self, wait: &str) -> PyResult<()> {
-                let wait = strategy(wait)?;
-                lock(&self.s, <$rust as RecvEnd>::WHAT)?.end(<$rust as RecvEnd>::WHAT)?.set_wait_strategy(wait);
-                Ok(())
-            }
-
-            /// The largest message the channel carries.
-            #[getter]
-            fn max_message(&self) -> PyResult<usize> {
-                Ok(lock(&self.s, <$rust as RecvEnd>::WHAT)?.end(<$rust as RecvEnd>::WHAT)?.max_message())
-            }
-
-            #[getter]
-            fn closed(&self) -> bool {
-                self.s.lock().map_or(true, |s| !s.is_open())
-            }
-
-            /// Closes the end (at once, or when a lent message comes back).
-            fn close(&self) {
-                self.s.lock().unwrap_or_else(|p| p.into_inner()).close();
-            }
-
-            fn __enter__(slf: Py<Self>) -> Py<Self> {
-                slf
-            }
-
-            fn __exit__(&self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
-                self.close();
-                false
-            }
-
             fn __iter__(slf: Py<Self>) -> Py<Self> {
                 slf
             }
@@ -122,29 +135,15 @@ macro_rules! receiver_class {
                     other => other,
                 }
             }
-        }
+        });
     };
 }
 
 /// What every sending class has.
 macro_rules! sender_class {
     ($(#[$doc:meta])* $py:literal, $class:ident, $rust:ty, { $($extra:tt)* }) => {
-        $(#[$doc])*
-        #[pyclass(name = $py, module = "shmkit", frozen)]
-        pub struct $class {
-            s: Shared<$rust>,
-        }
-
-        impl $class {
-            fn wrap(end: $rust, wait: &str) -> PyResult<$class> {
-                let mut end = end;
-                end.set_wait_strategy(strategy(wait)?);
-                Ok($class { s: shared(end) })
-            }
-        }
-
-        #[pymethods]
-        impl $class {
+        end_class!($(#[$doc])* $py, $class, $rust, SendEnd,
+            "Closes the end; the receiving side still gets everything sent.", {
             $($extra)*
 
             /// Sends `data` (bytes, bytearray, memoryview, numpy array: any buffer),
@@ -172,38 +171,7 @@ macro_rules! sender_class {
                 slf.py().import("shmkit._aio")?.call_method1("send", (slf, data))
             }
 
-            /// How waits are spent: "spin", "adaptive" or "block".
-            fn set_wait(&self, wait: &str) -> PyResult<()> {
-                let wait = strategy(wait)?;
-                lock(&self.s, <$rust as SendEnd>::WHAT)?.end(<$rust as SendEnd>::WHAT)?.set_wait_strategy(wait);
-                Ok(())
-            }
-
-            /// The largest message the channel carries.
-            #[getter]
-            fn max_message(&self) -> PyResult<usize> {
-                Ok(lock(&self.s, <$rust as SendEnd>::WHAT)?.end(<$rust as SendEnd>::WHAT)?.max_message())
-            }
-
-            #[getter]
-            fn closed(&self) -> bool {
-                self.s.lock().map_or(true, |s| !s.is_open())
-            }
-
-            /// Closes the end; the receiving side still gets everything sent.
-            fn close(&self) {
-                self.s.lock().unwrap_or_else(|p| p.into_inner()).close();
-            }
-
-            fn __enter__(slf: Py<Self>) -> Py<Self> {
-                slf
-            }
-
-            fn __exit__(&self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
-                self.close();
-                false
-            }
-        }
+        });
     };
 }
 

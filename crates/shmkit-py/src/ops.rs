@@ -31,19 +31,20 @@ impl<E> EndPtr<E> {
     }
 }
 
-/// Takes the next message into the end's lending slot (the one `recv_into` left there
-/// first). `None` only when `wait` is false and nothing is there.
-pub fn lend_next<R: RecvEnd>(
+/// The next message's grant: tried with the GIL held, then waited for without it.
+/// `None` only when `wait` is false and nothing is there.
+///
+/// # Safety
+/// The grant borrows the end in `st`: the caller drops it, or stores it in `st.lent`,
+/// before using `st` again.
+unsafe fn next_grant<R: RecvEnd>(
     py: Python<'_>,
     st: &mut State<R>,
     timeout: Option<f64>,
     wait: bool,
-) -> PyResult<Option<Held>> {
-    if let Some(held) = st.held.take() {
-        return Ok(Some(held)); // its grant stays in `lent`, now the caller's
-    }
-    // SAFETY: every reference made from `p` below is dead before `st` is used again,
-    // but for the grant, which `st.lend` stores (State's contract).
+) -> PyResult<Option<SendGrant<R::Grant<'static>>>> {
+    // SAFETY: every reference made from `p` is dead when this returns, but for the
+    // grant, which the caller handles as promised.
     let p = EndPtr(unsafe { st.end_for_lending(R::WHAT)? } as *mut R);
     // SAFETY: no other reference to the end is in use.
     let grant = match unsafe { p.get() }.try_recv_ref() {
@@ -55,6 +56,22 @@ pub fn lend_next<R: RecvEnd>(
         })?,
         Err(f) => return Err(Failure::from(f).into()),
     };
+    Ok(Some(grant))
+}
+
+/// Takes the next message into the end's lending slot (the one `recv_into` left there
+/// first). `None` only when `wait` is false and nothing is there.
+pub fn lend_next<R: RecvEnd>(
+    py: Python<'_>,
+    st: &mut State<R>,
+    timeout: Option<f64>,
+    wait: bool,
+) -> PyResult<Option<Held>> {
+    if let Some(held) = st.held.take() {
+        return Ok(Some(held)); // its grant stays in `lent`, now the caller's
+    }
+    // SAFETY: the grant is stored by `st.lend` before `st` is used again.
+    let Some(grant) = (unsafe { next_grant(py, st, timeout, wait) })? else { return Ok(None) };
     let held =
         Held { ptr: grant.0.as_ptr() as usize, len: grant.0.len(), sender: R::sender(&grant.0) };
     st.lend(Box::new(move |_| drop(grant)));
@@ -93,18 +110,8 @@ fn take_next<R: RecvEnd, T>(
         }
         return out.map(Some);
     }
-    // SAFETY: every reference made from `p` is dead before `st` is used again.
-    let p = EndPtr(unsafe { st.end_for_lending(R::WHAT)? } as *mut R);
-    // SAFETY: no other reference to the end is in use.
-    let grant = match unsafe { p.get() }.try_recv_ref() {
-        Ok(g) => SendGrant(g),
-        Err(Fault::Empty) if !wait => return Ok(None),
-        // SAFETY: the attempt above has returned; only this closure uses the end.
-        Err(Fault::Empty) => blocking(py, timeout, move |slice| {
-            unsafe { p.get() }.recv_ref_timeout(slice).map(SendGrant).map_err(Failure::from)
-        })?,
-        Err(f) => return Err(Failure::from(f).into()),
-    };
+    // SAFETY: the grant is dropped below, before `st` is used again.
+    let Some(grant) = (unsafe { next_grant(py, st, timeout, wait) })? else { return Ok(None) };
     let out = f(&grant.0);
     drop(grant);
     out.map(Some)
