@@ -146,6 +146,12 @@ pub fn run(args: &PeerArgs) -> CliResult {
             return fail("this shmkit was built without the tokio feature")
         }
         Mech::ShmkitC => role::<c_abi::CAbi>(&ctx, args),
+        #[cfg(feature = "peers")]
+        Mech::Iceoryx2Spin | Mech::Iceoryx2Event => role::<super::iceoryx::Iceoryx>(&ctx, args),
+        #[cfg(not(feature = "peers"))]
+        Mech::Iceoryx2Spin | Mech::Iceoryx2Event => {
+            return fail("this shmkit was built without the peers feature")
+        }
         Mech::Mpsc2 | Mech::Mpsc4 if args.role != Role::Ping => many_senders(&ctx, args),
         Mech::Mpsc1 | Mech::Mpsc2 | Mech::Mpsc4 => role::<mpsc_chan::Mpsc>(&ctx, args),
         Mech::Rpc if args.role == Role::Pong => rpc::serve(&ctx, &mut io::stdout().lock()),

@@ -116,6 +116,8 @@ mechanisms! {
     ShmkitTokio = "shmkit-tokio", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes (spin up to 50 µs, then await the doorbell)";
     ShmkitTokioBlock = "shmkit-tokio-block", Ipc, "shmkit SPSC channel pair, async ends on current-thread tokio runtimes, awaiting the doorbell at once";
     ShmkitC = "shmkit-c", Ipc, "shmkit SPSC channel pair, ping through the C ABI (libshmkit.so's extern \"C\" functions, dlopen'ed: the calls a C program makes), pong as shmkit-adaptive; n/a without libshmkit.so beside shmkit (cargo build --release -p shmkit-c)";
+    Iceoryx2Spin = "iceoryx2-spin", Ipc, "iceoryx2 0.10 publish-subscribe each way, [u8] samples loaned and written in place, receive() polled (cargo feature peers)";
+    Iceoryx2Event = "iceoryx2-event", Ipc, "iceoryx2 0.10 publish-subscribe each way, sleeping on an event listener when there is nothing to receive, notified after each send (cargo feature peers)";
     Mpsc1 = "shmkit-mpsc-1", Ipc, "shmkit MPSC channel, 1 sender process (a lane of its own), replies over SPSC";
     Mpsc2 = "shmkit-mpsc-2", Ipc, "shmkit MPSC channel, 2 sender processes: latency with the second joined and idle; streaming is all senders at once (aggregate rate; shares in the JSON and below the table); the extra senders are not pinned";
     Mpsc4 = "shmkit-mpsc-4", Ipc, "shmkit MPSC channel, 4 sender processes, as shmkit-mpsc-2";
@@ -147,6 +149,11 @@ impl Mech {
             Mech::Broadcast8 => 7,
             _ => 0,
         }
+    }
+
+    /// Rows of other projects' libraries (built with the cargo feature `peers`).
+    pub fn is_peer(self) -> bool {
+        matches!(self, Mech::Iceoryx2Spin | Mech::Iceoryx2Event)
     }
 
     /// Sender processes besides ping (MPSC rows): they join before ping starts, wait

@@ -17,6 +17,8 @@ mod fanout;
 mod fifo;
 pub(crate) mod floor;
 pub mod harness;
+#[cfg(feature = "peers")]
+mod iceoryx;
 pub mod idle;
 mod mech;
 mod mmap_spin;
@@ -256,6 +258,10 @@ fn run_row(plan: &Plan, mech: Mech, size: usize, index: usize) -> Row {
     if let Some(limit) = mech.limit().filter(|l| size > l.bytes) {
         let note = format!("n/a (limit {} B: {})", limit.bytes, limit.source);
         return Row::new(mech, size, Outcome::NotApplicable(note));
+    }
+    if mech.is_peer() && !cfg!(feature = "peers") {
+        let note = "n/a (built without the peers feature: cargo build --release --features peers)";
+        return Row::new(mech, size, Outcome::NotApplicable(note.into()));
     }
     if mech == Mech::ShmkitC && c_abi::library().is_none() {
         let note = "n/a (libshmkit.so not found beside shmkit: cargo build --release -p shmkit-c, \

@@ -256,6 +256,8 @@ impl Report {
         latency(Mech::Rpc, Mech::ShmkitAdaptive, small);
         latency(Mech::Mpsc1, Mech::ShmkitAdaptive, small);
         latency(Mech::ShmkitC, Mech::ShmkitAdaptive, small);
+        latency(Mech::ShmkitSpin, Mech::Iceoryx2Spin, small);
+        latency(Mech::ShmkitBlock, Mech::Iceoryx2Event, small);
         let one =
             self.find(Mech::Broadcast1, small).and_then(|r| r.stream).map(|s| s.messages_per_sec);
         let eight =
