@@ -396,6 +396,27 @@ int shmkit_client_call(shmkit_client *c,
                        size_t *reply_len,
                        int64_t timeout_ns);
 
+// Starts a call without waiting (for event loops): sends the request if there is room
+// now, otherwise it goes out with the next shmkit_client_try_reply. Then wait for
+// shmkit_client_fd and call shmkit_client_try_reply until it has the reply.
+int shmkit_client_start_call(shmkit_client *c,
+                             const void *request,
+                             size_t request_len);
+
+// The reply to the call started by shmkit_client_start_call, if it is there:
+// SHMKIT_EAGAIN if not yet (the client's fd then becomes readable when it may be),
+// SHMKIT_EMSGSIZE (with the length in `*reply_len`) if it does not fit `cap` — then
+// shmkit_client_reply lends it.
+int shmkit_client_try_reply(shmkit_client *c,
+                            void *reply,
+                            size_t cap,
+                            size_t *reply_len);
+
+// The readiness fd: readable when the reply (or room for the request) may be there,
+// or the server is gone.
+int shmkit_client_fd(shmkit_client *c,
+                     int *fd);
+
 // The last reply the client received, lent until its next call or close.
 int shmkit_client_reply(shmkit_client *c,
                         const void **data,

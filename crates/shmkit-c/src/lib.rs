@@ -1288,21 +1288,86 @@ pub unsafe extern "C" fn shmkit_client_call(
             }
             got = c.c.try_reply(&mut c.reply)?;
         }
-        let n = c.reply.len();
-        // SAFETY: checked non-NULL.
-        unsafe { reply_len.write(n) };
-        if n > cap {
-            return Err(Fail {
-                code: SHMKIT_EMSGSIZE,
-                message: format!(
-                    "the reply is {n} bytes, the buffer {cap}: see shmkit_client_reply"
-                ),
-                count: n as u64,
-            });
-        }
-        // SAFETY: `cap` >= n writable bytes at `reply`.
-        unsafe { std::ptr::copy_nonoverlapping(c.reply.as_ptr(), reply.cast::<u8>(), n) };
+        // SAFETY: checked non-NULL; `cap` writable bytes at `reply`.
+        unsafe { copy_reply(c, reply, cap, reply_len) }
+    })
+}
+
+/// Starts a call without waiting (for event loops): sends the request if there is room
+/// now, otherwise it goes out with the next shmkit_client_try_reply. Then wait for
+/// shmkit_client_fd and call shmkit_client_try_reply until it has the reply.
+#[no_mangle]
+pub unsafe extern "C" fn shmkit_client_start_call(
+    c: *mut shmkit_client,
+    request: *const c_void,
+    request_len: usize,
+) -> c_int {
+    call(|| {
+        // SAFETY: per the conventions.
+        let c = unsafe { handle(c, "client") }?;
+        // SAFETY: per the conventions.
+        let req = unsafe { bytes(request, request_len, "request") }?;
+        c.c.start_call(req)?;
         Ok(())
+    })
+}
+
+/// The reply to the call started by shmkit_client_start_call, if it is there:
+/// SHMKIT_EAGAIN if not yet (the client's fd then becomes readable when it may be),
+/// SHMKIT_EMSGSIZE (with the length in `*reply_len`) if it does not fit `cap` — then
+/// shmkit_client_reply lends it.
+#[no_mangle]
+pub unsafe extern "C" fn shmkit_client_try_reply(
+    c: *mut shmkit_client,
+    reply: *mut c_void,
+    cap: usize,
+    reply_len: *mut usize,
+) -> c_int {
+    call(|| {
+        // SAFETY: per the conventions.
+        let c = unsafe { handle(c, "client") }?;
+        if reply_len.is_null() || (reply.is_null() && cap > 0) {
+            return Err(invalid("reply (with cap > 0) or reply_len is NULL"));
+        }
+        if !c.c.try_reply(&mut c.reply)? {
+            return Err(Fail::new(SHMKIT_EAGAIN, "no reply yet"));
+        }
+        // SAFETY: checked non-NULL; `cap` writable bytes at `reply`.
+        unsafe { copy_reply(c, reply, cap, reply_len) }
+    })
+}
+
+/// Copies the client's reply out, or SHMKIT_EMSGSIZE with its length.
+unsafe fn copy_reply(
+    c: &shmkit_client,
+    reply: *mut c_void,
+    cap: usize,
+    reply_len: *mut usize,
+) -> Res {
+    let n = c.reply.len();
+    // SAFETY: checked non-NULL by the callers.
+    unsafe { reply_len.write(n) };
+    if n > cap {
+        return Err(Fail {
+            code: SHMKIT_EMSGSIZE,
+            message: format!("the reply is {n} bytes, the buffer {cap}: see shmkit_client_reply"),
+            count: n as u64,
+        });
+    }
+    // SAFETY: `cap` >= n writable bytes at `reply`.
+    unsafe { std::ptr::copy_nonoverlapping(c.reply.as_ptr(), reply.cast::<u8>(), n) };
+    Ok(())
+}
+
+/// The readiness fd: readable when the reply (or room for the request) may be there,
+/// or the server is gone.
+#[no_mangle]
+pub unsafe extern "C" fn shmkit_client_fd(c: *mut shmkit_client, fd: *mut c_int) -> c_int {
+    call(|| {
+        // SAFETY: per the conventions.
+        let c = unsafe { handle(c, "client") }?;
+        // SAFETY: per the conventions.
+        unsafe { out(fd, c.fd, "fd") }
     })
 }
 

@@ -143,6 +143,7 @@ fn every_end_and_every_bad_argument_give_their_codes() {
     let exe = peer("plain");
     checked(Command::new(&exe).args(["api", &name("api")]), "api");
     checked(Command::new(&exe).arg("bad-args"), "bad-args");
+    checked(Command::new(&exe).arg("gc"), "gc");
 }
 
 #[test]
