@@ -47,3 +47,14 @@ async def serve(server: Any, handler: Callable[[bytes], Any]) -> None:
         while server.poll(handler):  # 0 arms the fd
             pass
         await _readable(fd)
+
+
+async def call(client: Any, request: Any) -> bytes:
+    """An rpc call whose wait for the reply runs on the running loop."""
+    fd = client.fileno()
+    client.start_call(request)
+    while True:
+        reply = client.try_reply()  # None arms the fd
+        if reply is not None:
+            return reply
+        await _readable(fd)

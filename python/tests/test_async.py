@@ -100,3 +100,26 @@ def test_an_rpc_server_serves_on_asyncio(target):
         return out
 
     assert asyncio.run(main()).strip() == "True"
+
+
+def test_an_rpc_client_calls_on_asyncio(target):
+    p = peer(
+        """
+        import sys, shmkit
+        s = shmkit.Server.create(sys.argv[1], clients=2)
+        print("ready", flush=True)
+        s.serve(lambda req: req[::-1], timeout=5)
+        """,
+        target,
+    )
+    assert p.stdout.readline() == b"ready\n"
+
+    async def main():
+        c = shmkit.Client.connect(target, timeout=10)
+        replies = [await c.call_async(b"abc%d" % i) for i in range(300)]
+        c.close()
+        return replies
+
+    replies = asyncio.run(main())
+    assert replies == [(b"abc%d" % i)[::-1] for i in range(300)]
+    finish(p)

@@ -77,6 +77,44 @@ impl Client {
         Ok(PyBytes::new(py, &reply).unbind())
     }
 
+    /// Starts a call without waiting (for event loops): the request goes out now if
+    /// there is room, else with the next try_reply. Then call try_reply when fileno()
+    /// is readable, until it returns the reply.
+    fn start_call(&self, request: &Bound<'_, PyAny>) -> PyResult<()> {
+        let payload = Payload::of(request)?;
+        let mut g = guard(&self.c, "client")?;
+        let c = g.as_mut().ok_or_else(|| closed("client"))?;
+        c.start_call(payload.bytes()).map_err(Failure::from)?;
+        Ok(())
+    }
+
+    /// The reply to the call started by start_call, or None if it is not there yet
+    /// (fileno() then becomes readable when it may be).
+    fn try_reply(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let mut g = guard(&self.c, "client")?;
+        let c = g.as_mut().ok_or_else(|| closed("client"))?;
+        let mut reply = Vec::new();
+        if c.try_reply(&mut reply).map_err(Failure::from)? {
+            return Ok(Some(PyBytes::new(py, &reply).unbind()));
+        }
+        Ok(None)
+    }
+
+    /// The readiness fd (selectors, asyncio): readable when the reply may be there or
+    /// the server is gone.
+    fn fileno(&self) -> i32 {
+        self.fd
+    }
+
+    /// `await client.call_async(request)`: a call that waits on the running asyncio
+    /// loop instead of blocking it.
+    fn call_async<'py>(
+        slf: &Bound<'py, Self>,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmkit._aio")?.call_method1("call", (slf, request))
+    }
+
     /// The largest request or reply.
     #[getter]
     fn max_message(&self) -> PyResult<usize> {
