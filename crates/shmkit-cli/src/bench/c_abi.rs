@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
 use std::path::PathBuf;
 
-use super::mech::{invalid, Ctx, Link};
+use super::mech::{exact, invalid, Ctx, Link};
 use super::shmkit_chan::Shmkit;
 
 type Open = unsafe extern "C" fn(*const c_char, i64, *mut *mut c_void) -> c_int;
@@ -143,13 +143,7 @@ impl Link for CAbi {
                 // SAFETY: a live handle, buf.len() writable bytes and a length to fill.
                 let rc = unsafe { (api.recv)(*rx, buf.as_mut_ptr().cast(), buf.len(), &mut n, -1) };
                 api.check(rc, "shmkit_receiver_recv")?;
-                if n != buf.len() {
-                    return Err(invalid(format!(
-                        "received a {n}-byte message, expected {}",
-                        buf.len()
-                    )));
-                }
-                Ok(())
+                exact(n, buf.len())
             }
         }
     }

@@ -12,7 +12,7 @@ use shmkit::channel::{Receiver, Sender};
 use shmkit::Name;
 
 use super::harness::{FINAL, PHASE_END};
-use super::mech::{invalid, Ctx, Link};
+use super::mech::{copy_exact, exact, Ctx, Link};
 use super::shmkit_chan::ring_bytes;
 
 pub struct Fanout {
@@ -68,19 +68,10 @@ impl Link for Fanout {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let n = match &mut self.end {
-            End::Publisher(_, rx) => rx.recv_into(buf).map_err(other)?,
-            End::Subscriber(sub, _) => {
-                let g = sub.recv_ref().map_err(other)?;
-                let n = g.len().min(buf.len());
-                buf[..n].copy_from_slice(&g[..n]);
-                g.len()
-            }
-        };
-        if n != buf.len() {
-            return Err(invalid(format!("received a {n}-byte message, expected {}", buf.len())));
+        match &mut self.end {
+            End::Publisher(_, rx) => exact(rx.recv_into(buf).map_err(other)?, buf.len()),
+            End::Subscriber(sub, _) => copy_exact(&sub.recv_ref().map_err(other)?, buf),
         }
-        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 
-use super::mech::{invalid, Ctx, Link, Mech};
+use super::mech::{copy_exact, Ctx, Link, Mech};
 use super::shmkit_chan::ring_bytes;
 
 pub struct Iceoryx {
@@ -98,16 +98,7 @@ impl Link for Iceoryx {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
         loop {
             if let Some(sample) = self.rx.receive().map_err(other)? {
-                let payload = sample.payload();
-                if payload.len() != buf.len() {
-                    return Err(invalid(format!(
-                        "received a {}-byte message, expected {}",
-                        payload.len(),
-                        buf.len()
-                    )));
-                }
-                buf.copy_from_slice(payload);
-                return Ok(());
+                return copy_exact(sample.payload(), buf);
             }
             match &self.event {
                 // Notifications are counted: one sent before this wait ends it at once.

@@ -56,6 +56,22 @@ pub fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
+/// A received message of `n` bytes must fill the `size`-byte buffer exactly: every
+/// message of a row has the row's size.
+pub fn exact(n: usize, size: usize) -> io::Result<()> {
+    if n != size {
+        return Err(invalid(format!("received a {n}-byte message, expected {size}")));
+    }
+    Ok(())
+}
+
+/// Copies a message lent in place into `buf`, which it must fill exactly.
+pub fn copy_exact(msg: &[u8], buf: &mut [u8]) -> io::Result<()> {
+    exact(msg.len(), buf.len())?;
+    buf.copy_from_slice(msg);
+    Ok(())
+}
+
 /// What a row measures: a physical floor, a copy, or an IPC mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

@@ -21,7 +21,7 @@ use shmkit::sync::wait::WaitStrategy;
 use shmkit::Name;
 
 use super::harness::{FINAL, PHASE_END};
-use super::mech::{invalid, Ctx, Link};
+use super::mech::{copy_exact, exact, Ctx, Link};
 use super::shmkit_chan::ring_bytes;
 
 pub struct Mpsc {
@@ -73,14 +73,7 @@ pub fn serve(ctx: &Ctx, ready: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Re
     let mut buf = vec![0u8; ctx.size];
     let take = |rx: &mut mpsc::Receiver, buf: &mut [u8]| -> io::Result<usize> {
         let g = rx.recv_ref().map_err(other)?;
-        if g.len() != buf.len() {
-            return Err(invalid(format!(
-                "received a {}-byte message, expected {}",
-                g.len(),
-                buf.len()
-            )));
-        }
-        buf.copy_from_slice(&g);
+        copy_exact(&g, buf)?;
         Ok(g.sender() as usize)
     };
     let ping = loop {
@@ -193,18 +186,9 @@ impl Link for Mpsc {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let n = match &mut self.end {
-            End::Sender(_, rx) => rx.recv_into(buf).map_err(other)?,
-            End::Receiver(rx, _) => {
-                let g = rx.recv_ref().map_err(other)?;
-                let n = g.len().min(buf.len());
-                buf[..n].copy_from_slice(&g[..n]);
-                g.len()
-            }
-        };
-        if n != buf.len() {
-            return Err(invalid(format!("received a {n}-byte message, expected {}", buf.len())));
+        match &mut self.end {
+            End::Sender(_, rx) => exact(rx.recv_into(buf).map_err(other)?, buf.len()),
+            End::Receiver(rx, _) => copy_exact(&rx.recv_ref().map_err(other)?, buf),
         }
-        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::io;
 
-use super::mech::{invalid, Ctx, Link};
+use super::mech::{exact, Ctx, Link};
 use super::sys::{cvt, retry};
 
 pub struct PosixMq {
@@ -73,10 +73,7 @@ impl Link for PosixMq {
         let n = retry(|| unsafe {
             libc::mq_receive(self.rx, buf.as_mut_ptr().cast(), buf.len(), std::ptr::null_mut())
         })?;
-        if n != buf.len() {
-            return Err(invalid(format!("received a {n}-byte message, expected {}", buf.len())));
-        }
-        Ok(())
+        exact(n, buf.len())
     }
 }
 

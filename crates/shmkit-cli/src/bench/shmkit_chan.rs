@@ -7,7 +7,7 @@ use shmkit::channel::spsc::Config;
 use shmkit::channel::{Receiver, Sender, WaitStrategy};
 use shmkit::Name;
 
-use super::mech::{invalid, Ctx, Link, Mech};
+use super::mech::{exact, Ctx, Link, Mech};
 
 pub struct Shmkit {
     tx: Sender,
@@ -62,11 +62,7 @@ impl Link for Shmkit {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let n = self.rx.recv_into(buf).map_err(io::Error::other)?;
-        if n != buf.len() {
-            return Err(invalid(format!("received a {n}-byte message, expected {}", buf.len())));
-        }
-        Ok(())
+        exact(self.rx.recv_into(buf).map_err(io::Error::other)?, buf.len())
     }
 }
 
@@ -118,12 +114,8 @@ impl Link for ShmkitTokio {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let n = run(&self.rt, self.rx.recv(&mut self.buf)).map_err(io::Error::other)?;
-        if n != buf.len() {
-            return Err(invalid(format!("received a {n}-byte message, expected {}", buf.len())));
-        }
-        buf.copy_from_slice(&self.buf);
-        Ok(())
+        run(&self.rt, self.rx.recv(&mut self.buf)).map_err(io::Error::other)?;
+        super::mech::copy_exact(&self.buf, buf)
     }
 }
 

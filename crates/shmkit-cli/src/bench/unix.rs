@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use super::mech::{invalid, Ctx, Link, Mech};
+use super::mech::{exact, invalid, Ctx, Link, Mech};
 use super::sys::{bind, connect, cvt, retry, unix_socket};
 
 pub struct Stream(UnixStream);
@@ -94,9 +94,7 @@ impl Link for Packet {
         let n = retry(|| unsafe {
             libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC)
         })?;
-        if n != buf.len() {
-            return Err(invalid(format!("received a {n}-byte message, expected {}", buf.len())));
-        }
+        exact(n, buf.len())?;
         if let Some(path) = self.connect_to.take() {
             connect(self.fd.as_raw_fd(), &path)?;
         }
