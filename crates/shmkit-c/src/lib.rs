@@ -24,12 +24,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use shmkit_core::channel::generic::{Failure, LoanEnd, RecvEnd, SendEnd};
-use shmkit_core::channel::{broadcast, mpsc, rpc, spsc, NotifyEnd, WaitStrategy};
+use shmkit_core::channel::{broadcast, mpsc, readiness_fd, rpc, spsc, NotifyEnd, WaitStrategy};
 use shmkit_core::{Error, Name};
 
 /// Success.
@@ -494,9 +493,7 @@ unsafe fn commit<S: LoanEnd>(h: *mut Handle<S>, len: usize, abandon: bool) -> Re
 unsafe fn fd<E: NotifyEnd + 'static>(h: *mut Handle<E>, fd: *mut c_int, what: &str) -> Res {
     // SAFETY: per the conventions.
     let h = unsafe { handle(h, what) }?;
-    let end = h.end()?;
-    end.enable_notify()?;
-    let raw = end.bell().expect("an end in notifying mode has a doorbell").as_raw_fd();
+    let raw = readiness_fd(h.end()?)?;
     // SAFETY: per the conventions.
     unsafe { out(fd, raw, "fd") }
 }
@@ -1229,11 +1226,6 @@ fn readable(fd: c_int, deadline: Option<Instant>) -> bool {
     }
 }
 
-fn doorbell<E: NotifyEnd>(end: &mut E) -> Result<c_int, Fail> {
-    end.enable_notify()?;
-    Ok(end.bell().expect("an end in notifying mode has a doorbell").as_raw_fd())
-}
-
 /// Connects to the rpc service at `target`, waiting up to `timeout_ns` for it.
 #[no_mangle]
 pub unsafe extern "C" fn shmkit_client_connect(
@@ -1245,7 +1237,7 @@ pub unsafe extern "C" fn shmkit_client_connect(
         // SAFETY: per the conventions.
         let name = unsafe { self::target(target) }?;
         let mut c = open_retrying(timeout_ns, || rpc::Client::connect(&name))?;
-        let fd = doorbell(&mut c)?;
+        let fd = readiness_fd(&mut c)?;
         // SAFETY: per the conventions.
         unsafe { made(out, shmkit_client { c, fd, reply: Vec::new() }) }
     })
@@ -1416,7 +1408,7 @@ pub unsafe extern "C" fn shmkit_server_create(
             mode: if mode == 0 { 0o600 } else { mode },
         };
         let mut s = rpc::Server::create(&name, &config)?;
-        let fd = doorbell(&mut s)?;
+        let fd = readiness_fd(&mut s)?;
         // SAFETY: per the conventions.
         unsafe { made(out, shmkit_server { s, fd }) }
     })

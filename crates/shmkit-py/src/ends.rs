@@ -1,7 +1,7 @@
 //! The Rust ends the Python classes wrap, through the library's generic interface
 //! (`shmkit::channel::generic`), and what the Python constructors take.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 pub use shmkit::channel::generic::{LoanEnd, RecvEnd, SendEnd};
 use shmkit::channel::{NotifyEnd, WaitStrategy};
@@ -10,8 +10,7 @@ use crate::errors::Fallible;
 
 /// The readiness fd of an end, switching it into notifying mode the first time.
 pub fn fileno<E: NotifyEnd>(end: &mut E) -> Fallible<RawFd> {
-    end.enable_notify()?;
-    Ok(end.bell().expect("an end in notifying mode has a doorbell").as_raw_fd())
+    Ok(shmkit::channel::readiness_fd(end)?)
 }
 
 /// `wait=` of the Python constructors: "spin", "adaptive" (default), "block".

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use shmkit::channel::{rpc, NotifyEnd};
+use shmkit::channel::rpc;
 
 use crate::errors::{closed, lib, Failure, Kind};
 use crate::ops::{name, open_retrying, Payload};
@@ -16,10 +16,6 @@ fn guard<'a, T>(m: &'a Mutex<Option<T>>, what: &str) -> PyResult<MutexGuard<'a, 
     m.try_lock().map_err(|_| {
         Failure::new(Kind::Error, format!("this {what} is in use by another thread")).into()
     })
-}
-
-fn doorbell<E: NotifyEnd>(end: &mut E) -> Result<i32, Failure> {
-    crate::ends::fileno(end)
 }
 
 /// A client of an rpc service: `call(request)` sends a request and waits for its reply.
@@ -39,7 +35,7 @@ impl Client {
         let name = name(target)?;
         let mut c = open_retrying(py, timeout, || rpc::Client::connect(&name))?;
         // Waits for replies go through the doorbell, so that Ctrl-C is heard.
-        let fd = doorbell(&mut c)?;
+        let fd = crate::ends::fileno(&mut c)?;
         Ok(Client { c: Mutex::new(Some(c)), fd })
     }
 
@@ -179,7 +175,7 @@ impl Server {
         let name = name(target)?;
         let config = rpc::Config { clients, capacity, mode };
         let mut s = py.detach(|| rpc::Server::create(&name, &config)).map_err(lib)?;
-        let fd = doorbell(&mut s)?;
+        let fd = crate::ends::fileno(&mut s)?;
         Ok(Server { s: Mutex::new(Some(s)), fd })
     }
 

@@ -22,7 +22,7 @@ pub mod rpc;
 pub mod spsc;
 
 pub use crate::sync::wait::WaitStrategy;
-pub use notifying::{NotifyEnd, Notifying};
+pub use notifying::{readiness_fd, NotifyEnd, Notifying};
 pub use spsc::{Config, ReadGrant, Receiver, Sender, WriteGrant};
 
 use std::fmt;

@@ -69,6 +69,14 @@ pub trait NotifyEnd {
     fn bell(&self) -> Option<&Doorbell>;
 }
 
+/// Switches `end` into notifying mode in place (idempotent) and returns its readiness
+/// fd, which stays valid as long as the end: for bindings that keep the end itself
+/// rather than a [`Notifying`] wrapper (the Python and C modules).
+pub fn readiness_fd<E: NotifyEnd>(end: &mut E) -> Result<RawFd> {
+    end.enable_notify()?;
+    Ok(end.bell().expect("an end in notifying mode has a doorbell").as_raw_fd())
+}
+
 /// An end in notifying mode: everything the end does, plus a readiness fd
 /// ([`AsFd`]). See the [module docs](self) for the contract.
 #[derive(Debug)]
