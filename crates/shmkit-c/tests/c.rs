@@ -19,7 +19,11 @@ fn profile_dir() -> PathBuf {
 }
 
 fn checked(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    succeeded(cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}")), what)
+}
+
+/// `out`, after checking that its process succeeded (its output says why not).
+fn succeeded(out: Output, what: &str) -> Output {
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}{}",
@@ -94,30 +98,33 @@ fn start(cmd: &mut Command) -> Child {
         .expect("start a peer")
 }
 
-/// Waits for a child's "ready" line; the rest of its stdout is read by a thread (so a
-/// chatty child never blocks on a full pipe) and comes back from the handle.
-fn ready(child: &mut Child) -> std::thread::JoinHandle<String> {
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read");
-    assert_eq!(line, "ready\n", "the peer did not get ready");
+/// Reads the rest of a child's output in a thread (so a chatty child never blocks on a
+/// full pipe); the handle gives it back.
+fn read_rest(mut out: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).expect("read stdout");
+        out.read_to_string(&mut rest).expect("read stdout");
         rest
     })
 }
 
+/// A child's first line of stdout, and the rest of it through [`read_rest`].
+fn first_line(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    (line, read_rest(out))
+}
+
+/// Waits for a child's "ready" line; the rest of its stdout comes back from the handle.
+fn ready(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let (line, rest) = first_line(child);
+    assert_eq!(line, "ready\n", "the peer did not get ready");
+    rest
+}
+
 fn finish(child: Child, what: &str) -> Output {
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    succeeded(child.wait_with_output().expect("wait"), what)
 }
 
 fn both_ways(flavour: &str, messages: u32) {
@@ -200,12 +207,7 @@ fn the_shmkit_cli_and_a_c_program_share_channels_both_ways() {
     let target = name("cli.out");
     let mut recv =
         start(Command::new(&shmkit).args(["recv", &target, "--create", "--count", "5000"]));
-    let mut out = recv.stdout.take().expect("stdout");
-    let received = std::thread::spawn(move || {
-        let mut all = String::new();
-        std::io::Read::read_to_string(&mut out, &mut all).expect("read stdout");
-        all
-    });
+    let received = read_rest(recv.stdout.take().expect("stdout"));
     let mut c = start(Command::new(&exe).args(["send-lines", &target]));
     c.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write");
     finish(c, "C send-lines");
@@ -313,17 +315,8 @@ fn make_install_then_the_examples_build_through_pkg_config_and_run() {
     );
     let lib = prefix.join("lib");
     let mut server = start(Command::new(out.join("server")).env("LD_LIBRARY_PATH", &lib));
-    let said = {
-        let mut r = BufReader::new(server.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        r.read_line(&mut line).expect("read");
-        assert!(line.starts_with("serving"), "{line}");
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            std::io::Read::read_to_string(&mut r, &mut rest).expect("read");
-            rest
-        })
-    };
+    let (line, said) = first_line(&mut server);
+    assert!(line.starts_with("serving"), "{line}");
     let client = finish(
         start(Command::new(out.join("client")).arg("2000").env("LD_LIBRARY_PATH", &lib)),
         "client",
