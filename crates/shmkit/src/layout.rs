@@ -654,7 +654,7 @@ mod tests {
         };
         check(
             "#### SPSC ProducerLine",
-            rows!(spsc::ProducerLine: write_pos, reserved, publish_hint, reserved2),
+            rows!(spsc::ProducerLine: write_pos, published, reserved, publish_hint, reserved2),
             size_of::<spsc::ProducerLine>(),
         );
         check(
@@ -664,7 +664,7 @@ mod tests {
         );
         check(
             "#### Broadcast PublisherLine",
-            rows!(broadcast::PublisherLine: head, bell, sleepers, reserved),
+            rows!(broadcast::PublisherLine: head, bell, sleepers, bytes, reserved),
             size_of::<broadcast::PublisherLine>(),
         );
         check(

@@ -61,6 +61,7 @@ use std::sync::atomic::Ordering;
 struct LoomRing {
     words: Vec<AtomicU64>,
     write_pos: AtomicU64,
+    published: AtomicU64,
     read_pos: AtomicU64,
     release_hint: AtomicU64,
 }
@@ -70,6 +71,7 @@ impl LoomRing {
         LoomRing {
             words: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
             write_pos: AtomicU64::new(start),
+            published: AtomicU64::new(0),
             read_pos: AtomicU64::new(start),
             release_hint: AtomicU64::new(start),
         }
@@ -102,6 +104,10 @@ unsafe impl RingMemory for LoomRing {
 
     fn write_pos(&self) -> &AtomicU64 {
         &self.write_pos
+    }
+
+    fn published(&self) -> &AtomicU64 {
+        &self.published
     }
 
     fn read_pos(&self) -> &AtomicU64 {

@@ -164,7 +164,11 @@ pub struct PublisherLine {
     /// `waiting` says which). Set with `fetch_or`; the publisher takes the word after
     /// publishing and makes a system call only when it was not zero.
     pub sleepers: AtomicU32,
-    pub reserved: [AtomicU64; 14],
+    /// Payload bytes published, for tools (`shmkit top` takes byte rates from it):
+    /// written Relaxed right before `head`, on the line the publisher writes anyway;
+    /// never read by the protocol. Zero from a publisher that predates it.
+    pub bytes: AtomicU64,
+    pub reserved: [AtomicU64; 13],
 }
 
 /// A subscriber's line.
@@ -492,6 +496,8 @@ pub struct Publisher {
     shared: Arc<Shared>,
     /// Messages published (our copy of `head`).
     head: u64,
+    /// Payload bytes published (our copy of the line's `bytes`).
+    bytes: u64,
     /// Backpressure: the slowest live cursor at the last rescan, and whose it is.
     slowest: u64,
     laggard: Option<u32>,
@@ -538,11 +544,13 @@ impl Publisher {
             shared.view().endpoint(PUBLISHER).close();
             return Err(Error::corrupt(format!("head {head}")));
         }
+        let bytes = shared.view().publisher_line().bytes.load(Ordering::Relaxed);
         let mut p = Publisher {
             types: TypeCheck::new(shared.message_type),
             dead: vec![u32::MAX; shared.geo.subscribers as usize + 1],
             shared,
             head,
+            bytes,
             slowest: head,
             laggard: None,
             wait: WaitStrategy::default(),
@@ -669,7 +677,10 @@ impl Publisher {
         }
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head = pos + 1;
-        self.shared.view().publisher_line().head.store(pos + 1, Ordering::Release);
+        self.bytes = self.bytes.wrapping_add(msg.len() as u64);
+        let line = self.shared.view().publisher_line();
+        line.bytes.store(self.bytes, Ordering::Relaxed);
+        line.head.store(pos + 1, Ordering::Release);
         self.shared.view().notify_subscribers(self.flags, geo.subscribers);
         if pos % 64 == 0 {
             wait::record_cpu(self.shared.view().endpoint(PUBLISHER), &mut self.cpu);
@@ -1350,6 +1361,8 @@ pub struct Status {
     pub subscriber_records: u32,
     /// Messages published.
     pub head: u64,
+    /// Payload bytes published (zero from a publisher that predates the counter).
+    pub bytes: u64,
     /// Records that are not free.
     pub subscribers: Vec<SubscriberStatus>,
 }
@@ -1359,6 +1372,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
     let geo = geometry_of(seg, info)?;
     let v = View { seg, geo };
     let head = v.publisher_line().head.load(Ordering::Acquire);
+    let bytes = v.publisher_line().bytes.load(Ordering::Relaxed);
     let subscribers = (1..=geo.subscribers)
         .filter_map(|i| {
             let e = v.endpoint(i);
@@ -1387,6 +1401,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         overflow: geo.overflow,
         subscriber_records: geo.subscribers,
         head,
+        bytes,
         subscribers,
     })
 }

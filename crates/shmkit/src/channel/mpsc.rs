@@ -418,6 +418,11 @@ unsafe impl RingMemory for Lane<'_> {
     }
 
     #[inline]
+    fn published(&self) -> &AtomicU64 {
+        &self.producer.published
+    }
+
+    #[inline]
     fn read_pos(&self) -> &AtomicU64 {
         &self.consumer.read_pos
     }
@@ -1326,6 +1331,10 @@ pub struct SenderStatus {
     pub liveness: &'static str,
     /// Bytes written into its lane and not yet taken.
     pub pending: u64,
+    /// The lane's position: bytes ever written into it.
+    pub write_pos: u64,
+    /// Messages ever published on the lane (by this sender and its predecessors).
+    pub published: u64,
 }
 
 /// What tools show of a channel.
@@ -1348,6 +1357,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         .map(|i| {
             let e = view.endpoint(i);
             let (w, r) = view.positions(i - 1).unwrap_or((0, 0));
+            let published = view.lane(i - 1).producer.published.load(Ordering::Relaxed);
             SenderStatus {
                 index: i,
                 pid: e.pid.load(Ordering::Relaxed),
@@ -1363,6 +1373,8 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
                     Liveness::Unknown => "unknown",
                 },
                 pending: w - r,
+                write_pos: w,
+                published,
             }
         })
         .collect();

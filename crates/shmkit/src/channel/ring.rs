@@ -176,6 +176,10 @@ pub unsafe trait RingMemory {
     }
     /// The producer's published position (written by the producer only).
     fn write_pos(&self) -> &Self::Atomic;
+    /// How many messages the producer has published (written by the producer only,
+    /// Relaxed, next to `write_pos`): a statistic for tools such as `shmkit top`, which
+    /// take message rates from it. Never read by the protocol.
+    fn published(&self) -> &Self::Atomic;
     /// The consumer's published position (written by the consumer only).
     fn read_pos(&self) -> &Self::Atomic;
     /// The consumer's coarse position (written by the consumer only; never ahead of
@@ -259,12 +263,15 @@ pub struct Producer {
     /// Last consumer position seen; refreshed only when the ring looks full, so the
     /// producer rarely touches the consumer's cache line.
     cached_tail: u64,
+    /// Messages published so far (mirrored in [`RingMemory::published`]).
+    published: u64,
 }
 
 impl Producer {
-    /// A producer continuing from `head`, with the consumer at `tail`.
+    /// A producer continuing from `head`, with the consumer at `tail`, counting
+    /// messages from zero.
     pub fn new(geo: Geometry, head: u64, tail: u64) -> Producer {
-        Producer { geo, head, cached_tail: tail }
+        Producer { geo, head, cached_tail: tail, published: 0 }
     }
 
     /// Position of the next frame.
@@ -274,7 +281,8 @@ impl Producer {
 
     /// Recovers the true head after a previous producer died: follows frames published
     /// at or after the recorded `write_pos` (a producer can die between publishing a
-    /// frame and publishing its position).
+    /// frame and publishing its position). The message count continues from the
+    /// recorded one, plus the messages found that way.
     pub fn recover<M: RingMemory>(
         mem: &M,
         geo: Geometry,
@@ -282,6 +290,7 @@ impl Producer {
         read_pos: u64,
     ) -> Producer {
         let mut head = write_pos;
+        let mut published = mem.published().load(Ordering::Relaxed);
         for _ in 0..geo.capacity / FRAME_HEADER {
             let off = head & geo.mask();
             let word = mem.word(off).load(Ordering::Acquire);
@@ -291,14 +300,17 @@ impl Producer {
                 break;
             }
             match kind {
-                KIND_MESSAGE if len <= geo.max_message => head += frame_size(len),
+                KIND_MESSAGE if len <= geo.max_message => {
+                    head += frame_size(len);
+                    published = published.wrapping_add(1);
+                }
                 KIND_PADDING if off + FRAME_HEADER + len == geo.capacity => {
                     head += FRAME_HEADER + len
                 }
                 _ => break,
             }
         }
-        Producer::new(geo, head, read_pos)
+        Producer { geo, head, cached_tail: read_pos, published }
     }
 
     /// Reserves room for a payload of up to `len` bytes (`len <= max_message`, checked
@@ -436,6 +448,10 @@ impl Producer {
         }
         self.head = next;
         mem.write_pos().store(next, Ordering::Release);
+        // On the line `write_pos` is on, which only this producer writes and the
+        // consumer never reads: a store into a line already held, no coherence traffic.
+        self.published = self.published.wrapping_add(1);
+        mem.published().store(self.published, Ordering::Relaxed);
     }
 
     /// Reserves, copies and commits `msg` in one step.
@@ -625,6 +641,7 @@ fn bad_frame(word: u64, pos: u64, what: &str) -> String {
 pub struct HeapRing {
     words: Box<[std::sync::atomic::AtomicU64]>,
     write_pos: std::sync::atomic::AtomicU64,
+    published: std::sync::atomic::AtomicU64,
     read_pos: std::sync::atomic::AtomicU64,
     release_hint: std::sync::atomic::AtomicU64,
 }
@@ -633,7 +650,13 @@ impl HeapRing {
     /// A zeroed ring of `capacity` bytes (a multiple of 8).
     pub fn new(capacity: u64) -> HeapRing {
         let words = (0..capacity / 8).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
-        HeapRing { words, write_pos: 0.into(), read_pos: 0.into(), release_hint: 0.into() }
+        HeapRing {
+            words,
+            write_pos: 0.into(),
+            published: 0.into(),
+            read_pos: 0.into(),
+            release_hint: 0.into(),
+        }
     }
 
     fn bytes(&self) -> *mut u8 {
@@ -671,6 +694,10 @@ unsafe impl RingMemory for HeapRing {
 
     fn write_pos(&self) -> &Self::Atomic {
         &self.write_pos
+    }
+
+    fn published(&self) -> &Self::Atomic {
+        &self.published
     }
 
     fn read_pos(&self) -> &Self::Atomic {
@@ -846,6 +873,28 @@ mod tests {
         let mut out = Vec::new();
         c.try_pop_into(&mem, &mut out).unwrap();
         assert_eq!(out, b"one");
+    }
+
+    #[test]
+    fn the_message_count_follows_every_publish_and_survives_recovery() {
+        let (mem, mut p, mut c, geo) = ring(256);
+        let mut out = Vec::new();
+        // Enough 40-byte messages to wrap the 256-byte ring several times (padding
+        // frames are not messages).
+        for i in 0..20 {
+            p.try_push(&mem, &msg(i, 40)).unwrap();
+            assert_eq!(mem.published().load(Ordering::Relaxed), i + 1);
+            c.try_pop_into(&mem, &mut out).unwrap().unwrap();
+        }
+        p.try_push(&mem, b"a").unwrap();
+        let before_b = mem.write_pos().load(Ordering::Relaxed);
+        p.try_push(&mem, b"b").unwrap();
+        // As if the producer died after publishing "b" but before counting it.
+        mem.write_pos().store(before_b, Ordering::Relaxed);
+        mem.published().store(21, Ordering::Relaxed);
+        let mut successor = Producer::recover(&mem, geo, before_b, before_b - 16);
+        successor.try_push(&mem, b"c").unwrap();
+        assert_eq!(mem.published().load(Ordering::Relaxed), 23);
     }
 
     #[test]

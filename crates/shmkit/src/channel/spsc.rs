@@ -115,7 +115,11 @@ pub struct ProducerLine {
     /// frame; the consumer never needs it (frames announce themselves) — it is for
     /// space accounting by tools and for recovery after a producer crash.
     pub write_pos: AtomicU64,
-    pub reserved: [AtomicU64; 7],
+    /// Messages published, for tools (`shmkit top` takes message rates from it):
+    /// written Relaxed after `write_pos`, never read by the protocol. Zero from a
+    /// sender that predates it (the word was reserved, hence zero).
+    pub published: AtomicU64,
+    pub reserved: [AtomicU64; 6],
     /// `write_pos` as of the last crossing of a [`publish_hint_step`] boundary, 64
     /// bytes further on (a cache line of its own): what a receiver keeping behind a
     /// streaming sender polls instead of the frame being written (see
@@ -341,6 +345,11 @@ unsafe impl RingMemory for Shared {
     #[inline]
     fn write_pos(&self) -> &AtomicU64 {
         &self.producer_line().write_pos
+    }
+
+    #[inline]
+    fn published(&self) -> &AtomicU64 {
+        &self.producer_line().published
     }
 
     #[inline]
@@ -1335,17 +1344,19 @@ pub struct Status {
     pub read_pos: u64,
     /// Bytes published and not yet released.
     pub used: u64,
+    /// Messages published (zero from a sender that predates the counter).
+    pub published: u64,
 }
 
 /// Reads a channel's positions (for tools; does not attach).
 pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
     let geo = geometry_of(seg, info)?;
     // SAFETY: geometry_of checked the segment covers the lines; atomics only.
-    let (w, r) = unsafe {
+    let (w, published, r) = unsafe {
+        let producer = &*seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>();
         (
-            (*seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>())
-                .write_pos
-                .load(Ordering::Acquire),
+            producer.write_pos.load(Ordering::Acquire),
+            producer.published.load(Ordering::Relaxed),
             (*seg.as_ptr().add(CONSUMER_LINE).cast::<ConsumerLine>())
                 .read_pos
                 .load(Ordering::Acquire),
@@ -1357,6 +1368,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         write_pos: w,
         read_pos: r,
         used: w.saturating_sub(r),
+        published,
     })
 }
 
