@@ -110,6 +110,7 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
         out.push(("max message", c.max_message.to_string()));
         out.push(("write position", c.write_pos.to_string()));
         out.push(("read position", c.read_pos.to_string()));
+        out.push(("messages sent", c.published.to_string()));
         let pct = if c.capacity == 0 { 0.0 } else { 100.0 * c.used as f64 / c.capacity as f64 };
         out.push(("fill", format!("{} bytes ({pct:.1}%)", c.used)));
     }
@@ -120,7 +121,7 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
         out.push(("slots", format!("{} x {} bytes", b.slots, b.slot_size)));
         out.push(("max message", b.max_message.to_string()));
         out.push(("overflow", b.overflow.to_string()));
-        out.push(("published", b.head.to_string()));
+        out.push(("published", format!("{} messages, {} bytes", b.head, b.bytes)));
         let live = b.subscribers.iter().filter(|s| s.state == "attached").count();
         out.push(("subscribers", format!("{live} attached of {} records", b.subscriber_records)));
         for s in &b.subscribers {

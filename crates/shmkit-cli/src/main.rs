@@ -23,6 +23,7 @@ mod rm;
 mod signals;
 mod soak;
 mod stats;
+mod top;
 mod util;
 mod where_;
 
@@ -74,6 +75,8 @@ enum Command {
     /// Start a pong child, measure latency against the physical floor, and clean up;
     /// or `demo server|client`: the "IPC - Shared Memory" article's ping/pong.
     Demo(demo::Args),
+    /// Watch every shmkit channel live: rates, fill, lag, and who is at each end.
+    Top(top::Args),
     /// Show where each process maps a segment: virtual addresses and physical frames.
     Where(where_::Args),
     /// Stream N checksummed messages to a verifying process; report loss and rate.
@@ -107,6 +110,7 @@ fn main() {
         Command::Ping(a) => ping::run_ping(a),
         Command::Pong(a) => ping::run_pong(a),
         Command::Demo(a) => demo::run(a),
+        Command::Top(a) => top::run(a),
         Command::Where(a) => where_::run(a),
         Command::Soak(a) => soak::run(a),
         Command::SoakVerify(a) => soak::run_child(a),

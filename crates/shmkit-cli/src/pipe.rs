@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shmkit::channel::mpsc;
 use shmkit::channel::spsc::{RECEIVER, SENDER};
@@ -24,12 +24,30 @@ pub struct SendArgs {
     channel: Name,
     #[command(flatten)]
     chan: ChanArgs,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+/// Where `send` and `pub` take their messages from, and how fast they send them.
+#[derive(clap::Args, Debug)]
+pub struct InputArgs {
     /// Send chunks of up to N bytes instead of lines.
     #[arg(long, value_name = "N", value_parser = parse_size)]
     bytes: Option<u64>,
     /// Read from this file instead of stdin.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Send at most N messages per second (paced evenly; a slower input or receiver
+    /// makes it slower). Default: as fast as the input and the channel go.
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    rate: Option<f64>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a positive number of messages per second")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,7 +162,7 @@ pub fn run_send(args: &SendArgs) -> CliResult {
     match open_send_end(args)? {
         SendEnd::One(mut tx) => {
             let max = tx.max_message();
-            let result = read_messages(args.file.as_deref(), args.bytes, max, |piece| {
+            let result = read_messages(&args.input, max, |piece| {
                 tx.send(piece).map_err(|e| send_failure(&args.channel, e))
             });
             drop(tx);
@@ -154,37 +172,40 @@ pub fn run_send(args: &SendArgs) -> CliResult {
         // One of many: the receiver owns the channel.
         SendEnd::Many(mut tx) => {
             let max = tx.max_message();
-            read_messages(args.file.as_deref(), args.bytes, max, |piece| {
+            read_messages(&args.input, max, |piece| {
                 tx.send(piece).map_err(|e| send_failure(&args.channel, e))
             })
         }
     }
 }
 
-/// Reads stdin (or `file`) and calls `send` for each message: each line with its
-/// newline, or with `bytes` chunks of up to that many bytes. A line longer than `max`
-/// goes as several messages: nothing is dropped and the receiving side's output is
-/// still byte-identical.
+/// Reads stdin (or `--file`) and calls `send` for each message: each line with its
+/// newline, or with `--bytes` chunks of up to that many bytes, at most `--rate` a
+/// second. A line longer than `max` goes as several messages: nothing is dropped and
+/// the receiving side's output is still byte-identical.
 pub fn read_messages(
-    file: Option<&std::path::Path>,
-    bytes: Option<u64>,
+    args: &InputArgs,
     max: usize,
     mut send: impl FnMut(&[u8]) -> CliResult,
 ) -> CliResult {
-    let input: Box<dyn Read> = match file {
+    let input: Box<dyn Read> = match &args.file {
         Some(path) => {
             Box::new(std::fs::File::open(path).context(format!("cannot open {}", path.display()))?)
         }
         None => Box::new(std::io::stdin().lock()),
     };
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+    let mut pace = args.rate.map(Pace::new);
     let mut send = |msg: &[u8]| -> CliResult {
         for piece in msg.chunks(max.max(1)) {
+            if let Some(pace) = &mut pace {
+                pace.next();
+            }
             send(piece)?;
         }
         Ok(())
     };
-    match bytes {
+    match args.bytes {
         Some(0) => fail("--bytes must be at least 1"),
         Some(n) => {
             let mut buf = vec![0u8; n as usize];
@@ -206,6 +227,30 @@ pub fn read_messages(
                 send(&line)?;
             }
         }
+    }
+}
+
+/// Even pacing at a rate: message `n` goes no earlier than `n / rate` seconds after the
+/// first. A sender held up (by its input or a full ring) catches up with no burst
+/// larger than it fell behind.
+struct Pace {
+    start: Instant,
+    interval: f64,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Pace {
+        Pace { start: Instant::now(), interval: 1.0 / rate, sent: 0 }
+    }
+
+    /// Sleeps until the next message is due.
+    fn next(&mut self) {
+        let due = Duration::from_secs_f64(self.sent as f64 * self.interval);
+        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        self.sent += 1;
     }
 }
 

@@ -9,7 +9,6 @@
 //! waits for it instead. The publisher that created the channel removes it when it
 //! ends; subscribers still drain what they have not read.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use shmkit::channel::broadcast::{Config, Overflow, Publisher, RecvTimeoutError, Subscriber};
@@ -17,7 +16,7 @@ use shmkit::channel::WaitStrategy;
 use shmkit::Name;
 
 use crate::chan::open_segment;
-use crate::pipe::{read_messages, MessageOut};
+use crate::pipe::{read_messages, InputArgs, MessageOut};
 use crate::util::{fail, parse_mode, parse_size, CliResult, Context, Failure};
 
 #[derive(clap::Args, Debug)]
@@ -50,12 +49,8 @@ pub struct PubArgs {
     /// How a blocked publisher waits (backpressure): spin, block, adaptive[:US[:Y]].
     #[arg(long, default_value = "adaptive")]
     wait: WaitStrategy,
-    /// Publish chunks of up to N bytes instead of lines.
-    #[arg(long, value_name = "N", value_parser = parse_size)]
-    bytes: Option<u64>,
-    /// Read from this file instead of stdin.
-    #[arg(long)]
-    file: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
     /// Seconds to wait for the channel to be created (without --create), or for
     /// --wait-subscribers.
     #[arg(long, default_value = "10", value_name = "SECS")]
@@ -116,7 +111,7 @@ pub fn run_pub(args: &PubArgs) -> CliResult {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    read_messages(args.file.as_deref(), args.bytes, p.max_message(), |msg| {
+    read_messages(&args.input, p.max_message(), |msg| {
         p.send(msg).map_err(|e| Failure(format!("publish on {name}: {e}")))
     })
 }

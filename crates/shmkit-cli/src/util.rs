@@ -117,6 +117,11 @@ pub fn user_name(uid: u32) -> String {
     unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned()
 }
 
+/// A process's command name (`/proc/PID/comm`), if it exists and may be read.
+pub fn command_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+}
+
 /// Unix seconds as `2026-11-24 21:40:00` (UTC); `-` for 0.
 pub fn time_cell(secs: i64) -> String {
     if secs <= 0 {

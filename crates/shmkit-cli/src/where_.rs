@@ -133,12 +133,6 @@ fn frames(pid: u32, start: u64, end: u64, pages: usize) -> Vec<Option<u64>> {
         .collect()
 }
 
-fn command(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Finds the mappings of `target` in `pids` (or every process).
 pub fn report(target: &Name, pids: &[u32], pages: usize) -> CliResult<Report> {
     let ident = identify(target)?;
@@ -158,7 +152,7 @@ pub fn report(target: &Name, pids: &[u32], pages: usize) -> CliResult<Report> {
             if let Some((start, end, perms)) = matches(line, ident) {
                 mappings.push(Mapping {
                     pid,
-                    command: command(pid),
+                    command: crate::util::command_name(pid).unwrap_or_default(),
                     start,
                     end,
                     perms,
