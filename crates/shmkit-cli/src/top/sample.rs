@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use serde::Serialize;
-use shmkit::channel::rpc;
+use shmkit::channel::{broadcast, rpc};
 use shmkit::layout::{self, ObjectKind};
 use shmkit::segment::sysv;
 use shmkit::sync::peer::Liveness;
@@ -85,7 +85,8 @@ pub struct Channel {
     /// Broadcast: the slowest attached subscriber's lag, in messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
-    /// Broadcast: messages the subscribers lost to overwriting, all together.
+    /// Broadcast: messages the subscribers lost to overwriting, all together (see
+    /// [`End::missed`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
     pub ends: Vec<End>,
@@ -120,7 +121,8 @@ pub struct End {
     /// A subscriber's lag, in messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
-    /// Messages a subscriber lost.
+    /// Messages a subscriber lost: those it has been told of, and under `overwrite`
+    /// those already overwritten before it read them (its lag beyond the slots).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
     /// Bytes an MPSC sender or rpc client has written and the other side not yet taken.
@@ -414,7 +416,13 @@ fn broadcast_channel(ch: &mut Channel, view: &ObjectView) -> Option<()> {
     let attached = || b.subscribers.iter().filter(|s| s.state == "attached");
     let lag = attached().map(|s| s.lag).max();
     ch.lag = Some(lag.unwrap_or(0));
-    ch.missed = Some(b.subscribers.iter().map(|s| s.missed).sum());
+    // Under overwrite a subscriber more than a ring behind has lost the excess already,
+    // though it learns so only when it next reads.
+    let lost = |s: &broadcast::SubscriberStatus| match b.overflow {
+        broadcast::Overflow::Overwrite => s.missed + s.lag.saturating_sub(b.slots),
+        broadcast::Overflow::Backpressure => s.missed,
+    };
+    ch.missed = Some(b.subscribers.iter().map(lost).sum());
     ch.fill = Some(ratio(lag.unwrap_or(0).min(b.slots), b.slots));
     ch.ends = view
         .endpoints
@@ -426,7 +434,7 @@ fn broadcast_channel(ch: &mut Channel, view: &ObjectView) -> Option<()> {
         alive: alive(s.alive, s.state),
         messages: Some(s.received),
         lag: Some(s.lag),
-        missed: Some(s.missed),
+        missed: Some(lost(s)),
         ..end("subscriber", s.index, s.pid, s.state)
     }));
     Some(())

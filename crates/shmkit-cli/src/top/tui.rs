@@ -286,7 +286,7 @@ impl App {
         ];
         if let (Some(lag), Some(missed)) = (c.lag, c.missed) {
             lines.push(Line::from(format!(
-                "slowest subscriber {lag} messages behind; {missed} lost to overwriting"
+                "slowest subscriber {lag} messages behind; {missed} lost to overwriting in all"
             )));
         }
         if c.dead_ends() > 0 {
