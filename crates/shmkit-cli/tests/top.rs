@@ -135,7 +135,15 @@ fn a_stalled_broadcast_subscriber_shows_as_the_lagging_one() {
     let _active = spawn(&["sub", &target]);
     // This process subscribes and never reads.
     let stalled = Subscriber::open(&Name::Posix(name.clone())).unwrap();
-    let c = sample_until(&name, "1", |c| c["lag"].as_u64().unwrap_or(0) >= 200);
+    // Until this subscriber is well behind and the other was there for a whole interval.
+    let c = sample_until(&name, "1", |c| {
+        c["lag"].as_u64().unwrap_or(0) >= 200
+            && c["ends"].as_array().unwrap().iter().any(|e| {
+                e["role"] == "subscriber"
+                    && e["pid"] != std::process::id()
+                    && e["messages_per_s"].is_number()
+            })
+    });
     let ends = c["ends"].as_array().unwrap();
     let me = ends.iter().find(|e| e["pid"] == std::process::id()).expect("our subscriber");
     let other = ends
@@ -246,7 +254,9 @@ fn an_rpc_service_counts_its_clients_calls() {
             .unwrap(),
     );
     let c = sample_until(&name, "1", |c| {
-        c["ends"].as_array().unwrap().len() == 2 && c["messages"].as_u64().unwrap_or(0) >= 200
+        c["ends"].as_array().unwrap().len() == 2
+            && c["messages"].as_u64().unwrap_or(0) >= 200
+            && c["messages_per_s"].is_number()
     });
     assert_eq!(c["kind"], "rpc");
     let rate = c["messages_per_s"].as_f64().unwrap();
@@ -281,6 +291,71 @@ fn rpc_client_for_top() {
         client.call(&i.to_le_bytes(), &mut reply, Duration::from_secs(10)).unwrap();
         assert_eq!(reply, i.to_le_bytes());
     }
+}
+
+#[test]
+fn raw_segments_are_shown_only_on_request() {
+    let name = unique("raw");
+    let out =
+        Command::new(BIN).args(["create", "--posix", &name, "--size", "4K"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["top", "--once", "--json", "--interval", "0.05", "--filter", &name])
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["channels"].as_array().unwrap().clone()
+    };
+    assert!(listed(&[]).is_empty(), "a raw segment is not a channel");
+    let raw = listed(&["--raw"]);
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0]["kind"], "raw");
+    assert_eq!(raw[0]["size"], 4096);
+    // Named on the command line, it is shown without --raw.
+    let named = Command::new(BIN)
+        .args(["top", "--once", "--json", "--interval", "0.05", &format!("posix:{name}")])
+        .output()
+        .unwrap();
+    let named: Value = serde_json::from_slice(&named.stdout).unwrap();
+    assert_eq!(named["channels"][0]["kind"], "raw", "{named}");
+    shmkit::Segment::open(&Name::Posix(name), &shmkit::Options::default())
+        .unwrap()
+        .remove()
+        .unwrap();
+}
+
+#[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: runs top as an unprivileged user")]
+fn a_channel_the_user_may_not_read_is_reported_not_fatal() {
+    use std::os::unix::process::CommandExt;
+    let name = unique("private");
+    let config = spsc::Config { mode: 0o600, ..spsc::Config::default() };
+    let tx = spsc::Sender::create(&Name::Posix(name.clone()), &config).unwrap();
+    let out = Command::new(BIN)
+        .args(["top", "--once", "--json", "--interval", "0.05", "--filter", &name])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["channels"].as_array().unwrap().is_empty(), "{v}");
+    let unreadable = v["unreadable"].as_array().unwrap();
+    let me = unreadable.iter().find(|u| u["target"] == format!("posix:{name}").as_str());
+    let me = me.unwrap_or_else(|| panic!("not reported: {v}"));
+    assert_eq!(me["owner"], "root");
+    assert_eq!(me["perms"], "0600");
+    let text = Command::new(BIN)
+        .args(["top", "--once", "--interval", "0.05", "--filter", &name])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("not readable by this user"), "{text}");
+    drop(tx);
 }
 
 #[test]
@@ -338,7 +413,17 @@ fn channels_vanishing_under_it_are_skipped() {
 fn the_full_screen_view_shows_the_channel_and_opens_its_detail() {
     let name = unique("tui");
     let target = format!("posix:{name}");
-    let _send = spawn(&["send", &target, "--create", "--file", "/dev/zero", "--bytes", "16"]);
+    let _send = spawn(&[
+        "send",
+        &target,
+        "--create",
+        "--file",
+        "/dev/zero",
+        "--bytes",
+        "16",
+        "--rate",
+        "1000",
+    ]);
     let _recv = spawn(&["recv", &target, "--open-timeout", "10"]);
     let (master, slave) = pty(40, 160);
     let mut top = Reaped(

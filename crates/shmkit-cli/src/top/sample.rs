@@ -292,8 +292,14 @@ impl Sample {
             }
             if ch.kind == "rpc" {
                 // Clients come and go with channels of their own: the service's rate is
-                // the sum of its clients' over the interval.
-                let sum = |f: fn(&End) -> Option<f64>| Some(ch.ends.iter().filter_map(f).sum());
+                // the sum of its clients' over the interval, unknown while one of them
+                // has not been seen for a whole interval.
+                let sum = |f: fn(&End) -> Option<f64>| {
+                    ch.ends
+                        .iter()
+                        .filter(|e| e.role == "client" && e.messages.is_some())
+                        .try_fold(0.0, |sum, e| Some(sum + f(e)?))
+                };
                 ch.messages_per_s = sum(|e| e.messages_per_s);
                 ch.bytes_per_s = sum(|e| e.bytes_per_s);
             } else {
