@@ -73,6 +73,11 @@ pub struct SubArgs {
     /// Seconds to wait for the channel to be created.
     #[arg(long, default_value = "10", value_name = "SECS")]
     open_timeout: f64,
+    /// Outlive the publisher: when it closes or dies, wait for the next one to take the
+    /// channel over (a restarted `shmkit-bridge`, say) instead of ending. Messages lost
+    /// in between are reported like any other loss.
+    #[arg(long)]
+    follow: bool,
 }
 
 fn seconds(s: f64) -> Duration {
@@ -123,6 +128,7 @@ pub fn run_sub(args: &SubArgs) -> CliResult {
     sub.set_wait_strategy(args.wait);
     let mut out = MessageOut::new();
     let (mut buf, mut received, mut lost) = (Vec::new(), 0u64, 0u64);
+    let mut waiting_for_publisher = false;
     let timeout = args.timeout.map(seconds);
     let result = loop {
         if args.count.is_some_and(|c| received >= c) {
@@ -137,6 +143,7 @@ pub fn run_sub(args: &SubArgs) -> CliResult {
         };
         match got {
             Ok(_) => {
+                waiting_for_publisher = false;
                 match out.write(&buf) {
                     Ok(true) => {}
                     Ok(false) => break Ok(()),
@@ -147,7 +154,19 @@ pub fn run_sub(args: &SubArgs) -> CliResult {
             Err(RecvTimeoutError::Lagged { missed }) => {
                 lost += missed;
                 out.flush()?;
-                eprintln!("shmkit: {name}: fell behind, {missed} messages lost ({lost} in all)");
+                eprintln!("shmkit: {name}: {missed} messages lost ({lost} in all)");
+            }
+            Err(RecvTimeoutError::Disconnected | RecvTimeoutError::PeerDead { .. })
+                if args.follow =>
+            {
+                out.flush()?;
+                if !waiting_for_publisher {
+                    eprintln!("shmkit: {name}: the publisher has gone; waiting for the next one");
+                    waiting_for_publisher = true;
+                }
+                // Until a publisher takes the channel over, every receive says the
+                // same at once: look again a hundred times a second.
+                std::thread::sleep(Duration::from_millis(10));
             }
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
             Err(RecvTimeoutError::PeerDead { pid }) => {

@@ -168,8 +168,18 @@ pub struct PublisherLine {
     /// written Relaxed right before `head`, on the line the publisher writes anyway;
     /// never read by the protocol. Zero from a publisher that predates it.
     pub bytes: AtomicU64,
-    pub reserved: [AtomicU64; 13],
+    /// Two words the publishing process keeps for itself across a restart
+    /// ([`Publisher::user_words`]): `shmkit-bridge` records which remote stream it
+    /// imports and the sequence number of the last message it published. Never read
+    /// by the protocol.
+    pub user: [AtomicU64; 2],
+    pub reserved: [AtomicU64; 11],
 }
+
+/// A slot whose `len` is this holds no message: its first 8 bytes count messages lost
+/// before it reached this channel ([`Publisher::report_lost`]); a subscriber that reads
+/// it gets `Lagged { missed }` with that count.
+pub const LOSS_MARK: u32 = u32::MAX;
 
 /// A subscriber's line.
 #[repr(C, align(128))]
@@ -637,16 +647,61 @@ impl Publisher {
         self.push(msg, Some(Some(timeout))).map_err(|f| SendTimeoutError::from_fault(f, msg))
     }
 
+    /// Tells every subscriber that `missed` messages were lost before they reached
+    /// this channel (a gap in a stream it relays, as `shmkit-bridge` does): a subscriber
+    /// that reads this place in the ring gets `Lagged { missed }`, exactly as if it had
+    /// been overtaken, and goes on with the next message. Takes one slot and waits for
+    /// room as [`send`](Self::send) does. Zero is a no-op.
+    ///
+    /// Subscribers built before loss reports read such a slot as corrupt.
+    pub fn report_lost(&mut self, missed: u64) -> std::result::Result<(), SendError<u64>> {
+        if missed == 0 {
+            return Ok(());
+        }
+        self.push_slot(&missed.to_ne_bytes(), LOSS_MARK, Some(None))
+            .map_err(|f| SendError::from_fault(f, missed))
+    }
+
+    /// The two words this channel keeps for its publishing process (zero until set):
+    /// state a publisher that takes over after a crash needs, such as the bridge's
+    /// position in the stream it relays.
+    pub fn user_words(&self) -> [u64; 2] {
+        let line = self.shared.view().publisher_line();
+        [line.user[0].load(Ordering::Acquire), line.user[1].load(Ordering::Acquire)]
+    }
+
+    /// Stores the two words of [`user_words`](Self::user_words).
+    pub fn set_user_words(&mut self, words: [u64; 2]) {
+        let line = self.shared.view().publisher_line();
+        line.user[0].store(words[0], Ordering::Release);
+        line.user[1].store(words[1], Ordering::Release);
+    }
+
     /// `wait`: None = do not wait, Some(None) = forever, Some(Some(t)) = up to t.
+    #[inline(always)]
     fn push(
         &mut self,
         msg: &[u8],
         wait: Option<Option<Duration>>,
     ) -> std::result::Result<(), Fault> {
-        let geo = self.shared.geo;
-        if msg.len() as u64 > geo.max_message {
-            return Err(Fault::TooLarge(msg.len(), geo.max_message as usize));
+        let max = self.shared.geo.max_message;
+        if msg.len() as u64 > max {
+            return Err(Fault::TooLarge(msg.len(), max as usize));
         }
+        self.push_slot(msg, msg.len() as u32, wait)
+    }
+
+    /// Publishes a slot holding `msg`, with `len` in its length word: `msg.len()`
+    /// (at most `max_message`, checked by the caller), or [`LOSS_MARK`] for a loss
+    /// report (8 bytes: every slot's message area holds at least 48).
+    #[inline(always)]
+    fn push_slot(
+        &mut self,
+        msg: &[u8],
+        len: u32,
+        wait: Option<Option<Duration>>,
+    ) -> std::result::Result<(), Fault> {
+        let geo = self.shared.geo;
         if geo.overflow == Overflow::Backpressure && self.head - self.slowest >= geo.slots {
             self.make_room(wait)?;
         }
@@ -672,12 +727,14 @@ impl Publisher {
             if first < msg.len() {
                 store_words(data.add(FIRST_LINE_BYTES), &msg[first..]);
             }
-            slot.len.store(msg.len() as u32, Ordering::Relaxed);
+            slot.len.store(len, Ordering::Relaxed);
             store_words(data, &msg[..first]);
         }
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head = pos + 1;
-        self.bytes = self.bytes.wrapping_add(msg.len() as u64);
+        if len != LOSS_MARK {
+            self.bytes = self.bytes.wrapping_add(msg.len() as u64);
+        }
         let line = self.shared.view().publisher_line();
         line.bytes.store(self.bytes, Ordering::Relaxed);
         line.head.store(pos + 1, Ordering::Release);
@@ -983,6 +1040,13 @@ impl Subscriber {
         slot.seq.load(Ordering::Acquire) >= 2 * self.cursor + 2
     }
 
+    /// The position of the next message this subscriber reads: how many messages were
+    /// published before it (a relay numbers messages by it, so that a gap shows what
+    /// was lost).
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
     /// Messages published that this subscriber has not read yet.
     pub fn lag(&self) -> u64 {
         self.shared.view().publisher_line().head.load(Ordering::Acquire).saturating_sub(self.cursor)
@@ -1228,6 +1292,11 @@ impl Subscriber {
             if len <= geo.max_message {
                 return Step::Ready(seq, len as usize);
             }
+            if len == LOSS_MARK as u64 {
+                // Overwritten as we read the report: a second look finds the new lap
+                // (a later `seq`, never this branch again).
+                return self.pass_loss_report(want).unwrap_or_else(|| self.look(look));
+            }
             // An impossible length is corruption, unless the slot was being rewritten
             // as we looked: then judge it by its new sequence number, below.
             seq = slot.seq.load(Ordering::Acquire);
@@ -1246,6 +1315,32 @@ impl Subscriber {
         Step::Fault(Fault::Corrupt(format!(
             "slot of message {c} has sequence {seq}, expected {want}"
         )))
+    }
+
+    /// The slot at the cursor is a loss report: reads its count and passes it,
+    /// reporting `Lagged`. `None` if the slot was overwritten as we read it (the
+    /// caller then judges it by its new sequence number).
+    #[cold]
+    fn pass_loss_report(&mut self, want: u64) -> Option<Step> {
+        let (slot, data) = self.shared.view().slot(self.cursor);
+        let mut count = [0u8; 8];
+        // SAFETY: every slot's message area holds at least 48 bytes (max_message rounded
+        // up to 64, less the header), 8-aligned.
+        unsafe { load_words(data, &mut count) };
+        fence(Ordering::Acquire);
+        if slot.seq.load(Ordering::Relaxed) != want {
+            return None;
+        }
+        let missed = u64::from_ne_bytes(count);
+        let line = self.shared.view().cursor_line(self.index);
+        // A tools-only counter: wrap on whatever a hostile count adds.
+        line.missed.fetch_add(missed, Ordering::Relaxed);
+        self.cursor += 1;
+        line.cursor.store(self.cursor, Ordering::Release);
+        if self.shared.geo.overflow == Overflow::Backpressure {
+            wait::notify(self.shared.view().endpoint(PUBLISHER), self.flags);
+        }
+        Some(Step::Fault(Fault::Lagged(missed)))
     }
 
     fn skip_to(&mut self, to: u64) -> Step {
@@ -1492,6 +1587,58 @@ mod tests {
             assert_eq!(buf, msg(i, 16));
         }
         assert_eq!(subs[0].try_recv(&mut buf), Err(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn a_loss_report_reaches_every_subscriber_as_a_lag_between_messages() {
+        for overflow in [Overflow::Overwrite, Overflow::Backpressure] {
+            let (mut p, mut subs) = channel(8, overflow, 2);
+            p.send(&msg(0, 16)).unwrap();
+            p.report_lost(5).unwrap();
+            p.report_lost(0).unwrap(); // nothing to say: no slot
+            p.send(&msg(6, 40)).unwrap();
+            assert_eq!(p.published(), 3);
+            let mut buf = Vec::new();
+            for sub in &mut subs {
+                sub.try_recv(&mut buf).unwrap();
+                assert_eq!(buf, msg(0, 16));
+                assert_eq!(sub.try_recv(&mut buf), Err(TryRecvError::Lagged { missed: 5 }));
+                assert_eq!(sub.try_recv_ref().unwrap().to_vec(), msg(6, 40));
+                assert_eq!(sub.try_recv(&mut buf), Err(TryRecvError::Empty));
+            }
+            let seg = p.segment();
+            let st = status(seg, &layout::validate(seg).unwrap()).unwrap();
+            assert!(st.subscribers.iter().all(|s| s.missed == 5 && s.received == 2), "{st:?}");
+            assert_eq!(st.bytes, 56, "a loss report is not payload");
+        }
+    }
+
+    #[test]
+    fn a_loss_report_overwritten_before_it_is_read_is_part_of_the_lag() {
+        let (mut p, mut subs) = channel(8, Overflow::Overwrite, 1);
+        p.report_lost(1000).unwrap();
+        for i in 0..10u64 {
+            p.send(&msg(i, 8)).unwrap();
+        }
+        let mut buf = Vec::new();
+        // The report and two messages were overwritten: 3 slots lost, not 1000.
+        assert_eq!(subs[0].try_recv(&mut buf), Err(TryRecvError::Lagged { missed: 3 }));
+        subs[0].try_recv(&mut buf).unwrap();
+        assert_eq!(buf, msg(2, 8));
+    }
+
+    #[test]
+    fn user_words_outlive_the_publisher_for_the_next_one() {
+        let config = Config { slots: 8, max_message: 64, ..Config::default() };
+        let name = Name::Posix(format!("/shmkit.test.{}.user-words", std::process::id()));
+        let created = create(&name, &config).unwrap(); // removed when dropped
+        let open = || Publisher::from_segment(Segment::open(&name, &Options::default()).unwrap());
+        let mut p = open().unwrap();
+        assert_eq!(p.user_words(), [0, 0]);
+        p.set_user_words([7, 1 << 40]);
+        drop(p);
+        assert_eq!(open().unwrap().user_words(), [7, 1 << 40]);
+        drop(created);
     }
 
     #[test]

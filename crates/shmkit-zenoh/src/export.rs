@@ -1,0 +1,277 @@
+//! `--export LOCAL=KEY`: every message of a local channel becomes one Zenoh sample on
+//! `KEY`, in order, with the attachment of [`crate::wire`]; the export's description is
+//! answered on `shmkit/meta/KEY`.
+//!
+//! The local channel is read through shmkit's async ends (spin briefly, then await the
+//! doorbell): a broadcast channel as one more subscriber (the publisher is not
+//! disturbed), an SPSC or MPSC channel as its receiver (the bridge consumes it).
+//! Lossless channels (SPSC, MPSC, broadcast under backpressure) are published with
+//! congestion control *block*: a slow network or remote subscriber holds the bridge,
+//! which holds the local channel, which holds its sender. Broadcast under overwrite is
+//! published with *drop*.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shmkit::channel::broadcast::{self, Overflow};
+use shmkit::channel::{mpsc, Receiver, RecvError};
+use shmkit::layout::{self, ObjectKind};
+use shmkit::tokio::{AsyncMpscReceiver, AsyncReceiver, AsyncSubscriber};
+use shmkit::typed::TypeTag;
+use shmkit::{Error, Name, Options, Segment};
+use zenoh::qos::CongestionControl;
+use zenoh::Session;
+
+use crate::wire::{self, Attachment, Export};
+use crate::{log, Shared};
+
+/// One `--export`.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub local: Name,
+    pub key: String,
+}
+
+/// The local end an export reads.
+enum Source {
+    Broadcast(AsyncSubscriber),
+    Spsc(AsyncReceiver),
+    Mpsc(AsyncMpscReceiver),
+}
+
+/// What one receive from the local channel gave.
+enum Got {
+    /// A message, numbered.
+    Message(u64),
+    /// The local publisher overtook the bridge: these were lost.
+    Lagged(u64),
+    /// The writing side closed or died.
+    Gone(String),
+    /// The channel is unusable.
+    Fatal(String),
+}
+
+impl Source {
+    async fn next(&mut self, buf: &mut Vec<u8>, counter: &mut u64) -> Got {
+        let simple = |r: Result<usize, RecvError>, counter: &mut u64| match r {
+            Ok(_) => {
+                *counter += 1;
+                Got::Message(*counter - 1)
+            }
+            Err(RecvError::Disconnected) => Got::Gone("its sender closed it".into()),
+            Err(RecvError::PeerDead { pid }) => Got::Gone(format!("its sender (pid {pid}) died")),
+            Err(RecvError::Corrupt { what }) => Got::Fatal(format!("corrupt: {what}")),
+        };
+        match self {
+            Source::Broadcast(sub) => {
+                let position = sub.get_ref().position();
+                match sub.recv(buf).await {
+                    Ok(_) => Got::Message(position),
+                    Err(broadcast::RecvError::Lagged { missed }) => Got::Lagged(missed),
+                    Err(broadcast::RecvError::Disconnected) => {
+                        Got::Gone("its publisher closed it".into())
+                    }
+                    Err(broadcast::RecvError::PeerDead { pid }) => {
+                        Got::Gone(format!("its publisher (pid {pid}) died"))
+                    }
+                    Err(broadcast::RecvError::Corrupt { what }) => {
+                        Got::Fatal(format!("corrupt: {what}"))
+                    }
+                }
+            }
+            Source::Spsc(rx) => simple(rx.recv(buf).await, counter),
+            Source::Mpsc(rx) => simple(rx.recv(buf).await, counter),
+        }
+    }
+}
+
+/// Opens the local channel for reading, waiting for it to exist.
+async fn open(
+    spec: &Spec,
+    shared: &Shared,
+) -> Result<(Source, Export, u64, Option<TypeTag>), String> {
+    let mut said = false;
+    let seg = loop {
+        match Segment::open(&spec.local, &Options::default()) {
+            Ok(seg) => match layout::validate(&seg) {
+                Ok(_) => break seg,
+                Err(Error::NotReady { .. }) => {}
+                Err(e) => return Err(format!("{} is not a shmkit channel: {e}", spec.local)),
+            },
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("cannot open {}: {e}", spec.local)),
+        }
+        if !said {
+            log(format!("export {}: waiting for {} to be created", spec.key, spec.local));
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let h = layout::validate(&seg).map_err(|e| e.to_string())?;
+    let source = wire::source_id(&spec.local.to_string(), h.creator_pid, h.created_ns);
+    let message_type = TypeTag::from_params(&h.params);
+    let mut export = Export {
+        key: spec.key.clone(),
+        kind: h.object.name().into(),
+        local: spec.local.to_string(),
+        host: wire::host_name(),
+        pid: std::process::id(),
+        max_message: 0,
+        slots: None,
+        overflow: "backpressure".into(),
+        message_type: message_type.map(Into::into),
+    };
+    let wait = shared.wait;
+    let attach = |e: Error| format!("cannot read {}: {e}", spec.local);
+    let end = match h.object {
+        ObjectKind::Broadcast => {
+            let sub = broadcast::Subscriber::from_segment(seg).map_err(attach)?;
+            let geo = sub.geometry();
+            export.max_message = geo.max_message;
+            export.slots = Some(geo.slots);
+            export.overflow = geo.overflow.to_string();
+            let mut sub = AsyncSubscriber::new(sub).map_err(attach)?;
+            sub.set_wait_strategy(wait);
+            Source::Broadcast(sub)
+        }
+        ObjectKind::Spsc => {
+            let rx = Receiver::from_segment(seg).map_err(attach)?;
+            export.max_message = rx.max_message() as u64;
+            let mut rx = AsyncReceiver::new(rx).map_err(attach)?;
+            rx.set_wait_strategy(wait);
+            Source::Spsc(rx)
+        }
+        ObjectKind::Mpsc => {
+            let rx = mpsc::Receiver::from_segment(seg).map_err(attach)?;
+            export.max_message = rx.max_message() as u64;
+            let mut rx = AsyncMpscReceiver::new(rx).map_err(attach)?;
+            rx.set_wait_strategy(wait);
+            Source::Mpsc(rx)
+        }
+        other => {
+            return Err(format!(
+                "{} is a {} object; a bridge exports broadcast, SPSC and MPSC channels",
+                spec.local,
+                other.name()
+            ))
+        }
+    };
+    Ok((end, export, source, message_type))
+}
+
+/// Runs one export until the bridge stops; an error ends this export only.
+pub async fn run(session: Session, spec: Spec, shared: Arc<Shared>) {
+    if let Err(e) = serve(&session, &spec, &shared).await {
+        log(format!("export {}: {e}; this export stops, the others go on", spec.key));
+        shared.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), String> {
+    let (mut source, export, mut source_id, mut message_type) = open(spec, shared).await?;
+    let lossless = export.overflow != Overflow::Overwrite.to_string();
+    let zerr = |e: zenoh::Error| format!("zenoh: {e}");
+    let publisher = session
+        .declare_publisher(spec.key.clone())
+        .congestion_control(if lossless {
+            CongestionControl::Block
+        } else {
+            CongestionControl::Drop
+        })
+        .await
+        .map_err(zerr)?;
+    // The description, replaced when the channel is (a new one under the same name).
+    let description = Arc::new(Mutex::new(describe(&export)?));
+    let meta_key = wire::meta_key(&spec.key);
+    let answer = description.clone();
+    let queryable = session
+        .declare_queryable(meta_key.clone())
+        .callback(move |query| {
+            use zenoh::Wait;
+            let text = answer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Err(e) = query.reply(meta_key.clone(), text).wait() {
+                log(format!("answering a query for {meta_key}: {e}"));
+            }
+        })
+        .await
+        .map_err(zerr)?;
+    log(format!(
+        "export {}: {} {} -> {} ({})",
+        spec.key,
+        export.kind,
+        spec.local,
+        spec.key,
+        if lossless { "reliable, congestion control block" } else { "congestion control drop" }
+    ));
+    // SPSC and MPSC exports number from a random start: a restarted bridge is a new
+    // stream, not a gap (what it did not read is still in the ring).
+    let mut counter = random_u64() >> 1;
+    let (mut buf, mut gone_said) = (Vec::new(), false);
+    let result = loop {
+        match source.next(&mut buf, &mut counter).await {
+            Got::Message(seq) => {
+                gone_said = false;
+                let attachment = Attachment { source: source_id, seq, message_type }.encode();
+                // The buffer moves into the sample (no copy); the next receive makes
+                // another.
+                let put = publisher.put(std::mem::take(&mut buf)).attachment(attachment.to_vec());
+                if let Err(e) = put.await {
+                    break Err(zerr(e));
+                }
+            }
+            Got::Lagged(missed) => {
+                // The next message's number jumps: importers report the gap.
+                log(format!(
+                    "export {}: fell behind {}: {missed} messages lost",
+                    spec.key, spec.local
+                ));
+            }
+            Got::Gone(why) => {
+                if !gone_said {
+                    log(format!(
+                        "export {}: {} {why}; waiting for a new one to take it over",
+                        spec.key, spec.local
+                    ));
+                    gone_said = true;
+                }
+                // Look again by name: the channel may have been taken over (the same
+                // one, revived) or made again (another one, which the bridge then reads).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(source);
+                let (reopened, export, id, ty) = match open(spec, shared).await {
+                    Ok(found) => found,
+                    Err(e) => break Err(e),
+                };
+                if (export.overflow != Overflow::Overwrite.to_string()) != lossless {
+                    break Err(format!(
+                        "{} was made again with another overflow policy: restart the bridge",
+                        spec.local
+                    ));
+                }
+                *description.lock().unwrap_or_else(|e| e.into_inner()) = describe(&export)?;
+                (source, source_id, message_type) = (reopened, id, ty);
+            }
+            Got::Fatal(why) => break Err(format!("{}: {why}", spec.local)),
+        }
+    };
+    drop(queryable);
+    result
+}
+
+fn describe(export: &Export) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(export).map_err(|e| e.to_string())
+}
+
+/// 64 random bits from the kernel (for stream numbering only).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        return std::process::id() as u64
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64));
+    }
+    u64::from_ne_bytes(b)
+}

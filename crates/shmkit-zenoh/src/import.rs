@@ -1,0 +1,228 @@
+//! `--import KEY=LOCAL`: every Zenoh sample on `KEY` is published, in order, on a local
+//! broadcast channel, created if absent (with the shape given on the command line, or
+//! else the one the exporter describes).
+//!
+//! Each sample's attachment ([`crate::wire`]) names its stream and number. A number
+//! past the next expected one means samples were lost on the way (congestion control
+//! *drop*, a bridge restarted): the gap is published as a loss report, which local
+//! subscribers receive as `Lagged { missed }`. A number already published is a
+//! duplicate and dropped. The stream and number of the last message published are kept
+//! in the channel itself (the publisher's two user words), so a bridge restarted after a
+//! crash takes the channel over and reports the gap since its predecessor's last
+//! message: subscribers never see a message twice or torn.
+
+use std::time::Duration;
+
+use shmkit::channel::broadcast::{self, Overflow, Publisher};
+use shmkit::tokio::AsyncPublisher;
+use shmkit::typed::TypeTag;
+use shmkit::{Error, Name, Options, Segment};
+use zenoh::handlers::FifoChannel;
+use zenoh::Session;
+
+use crate::wire::{self, Attachment, Export};
+use crate::{log, Shared};
+
+/// One `--import`.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub key: String,
+    pub local: Name,
+}
+
+/// The shape of a channel an import creates, as far as the command line gives it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    pub slots: Option<u64>,
+    pub max_message: Option<u64>,
+    pub overflow: Option<Overflow>,
+    pub subscribers: u32,
+    pub mode: u32,
+}
+
+/// Runs one import until the bridge stops; an error ends this import only.
+pub async fn run(session: Session, spec: Spec, shared: std::sync::Arc<Shared>) {
+    if let Err(e) = serve(&session, &spec, &shared).await {
+        log(format!("import {}: {e}; this import stops, the others go on", spec.key));
+        shared.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What an exporter says about `key`, if one answers within `timeout`.
+pub async fn describe(session: &Session, key: &str, timeout: Duration) -> Option<Export> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(replies) = session.get(wire::meta_key(key)).timeout(timeout).await {
+            while let Ok(reply) = replies.recv_async().await {
+                if let Ok(sample) = reply.result() {
+                    let bytes = sample.payload().to_bytes();
+                    if let Ok(export) = serde_json::from_slice::<Export>(&bytes) {
+                        return Some(export);
+                    }
+                }
+            }
+        }
+        // No exporter reachable yet: the peers may still be connecting.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn type_name(t: Option<TypeTag>) -> String {
+    t.map_or("untyped messages".into(), |t| t.to_string())
+}
+
+/// Opens the local channel as its publisher (taking over from a dead one), or creates
+/// it. Returns the publisher and whether this bridge created the channel.
+fn open_or_create(
+    spec: &Spec,
+    shape: &Shape,
+    described: Option<&Export>,
+) -> Result<(Publisher, bool), String> {
+    match Segment::open(&spec.local, &Options::default()) {
+        Ok(seg) => {
+            let p = Publisher::from_segment(seg).map_err(|e| match e {
+                Error::Busy { pid, .. } => format!(
+                    "{} already has a live publisher (pid {pid}): one import per channel",
+                    spec.local
+                ),
+                e => format!("cannot publish on {}: {e}", spec.local),
+            })?;
+            return Ok((p, false));
+        }
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(format!("cannot open {}: {e}", spec.local)),
+    }
+    let lossless = described.map_or(true, |d| d.overflow != Overflow::Overwrite.to_string());
+    let config = broadcast::Config {
+        slots: shape.slots.or(described.and_then(|d| d.slots)).unwrap_or(1024) as usize,
+        max_message: shape.max_message.or(described.map(|d| d.max_message)).unwrap_or(1008)
+            as usize,
+        subscribers: shape.subscribers,
+        overflow: shape.overflow.unwrap_or(if lossless {
+            Overflow::Backpressure
+        } else {
+            Overflow::Overwrite
+        }),
+        mode: shape.mode,
+        message_type: described.and_then(|d| d.message_type).map(Into::into),
+    };
+    match Publisher::create(&spec.local, &config) {
+        Ok(p) => Ok((p, true)),
+        // Made by someone else meanwhile: publish on theirs.
+        Err(Error::AlreadyExists { .. }) => open_or_create(spec, shape, described),
+        Err(e) => Err(format!("cannot create {}: {e}", spec.local)),
+    }
+}
+
+async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), String> {
+    let described = describe(session, &spec.key, shared.describe_timeout).await;
+    let (publisher, created) = open_or_create(spec, &shared.shape, described.as_ref())?;
+    let local_type = TypeTag::from_params(&layout_params(&publisher));
+    if let Some(d) = &described {
+        let remote_type = d.message_type.map(TypeTag::from);
+        if remote_type != local_type {
+            return Err(format!(
+                "type mismatch: {} carries {} ({} on {}), {} carries {}: refused",
+                spec.key,
+                type_name(remote_type),
+                d.local,
+                d.host,
+                spec.local,
+                type_name(local_type)
+            ));
+        }
+    }
+    let geo = publisher.geometry();
+    let mut publisher = AsyncPublisher::new(publisher).map_err(|e| e.to_string())?;
+    publisher.set_wait_strategy(shared.wait);
+    let subscriber = session
+        .declare_subscriber(spec.key.clone())
+        // A full queue holds Zenoh's receiving side: with congestion control *block*
+        // at the exporter, that is backpressure across the link.
+        .with(FifoChannel::new(shared.queue))
+        .await
+        .map_err(|e| format!("zenoh: {e}"))?;
+    log(format!(
+        "import {}: {} -> {} ({} slots x {} B, {}{})",
+        spec.key,
+        spec.key,
+        spec.local,
+        geo.slots,
+        geo.max_message,
+        geo.overflow,
+        if created { ", created" } else { "" }
+    ));
+    let [mut last_source, mut last_seq] = publisher.get_ref().user_words();
+    let mut said = Said::default();
+    loop {
+        let sample = subscriber.recv_async().await.map_err(|e| format!("zenoh: {e}"))?;
+        let att = sample.attachment().and_then(|a| Attachment::decode(&a.to_bytes()));
+        let Some(att) = att else {
+            once(&mut said.foreign, || {
+                format!("import {}: samples without a shmkit attachment are dropped", spec.key)
+            });
+            continue;
+        };
+        if att.message_type != local_type {
+            once(&mut said.mismatch, || {
+                format!(
+                    "import {}: refused: the stream carries {}, {} carries {}",
+                    spec.key,
+                    type_name(att.message_type),
+                    spec.local,
+                    type_name(local_type)
+                )
+            });
+            continue;
+        }
+        if att.source == last_source {
+            if att.seq <= last_seq {
+                continue; // published already
+            }
+            let missed = att.seq - last_seq - 1;
+            if missed > 0 {
+                publisher.get_mut().report_lost(missed).map_err(|e| e.to_string())?;
+            }
+        }
+        let payload = sample.payload().to_bytes();
+        if payload.len() as u64 > geo.max_message {
+            once(&mut said.too_large, || {
+                format!(
+                    "import {}: a {} B message exceeds {}'s {} B: reported as lost",
+                    spec.key,
+                    payload.len(),
+                    spec.local,
+                    geo.max_message
+                )
+            });
+            publisher.get_mut().report_lost(1).map_err(|e| e.to_string())?;
+        } else {
+            publisher.send(&payload).await.map_err(|e| format!("{}: {e}", spec.local))?;
+        }
+        (last_source, last_seq) = (att.source, att.seq);
+        publisher.get_mut().set_user_words([last_source, last_seq]);
+    }
+}
+
+/// The header parameters of a publisher's channel (for its message type).
+fn layout_params(p: &Publisher) -> [u64; 8] {
+    shmkit::layout::validate(p.segment()).map_or([0; 8], |h| h.params)
+}
+
+/// Problems reported once per import (a stream can repeat them millions of times).
+#[derive(Default)]
+struct Said {
+    foreign: bool,
+    mismatch: bool,
+    too_large: bool,
+}
+
+fn once(flag: &mut bool, what: impl FnOnce() -> String) {
+    if !*flag {
+        *flag = true;
+        log(what());
+    }
+}
