@@ -95,7 +95,7 @@ fn open_or_create(
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(format!("cannot open {}: {e}", spec.local)),
     }
-    let lossless = described.map_or(true, |d| d.overflow != Overflow::Overwrite.to_string());
+    let lossless = described.is_none_or(|d| d.overflow != Overflow::Overwrite.to_string());
     let config = broadcast::Config {
         slots: shape.slots.or(described.and_then(|d| d.slots)).unwrap_or(1024) as usize,
         max_message: shape.max_message.or(described.map(|d| d.max_message)).unwrap_or(1008)
@@ -118,7 +118,19 @@ fn open_or_create(
 }
 
 async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), String> {
-    let described = describe(session, &spec.key, shared.describe_timeout).await;
+    // The shape of a channel to create comes from the command line or the exporter:
+    // without either, wait for an exporter to describe it.
+    let must_describe = shared.shape.max_message.is_none() && !exists(&spec.local);
+    let mut described = describe(session, &spec.key, shared.describe_timeout).await;
+    if described.is_none() && must_describe {
+        log(format!(
+            "import {}: waiting for an exporter of {} to describe it (or give --max-msg)",
+            spec.key, spec.key
+        ));
+        while described.is_none() {
+            described = describe(session, &spec.key, shared.describe_timeout).await;
+        }
+    }
     let (publisher, created) = open_or_create(spec, &shared.shape, described.as_ref())?;
     let local_type = TypeTag::from_params(&layout_params(&publisher));
     if let Some(d) = &described {
@@ -205,6 +217,11 @@ async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), St
         (last_source, last_seq) = (att.source, att.seq);
         publisher.get_mut().set_user_words([last_source, last_seq]);
     }
+}
+
+/// Whether the local channel exists.
+fn exists(name: &Name) -> bool {
+    !matches!(Segment::open(name, &Options::default()), Err(Error::NotFound { .. }))
 }
 
 /// The header parameters of a publisher's channel (for its message type).

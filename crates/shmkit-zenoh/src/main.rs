@@ -61,12 +61,12 @@ struct Args {
     /// Find other bridges by multicast scouting too.
     #[arg(long)]
     multicast: bool,
-    /// For channels an import creates: slots (default: the exporter's, else 1024).
-    #[arg(long)]
+    /// For channels an import creates: slots (default: the exporter's).
+    #[arg(long, value_parser = parse_size)]
     slots: Option<u64>,
-    /// For channels an import creates: largest message (default: the exporter's, else
-    /// 1008).
-    #[arg(long = "max-msg")]
+    /// For channels an import creates: largest message, e.g. 1008 or 64K (default: the
+    /// exporter's; without this, an import waits for an exporter to describe it).
+    #[arg(long = "max-msg", value_parser = parse_size)]
     max_msg: Option<u64>,
     /// For channels an import creates: `backpressure` or `overwrite` (default: what
     /// the exporter's channel does; SPSC and MPSC exports are lossless, hence
@@ -111,6 +111,27 @@ fn parse_key(s: &str) -> Result<String, String> {
     zenoh::key_expr::KeyExpr::try_from(s.to_string())
         .map(|k| k.to_string())
         .map_err(|e| format!("`{s}` is not a Zenoh key expression: {e}"))
+}
+
+/// `4096`, `64K`, `1M` (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M or G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{s}` is not a size"))
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

@@ -4,7 +4,7 @@
 //! Host A: `shmkit pub` → channel A → bridge A (`--export`). Host B: bridge B
 //! (`--import`) → channel B → `shmkit sub`. Every test uses its own port and names.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -129,7 +129,15 @@ fn importer(ep: &str, key: &str, local: &str, extra: &[&str]) -> Proc {
     args.push(&spec);
     args.extend_from_slice(extra);
     let b = bridge(&args);
-    until(&format!("the importer creates {local}"), || exists(local));
+    let start = Instant::now();
+    while !exists(local) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the importer never created {local}: {}",
+            b.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     b
 }
 
@@ -153,12 +161,9 @@ fn sub(local: &str, extra: &[&str]) -> (Proc, Arc<Mutex<Vec<u8>>>) {
     (p, out)
 }
 
-/// Subscribers attached to a local broadcast channel (from `shmkit info --json`).
+/// Subscribers attached to a local broadcast channel.
 fn subscribers(local: &str) -> u64 {
-    let out = Command::new(shmkit()).args(["info", &format!("posix:{local}"), "--json"]).output();
-    let Ok(out) = out else { return 0 };
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["object"]["broadcast"]["subscribers"]
+    status(local)["subscribers"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["state"] == "attached").count() as u64)
 }
@@ -167,8 +172,8 @@ fn lines(n: usize) -> String {
     (0..n).map(|i| format!("line {i} {}\n", "x".repeat(i % 37))).collect()
 }
 
-/// `shmkit pub --create` on `local` with `input` on stdin, written by a thread.
-fn publish(local: &str, extra: &[&str], input: Vec<u8>) -> Proc {
+/// `shmkit pub --create` on `local`, its stdin left to the caller.
+fn start_pub(local: &str, extra: &[&str]) -> (Proc, std::process::ChildStdin) {
     let mut p = Proc::spawn(
         Command::new(shmkit())
             .args(["pub", &format!("posix:{local}"), "--create"])
@@ -176,19 +181,35 @@ fn publish(local: &str, extra: &[&str], input: Vec<u8>) -> Proc {
             .stdin(Stdio::piped())
             .stdout(Stdio::null()),
     );
-    let mut stdin = p.child.stdin.take().unwrap();
+    let stdin = p.child.stdin.take().unwrap();
+    until(&format!("pub creates {local}"), || exists(local));
+    (p, stdin)
+}
+
+/// `shmkit pub --create` on `local` with `input` on stdin, written by a thread.
+fn publish(local: &str, extra: &[&str], input: Vec<u8>) -> Proc {
+    let (p, mut stdin) = start_pub(local, extra);
     std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
     p
 }
 
+/// A channel's broadcast status (`shmkit info --json`).
+fn status(local: &str) -> Value {
+    let out = Command::new(shmkit()).args(["info", &format!("posix:{local}"), "--json"]).output();
+    let v: Value =
+        out.map_or(Value::Null, |o| serde_json::from_slice(&o.stdout).unwrap_or(Value::Null));
+    v["object"]["broadcast"].clone()
+}
+
 #[test]
 fn a_published_stream_reaches_a_subscriber_on_the_other_host_byte_for_byte() {
     let (a, b) = (unique("a"), unique("b"));
     let (_bridge_a, ep) = exporter(&a, "test/exact");
-    let _bridge_b =
-        importer(&ep, "test/exact", &b, &["--slots", "1024", "--overflow", "backpressure"]);
+    // The exporter's channel does not exist yet: the shape comes from here.
+    let shape = ["--max-msg", "1008", "--overflow", "backpressure"];
+    let _bridge_b = importer(&ep, "test/exact", &b, &shape);
     let (_sub, out) = sub(&b, &[]);
     until("the subscriber joins", || subscribers(&b) == 1);
     let text = lines(100_000);
@@ -200,4 +221,273 @@ fn a_published_stream_reaches_a_subscriber_on_the_other_host_byte_for_byte() {
     assert!(p.wait().success(), "{}", p.stderr());
     until("every line arrives", || out.lock().unwrap().len() >= text.len());
     assert!(*out.lock().unwrap() == text.as_bytes(), "the subscriber's output differs");
+}
+
+#[test]
+fn two_importing_bridges_receive_the_same_stream_in_channels_of_the_exporters_shape() {
+    let (a, b1, b2) = (unique("a"), unique("b1"), unique("b2"));
+    let (_bridge_a, ep) = exporter(&a, "test/twice");
+    let (mut p, mut stdin) =
+        start_pub(&a, &["--overflow", "backpressure", "--slots", "64", "--max-msg", "200"]);
+    // No shape given: each importer makes its channel as the exporter describes it.
+    let _bridge_b1 = importer(&ep, "test/twice", &b1, &[]);
+    let _bridge_b2 = importer(&ep, "test/twice", &b2, &[]);
+    for b in [&b1, &b2] {
+        let st = status(b);
+        assert_eq!(
+            (st["slots"].as_u64(), st["max_message"].as_u64()),
+            (Some(64), Some(200)),
+            "{st}"
+        );
+        assert_eq!(st["overflow"], "backpressure", "{st}");
+    }
+    let (_s1, out1) = sub(&b1, &[]);
+    let (_s2, out2) = sub(&b2, &[]);
+    until("both subscribers join", || subscribers(&b1) == 1 && subscribers(&b2) == 1);
+    let text = lines(20_000);
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    assert!(p.wait().success(), "{}", p.stderr());
+    for out in [out1, out2] {
+        until("every line arrives", || out.lock().unwrap().len() >= text.len());
+        assert!(*out.lock().unwrap() == text.as_bytes(), "an importer's subscriber differs");
+    }
+}
+
+/// The numbers of the lines `numbered` wrote, as received: in order, none twice.
+fn received_numbers(out: &[u8]) -> Vec<u64> {
+    let text = std::str::from_utf8(out).unwrap();
+    let numbers: Vec<u64> = text
+        .lines()
+        .map(|l| l.strip_prefix("msg ").and_then(|n| n.parse().ok()).expect("a whole line"))
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated");
+    numbers
+}
+
+/// Messages `sub` reported lost on stderr.
+fn reported_lost(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter_map(|l| l.split(" messages lost").next()?.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_importing_bridge_killed_and_restarted_mid_stream_leaves_a_reported_gap() {
+    let (a, b) = (unique("a"), unique("b"));
+    let (_bridge_a, ep) = exporter(&a, "test/restart");
+    let shape = ["--overflow", "overwrite", "--max-msg", "64"];
+    let mut bridge_b = importer(&ep, "test/restart", &b, &shape);
+    let (mut s, out) = sub(&b, &["--follow"]);
+    until("the subscriber joins", || subscribers(&b) == 1);
+    // 20,000 numbered lines at 5,000 a second: about 4 s of stream.
+    let total = 20_000u64;
+    let text: String = (0..total).map(|i| format!("msg {i}\n")).collect();
+    let mut p = publish(&a, &["--rate", "5000", "--wait-subscribers", "1"], text.into_bytes());
+    until("the stream is under way", || out.lock().unwrap().len() > 10_000);
+    bridge_b.signal(libc::SIGKILL);
+    bridge_b.wait();
+    // The channel outlives the importer that created it; its subscriber waits.
+    assert!(exists(&b));
+    let _bridge_b2 = importer(&ep, "test/restart", &b, &shape);
+    assert!(p.wait().success(), "{}", p.stderr());
+    let last = format!("msg {}\n", total - 1);
+    until("the last line arrives", || out.lock().unwrap().ends_with(last.as_bytes()));
+    s.signal(libc::SIGTERM);
+    s.wait();
+    let numbers = received_numbers(&out.lock().unwrap());
+    let lost = reported_lost(&s.stderr());
+    let got = numbers.len() as u64;
+    assert!(lost > 0, "the gap while bridge B was down is reported: {}", s.stderr());
+    // Every line either arrived or was reported lost. A kill between publishing a
+    // message and recording its number counts that message once more as lost.
+    assert!(
+        got + lost == total || got + lost == total + 1,
+        "received {got} + reported lost {lost} vs published {total}: {}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("waiting for the next one"), "{}", s.stderr());
+    // Created by the killed bridge, taken over by its successor: neither removes it.
+    shmkit::Segment::open(&shmkit::Name::Posix(b), &shmkit::Options::default())
+        .unwrap()
+        .remove()
+        .unwrap();
+}
+
+#[test]
+fn a_slow_remote_subscriber_under_backpressure_holds_the_publisher_and_loses_nothing() {
+    let (a, b) = (unique("a"), unique("b"));
+    let (_bridge_a, ep) = exporter(&a, "test/slow");
+    // Small queues everywhere, so that a stalled reader fills them quickly.
+    let _bridge_b =
+        importer(&ep, "test/slow", &b, &["--queue", "4", "--slots", "16", "--max-msg", "16K"]);
+    // This subscriber's stdout is a pipe the test does not read until the end.
+    let mut slow = Proc::spawn(
+        Command::new(shmkit()).args(["sub", &format!("posix:{b}")]).stdout(Stdio::piped()),
+    );
+    until("the subscriber joins", || subscribers(&b) == 1);
+    // 64 MiB in 16 KiB messages: far more than every buffer on the way holds.
+    let chunk = 16 * 1024;
+    let data: Vec<u8> =
+        (0..64 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut p = publish(
+        &a,
+        &[
+            "--overflow",
+            "backpressure",
+            "--slots",
+            "16",
+            "--max-msg",
+            "16K",
+            "--bytes",
+            "16K",
+            "--wait-subscribers",
+            "1",
+        ],
+        data.clone(),
+    );
+    // Host A's channel fills up and its publisher waits: the stall has reached it.
+    until("host A's ring is full", || {
+        let out = Command::new(shmkit())
+            .args(["info", &format!("posix:{a}"), "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["object"]["broadcast"]["subscribers"][0]["lag"].as_u64().unwrap_or(0) >= 16
+    });
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the publisher finished through a stalled reader"
+    );
+    // Now read: everything arrives, nothing was lost.
+    let mut stdout = slow.child.stdout.take().unwrap();
+    let mut got = vec![0u8; data.len()];
+    stdout.read_exact(&mut got).unwrap();
+    assert!(got == data, "the bytes differ");
+    assert!(p.wait().success(), "{}", p.stderr());
+    assert_eq!(chunk, 16 * 1024);
+    slow.signal(libc::SIGTERM);
+    slow.wait();
+    assert!(!slow.stderr().contains("lost"), "{}", slow.stderr());
+}
+
+#[test]
+fn a_typed_stream_into_a_channel_of_another_type_is_refused() {
+    use shmkit::channel::broadcast::{Config, Publisher, Subscriber};
+    use shmkit::typed::TypeTag;
+    let (a, b) = (unique("a"), unique("b"));
+    let typed = |t: TypeTag| Config { message_type: Some(t), ..Config::default() };
+    let _a =
+        Publisher::create(&shmkit::Name::Posix(a.clone()), &typed(TypeTag::of::<u64>())).unwrap();
+    let _b = Subscriber::create(&shmkit::Name::Posix(b.clone()), &typed(TypeTag::of::<[u8; 16]>()))
+        .unwrap();
+    let (_bridge_a, ep) = exporter(&a, "test/typed");
+    // The exporter describes its stream's type: --list shows it.
+    let list = Command::new(BRIDGE).args(["--connect", &ep, "--list", "--json"]).output().unwrap();
+    let exports: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let e = exports.as_array().unwrap().iter().find(|e| e["key"] == "test/typed").expect("listed");
+    assert_eq!(e["message_type"]["size"], 8);
+    let mut bridge_b = bridge(&["--connect", &ep, "--import", &format!("test/typed=posix:{b}")]);
+    let status = bridge_b.wait();
+    assert_eq!(status.code(), Some(1), "{}", bridge_b.stderr());
+    let err = bridge_b.stderr();
+    assert!(err.contains("type mismatch") && err.contains("refused"), "{err}");
+}
+
+#[test]
+fn list_shows_what_reachable_bridges_export_with_their_shapes() {
+    let (a, c) = (unique("a"), unique("c"));
+    let ep = endpoint();
+    let _bridge = bridge(&[
+        "--listen",
+        &ep,
+        "--export",
+        &format!("posix:{a}=test/list/broadcast"),
+        "--export",
+        &format!("posix:{c}=test/list/spsc"),
+    ]);
+    // Both stay until the end (stdin open, nothing sent).
+    let _p = Proc::spawn(
+        Command::new(shmkit())
+            .args(["pub", &format!("posix:{a}"), "--create", "--slots", "64", "--max-msg", "512"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
+    let _s = Proc::spawn(
+        Command::new(shmkit())
+            .args(["send", &format!("posix:{c}"), "--create", "--max-msg", "4096"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
+    let mut text = String::new();
+    until("both exports are listed", || {
+        let out = Command::new(BRIDGE).args(["--connect", &ep, "--list"]).output().unwrap();
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("test/list/broadcast") && text.contains("test/list/spsc")
+    });
+    let row = |key: &str| text.lines().find(|l| l.starts_with(key)).unwrap().to_string();
+    assert!(row("test/list/broadcast").contains("64 slots x 512 B, overwrite"), "{text}");
+    assert!(
+        row("test/list/spsc").contains("spsc")
+            && row("test/list/spsc").contains("max 4096 B, backpressure"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bridge_whose_local_publisher_dies_says_so_and_serves_the_rest() {
+    let (a1, a2, b2) = (unique("a1"), unique("a2"), unique("b2"));
+    let ep = endpoint();
+    let bridge_a = bridge(&[
+        "--listen",
+        &ep,
+        "--export",
+        &format!("posix:{a1}=test/dies/one"),
+        "--export",
+        &format!("posix:{a2}=test/dies/two"),
+    ]);
+    let _bridge_b = importer(&ep, "test/dies/two", &b2, &["--max-msg", "1008"]);
+    let (_sub, out) = sub(&b2, &[]);
+    until("the subscriber joins", || subscribers(&b2) == 1);
+    let doomed = publish(&a1, &["--rate", "1000"], lines(1_000_000).into_bytes());
+    until("the doomed publisher's channel is exported", || {
+        bridge_a.stderr().contains(&format!("{a1} -> "))
+    });
+    doomed.signal(libc::SIGKILL);
+    let pid = doomed.child.id();
+    until("bridge A reports the death", || {
+        bridge_a.stderr().contains(&format!("its publisher (pid {pid}) died"))
+    });
+    // The other export still carries its stream.
+    let text = lines(1000);
+    let mut p = publish(
+        &a2,
+        &["--wait-subscribers", "1", "--overflow", "backpressure"],
+        text.clone().into_bytes(),
+    );
+    assert!(p.wait().success(), "{}", p.stderr());
+    until("every line arrives", || out.lock().unwrap().len() >= text.len());
+    assert!(*out.lock().unwrap() == text.as_bytes());
+    drop(doomed);
+    // The SIGKILLed publisher could not remove its channel.
+    shmkit::Segment::open(&shmkit::Name::Posix(a1), &shmkit::Options::default())
+        .unwrap()
+        .remove()
+        .unwrap();
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    for (args, why) in [
+        (vec!["--export", "posix:/x"], "LOCAL=KEY"),
+        (vec!["--import", "a/b=nonsense"], "nonsense"),
+        (vec!["--export", "posix:/x=a//b"], "key expression"),
+        (vec![], "nothing to do"),
+    ] {
+        let out = Command::new(BRIDGE).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
 }
