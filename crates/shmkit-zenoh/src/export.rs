@@ -91,21 +91,30 @@ async fn open(
     shared: &Shared,
 ) -> Result<(Source, Export, u64, Option<TypeTag>), String> {
     let mut said = false;
+    // A segment seen while its creator is still making it (sized zero, or a blank
+    // header) is given the creator's time (`layout::OPEN_TIMEOUT`) before it counts as
+    // not a channel.
+    let mut first_seen: Option<std::time::Instant> = None;
     let seg = loop {
+        let mut in_creation = |e: &Error| {
+            let since = *first_seen.get_or_insert_with(std::time::Instant::now);
+            since.elapsed() < layout::OPEN_TIMEOUT && !matches!(e, Error::PermissionDenied { .. })
+        };
         match Segment::open(&spec.local, &Options::default()) {
-            Ok(seg) => match layout::validate(&seg) {
+            Ok(seg) => match layout::wait_ready(&seg, layout::OPEN_TIMEOUT) {
                 Ok(_) => break seg,
-                Err(Error::NotReady { .. }) => {}
+                Err(e) if in_creation(&e) => {}
                 Err(e) => return Err(format!("{} is not a shmkit channel: {e}", spec.local)),
             },
             Err(Error::NotFound { .. }) => {}
+            Err(e) if in_creation(&e) => {}
             Err(e) => return Err(format!("cannot open {}: {e}", spec.local)),
         }
         if !said {
             log(format!("export {}: waiting for {} to be created", spec.key, spec.local));
             said = true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(if first_seen.is_some() { 5 } else { 100 })).await;
     };
     let h = layout::validate(&seg).map_err(|e| e.to_string())?;
     let source = wire::source_id(&spec.local.to_string(), h.creator_pid, h.created_ns);

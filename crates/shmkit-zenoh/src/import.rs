@@ -14,10 +14,8 @@
 use std::time::Duration;
 
 use shmkit::channel::broadcast::{self, Overflow, Publisher};
-use shmkit::tokio::AsyncPublisher;
 use shmkit::typed::TypeTag;
 use shmkit::{Error, Name, Options, Segment};
-use zenoh::handlers::FifoChannel;
 use zenoh::Session;
 
 use crate::wire::{self, Attachment, Export};
@@ -148,13 +146,33 @@ async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), St
         }
     }
     let geo = publisher.geometry();
-    let mut publisher = AsyncPublisher::new(publisher).map_err(|e| e.to_string())?;
+    let mut publisher = publisher;
     publisher.set_wait_strategy(shared.wait);
+    let [last_source, last_seq] = publisher.user_words();
+    let relay = Relay {
+        key: spec.key.clone(),
+        local: spec.local.to_string(),
+        publisher,
+        local_type,
+        max_message: geo.max_message,
+        last_source,
+        last_seq,
+        said: Said::default(),
+    };
+    let relay = std::sync::Mutex::new(relay);
+    let (failed, mut failure) = tokio::sync::mpsc::unbounded_channel();
     let subscriber = session
         .declare_subscriber(spec.key.clone())
-        // A full queue holds Zenoh's receiving side: with congestion control *block*
-        // at the exporter, that is backpressure across the link.
-        .with(FifoChannel::new(shared.queue))
+        // Each sample is published from Zenoh's receiving thread as it arrives: no
+        // queue, no hand-over to another thread. A publish that waits (backpressure)
+        // holds that thread, which holds the link: with congestion control *block* at
+        // the exporter, backpressure reaches the remote publisher.
+        .callback(move |sample| {
+            let mut relay = relay.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = relay.take(&sample) {
+                let _ = failed.send(e);
+            }
+        })
         .await
         .map_err(|e| format!("zenoh: {e}"))?;
     log(format!(
@@ -167,55 +185,71 @@ async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), St
         geo.overflow,
         if created { ", created" } else { "" }
     ));
-    let [mut last_source, mut last_seq] = publisher.get_ref().user_words();
-    let mut said = Said::default();
-    loop {
-        let sample = subscriber.recv_async().await.map_err(|e| format!("zenoh: {e}"))?;
+    let why = failure.recv().await.unwrap_or_else(|| "the subscriber went away".into());
+    drop(subscriber);
+    Err(why)
+}
+
+/// The state of one import's data path, driven by Zenoh's callback.
+struct Relay {
+    key: String,
+    local: String,
+    publisher: Publisher,
+    local_type: Option<TypeTag>,
+    max_message: u64,
+    /// The stream and number of the last message published (also in the channel's
+    /// user words, for a successor).
+    last_source: u64,
+    last_seq: u64,
+    said: Said,
+}
+
+impl Relay {
+    /// Publishes one sample (or the loss before it); `Err` ends the import.
+    fn take(&mut self, sample: &zenoh::sample::Sample) -> Result<(), String> {
         let att = sample.attachment().and_then(|a| Attachment::decode(&a.to_bytes()));
+        let (key, local) = (&self.key, &self.local);
         let Some(att) = att else {
-            once(&mut said.foreign, || {
-                format!("import {}: samples without a shmkit attachment are dropped", spec.key)
+            once(&mut self.said.foreign, || {
+                format!("import {key}: samples without a shmkit attachment are dropped")
             });
-            continue;
+            return Ok(());
         };
-        if att.message_type != local_type {
-            once(&mut said.mismatch, || {
+        if att.message_type != self.local_type {
+            let ours = self.local_type;
+            once(&mut self.said.mismatch, || {
                 format!(
-                    "import {}: refused: the stream carries {}, {} carries {}",
-                    spec.key,
+                    "import {key}: refused: the stream carries {}, {local} carries {}",
                     type_name(att.message_type),
-                    spec.local,
-                    type_name(local_type)
+                    type_name(ours)
                 )
             });
-            continue;
+            return Ok(());
         }
-        if att.source == last_source {
-            if att.seq <= last_seq {
-                continue; // published already
+        if att.source == self.last_source {
+            if att.seq <= self.last_seq {
+                return Ok(()); // published already
             }
-            let missed = att.seq - last_seq - 1;
+            let missed = att.seq - self.last_seq - 1;
             if missed > 0 {
-                publisher.get_mut().report_lost(missed).map_err(|e| e.to_string())?;
+                self.publisher.report_lost(missed).map_err(|e| format!("{}: {e}", self.local))?;
             }
         }
         let payload = sample.payload().to_bytes();
-        if payload.len() as u64 > geo.max_message {
-            once(&mut said.too_large, || {
+        if payload.len() as u64 > self.max_message {
+            let (key, len, local, max) = (&self.key, payload.len(), &self.local, self.max_message);
+            once(&mut self.said.too_large, || {
                 format!(
-                    "import {}: a {} B message exceeds {}'s {} B: reported as lost",
-                    spec.key,
-                    payload.len(),
-                    spec.local,
-                    geo.max_message
+                    "import {key}: a {len} B message exceeds {local}'s {max} B: reported as lost"
                 )
             });
-            publisher.get_mut().report_lost(1).map_err(|e| e.to_string())?;
+            self.publisher.report_lost(1).map_err(|e| format!("{}: {e}", self.local))?;
         } else {
-            publisher.send(&payload).await.map_err(|e| format!("{}: {e}", spec.local))?;
+            self.publisher.send(&payload).map_err(|e| format!("{}: {e}", self.local))?;
         }
-        (last_source, last_seq) = (att.source, att.seq);
-        publisher.get_mut().set_user_words([last_source, last_seq]);
+        (self.last_source, self.last_seq) = (att.source, att.seq);
+        self.publisher.set_user_words([att.source, att.seq]);
+        Ok(())
     }
 }
 

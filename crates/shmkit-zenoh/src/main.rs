@@ -87,9 +87,6 @@ struct Args {
     /// for replies to --list.
     #[arg(long, default_value = "2", value_name = "SECS")]
     timeout: f64,
-    /// Samples an import queues before it holds Zenoh's receiving side.
-    #[arg(long, default_value = "256")]
-    queue: usize,
 }
 
 fn parse_export(s: &str) -> Result<export::Spec, String> {
@@ -146,7 +143,6 @@ pub struct Shared {
     pub wait: WaitStrategy,
     pub shape: import::Shape,
     pub describe_timeout: Duration,
-    pub queue: usize,
     /// Set when an export or import has stopped on an error.
     pub failed: AtomicBool,
 }
@@ -224,7 +220,6 @@ fn run(args: Args) -> Result<i32, String> {
                 mode: args.mode,
             },
             describe_timeout: timeout,
-            queue: args.queue.max(1),
             failed: AtomicBool::new(false),
         });
         let mut tasks = tokio::task::JoinSet::new();

@@ -320,8 +320,7 @@ fn a_slow_remote_subscriber_under_backpressure_holds_the_publisher_and_loses_not
     let (a, b) = (unique("a"), unique("b"));
     let (_bridge_a, ep) = exporter(&a, "test/slow");
     // Small queues everywhere, so that a stalled reader fills them quickly.
-    let _bridge_b =
-        importer(&ep, "test/slow", &b, &["--queue", "4", "--slots", "16", "--max-msg", "16K"]);
+    let _bridge_b = importer(&ep, "test/slow", &b, &["--slots", "16", "--max-msg", "16K"]);
     // This subscriber's stdout is a pipe the test does not read until the end.
     let mut slow = Proc::spawn(
         Command::new(shmkit()).args(["sub", &format!("posix:{b}")]).stdout(Stdio::piped()),
