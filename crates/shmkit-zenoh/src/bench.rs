@@ -120,12 +120,10 @@ impl Ends for ShmEnds {
         self.publisher.send(msg).map_err(|e| e.without_message()).expect("shmkit send");
     }
     fn recv(&mut self, buf: &mut Vec<u8>) {
-        loop {
-            match self.subscriber.recv(buf) {
-                Ok(_) => return,
-                Err(RecvError::Lagged { .. }) => panic!("lost messages under backpressure"),
-                Err(e) => panic!("shmkit recv: {e}"),
-            }
+        match self.subscriber.recv(buf) {
+            Ok(_) => {}
+            Err(RecvError::Lagged { .. }) => panic!("lost messages under backpressure"),
+            Err(e) => panic!("shmkit recv: {e}"),
         }
     }
     fn recv_timeout(&mut self, buf: &mut Vec<u8>, t: Duration) -> bool {
