@@ -71,6 +71,11 @@ fn sample_until(name: &str, interval: &str, done: impl Fn(&Value) -> bool) -> Va
     }
 }
 
+/// `shmkit send --create` of `bytes`-byte messages (from /dev/zero) at `rate` a second.
+fn paced_send(target: &str, bytes: &str, rate: &str) -> Reaped {
+    spawn(&["send", target, "--create", "--file", "/dev/zero", "--bytes", bytes, "--rate", rate])
+}
+
 fn within(value: f64, expected: f64, tolerance: f64) -> bool {
     (value - expected).abs() <= expected * tolerance
 }
@@ -80,17 +85,7 @@ fn once_json_measures_a_paced_stream_within_twenty_percent() {
     let name = unique("paced");
     let target = format!("posix:{name}");
     // 64-byte messages at 1000 a second; a frame is the payload and an 8-byte header.
-    let _send = spawn(&[
-        "send",
-        &target,
-        "--create",
-        "--file",
-        "/dev/zero",
-        "--bytes",
-        "64",
-        "--rate",
-        "1000",
-    ]);
+    let _send = paced_send(&target, "64", "1000");
     let _recv = spawn(&["recv", &target, "--open-timeout", "10"]);
     // Both ends attached and the stream under way before the measured interval.
     let c = sample_until(&name, "1", |c| {
@@ -166,17 +161,7 @@ fn a_stalled_broadcast_subscriber_shows_as_the_lagging_one() {
 fn a_killed_sender_is_shown_dead() {
     let name = unique("killed");
     let target = format!("posix:{name}");
-    let mut send = spawn(&[
-        "send",
-        &target,
-        "--create",
-        "--file",
-        "/dev/zero",
-        "--bytes",
-        "8",
-        "--rate",
-        "100",
-    ]);
+    let mut send = paced_send(&target, "8", "100");
     let start = Instant::now();
     let rx = loop {
         if let Ok(rx) = spsc::Receiver::open(&Name::Posix(name.clone())) {
@@ -413,17 +398,7 @@ fn channels_vanishing_under_it_are_skipped() {
 fn the_full_screen_view_shows_the_channel_and_opens_its_detail() {
     let name = unique("tui");
     let target = format!("posix:{name}");
-    let _send = spawn(&[
-        "send",
-        &target,
-        "--create",
-        "--file",
-        "/dev/zero",
-        "--bytes",
-        "16",
-        "--rate",
-        "1000",
-    ]);
+    let _send = paced_send(&target, "16", "1000");
     let _recv = spawn(&["recv", &target, "--open-timeout", "10"]);
     let (master, slave) = pty(40, 160);
     let mut top = Reaped(

@@ -318,41 +318,21 @@ fn measure(via: &str, size: usize, mode: &str, count: u64) -> f64 {
     if via == "shm" {
         let bridge = bin_dir().join("shmkit-bridge");
         let size_arg = size.max(8).to_string();
-        bridges.push(Reaped(
-            Command::new(&bridge)
-                .args([
-                    "--listen",
-                    &ep,
-                    "--export",
-                    &format!("{a_req}=bench/req"),
-                    "--import",
-                    &format!("bench/rep={a_rep}"),
-                    "--max-msg",
-                    &size_arg,
-                    "--slots",
-                    "256",
-                ])
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("shmkit-bridge beside the bench binary"),
-        ));
-        bridges.push(Reaped(
-            Command::new(&bridge)
-                .args([
-                    "--connect",
-                    &ep,
-                    "--import",
-                    &format!("bench/req={b_req}"),
-                    "--export",
-                    &format!("{b_rep}=bench/rep"),
-                    "--max-msg",
-                    &size_arg,
-                    "--slots",
-                    "256",
-                ])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let start = |side: &str, import: String, export: String| {
+            Reaped(
+                Command::new(&bridge)
+                    .args([side, &ep, "--import", &import, "--export", &export])
+                    .args(["--max-msg", &size_arg, "--slots", "256"])
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("shmkit-bridge beside the bench binary"),
+            )
+        };
+        bridges.push(start("--listen", format!("bench/rep={a_rep}"), format!("{a_req}=bench/req")));
+        bridges.push(start(
+            "--connect",
+            format!("bench/req={b_req}"),
+            format!("{b_rep}=bench/rep"),
         ));
     }
     let mut ping = Reaped(common("ping", &a_req, &a_rep).stdout(Stdio::piped()).spawn().unwrap());
