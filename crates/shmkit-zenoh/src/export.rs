@@ -172,7 +172,6 @@ async fn open(
 pub async fn run(session: Session, spec: Spec, shared: Arc<Shared>) {
     if let Err(e) = serve(&session, &spec, &shared).await {
         log(format!("export {}: {e}; this export stops, the others go on", spec.key));
-        shared.failed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

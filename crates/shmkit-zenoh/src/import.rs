@@ -42,7 +42,6 @@ pub struct Shape {
 pub async fn run(session: Session, spec: Spec, shared: std::sync::Arc<Shared>) {
     if let Err(e) = serve(&session, &spec, &shared).await {
         log(format!("import {}: {e}; this import stops, the others go on", spec.key));
-        shared.failed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

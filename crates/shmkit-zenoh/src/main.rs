@@ -13,7 +13,6 @@ mod list;
 mod wire;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,8 +142,6 @@ pub struct Shared {
     pub wait: WaitStrategy,
     pub shape: import::Shape,
     pub describe_timeout: Duration,
-    /// Set when an export or import has stopped on an error.
-    pub failed: AtomicBool,
 }
 
 /// A line on stderr, prefixed like every shmkit tool's.
@@ -220,7 +217,6 @@ fn run(args: Args) -> Result<i32, String> {
                 mode: args.mode,
             },
             describe_timeout: timeout,
-            failed: AtomicBool::new(false),
         });
         let mut tasks = tokio::task::JoinSet::new();
         for spec in args.export {
