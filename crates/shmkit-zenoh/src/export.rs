@@ -2,9 +2,10 @@
 //! `KEY`, in order, with the attachment of [`crate::wire`]; the export's description is
 //! answered on `shmkit/meta/KEY`.
 //!
-//! The local channel is read through shmkit's async ends (spin briefly, then await the
-//! doorbell): a broadcast channel as one more subscriber (the publisher is not
-//! disturbed), an SPSC or MPSC channel as its receiver (the bridge consumes it).
+//! The local channel is read on a thread of its own with the end's blocking receive
+//! (spin, then park on the channel's futex): a broadcast channel as one more
+//! subscriber (the publisher is not disturbed), an SPSC or MPSC channel as its
+//! receiver (the bridge consumes it). Setup, descriptions and restarts run as a task.
 //! Lossless channels (SPSC, MPSC, broadcast under backpressure) are published with
 //! congestion control *block*: a slow network or remote subscriber holds the bridge,
 //! which holds the local channel, which holds its sender. Broadcast under overwrite is
@@ -14,9 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shmkit::channel::broadcast::{self, Overflow};
-use shmkit::channel::{mpsc, Receiver, RecvError};
+use shmkit::channel::{mpsc, Receiver};
 use shmkit::layout::{self, ObjectKind};
-use shmkit::tokio::{AsyncMpscReceiver, AsyncReceiver, AsyncSubscriber};
 use shmkit::typed::TypeTag;
 use shmkit::{Error, Name, Options, Segment};
 use zenoh::qos::CongestionControl;
@@ -34,9 +34,9 @@ pub struct Spec {
 
 /// The local end an export reads.
 enum Source {
-    Broadcast(AsyncSubscriber),
-    Spsc(AsyncReceiver),
-    Mpsc(AsyncMpscReceiver),
+    Broadcast(broadcast::Subscriber),
+    Spsc(Receiver),
+    Mpsc(mpsc::Receiver),
 }
 
 /// What one receive from the local channel gave.
@@ -51,36 +51,41 @@ enum Got {
     Fatal(String),
 }
 
+/// How long a receive waits before the pump looks at its stop flag.
+const LOOK_AT_STOP: Duration = Duration::from_millis(100);
+
 impl Source {
-    async fn next(&mut self, buf: &mut Vec<u8>, counter: &mut u64) -> Got {
-        let simple = |r: Result<usize, RecvError>, counter: &mut u64| match r {
+    /// Waits for the next message (the end's wait strategy: spin, then park on the
+    /// channel's futex), at most [`LOOK_AT_STOP`]: `None` if none came.
+    fn next(&mut self, buf: &mut Vec<u8>, counter: &mut u64) -> Option<Got> {
+        use shmkit::channel::RecvTimeoutError as E;
+        let simple = |r: Result<usize, E>, counter: &mut u64| match r {
             Ok(_) => {
                 *counter += 1;
-                Got::Message(*counter - 1)
+                Some(Got::Message(*counter - 1))
             }
-            Err(RecvError::Disconnected) => Got::Gone("its sender closed it".into()),
-            Err(RecvError::PeerDead { pid }) => Got::Gone(format!("its sender (pid {pid}) died")),
-            Err(RecvError::Corrupt { what }) => Got::Fatal(format!("corrupt: {what}")),
+            Err(E::Timeout) => None,
+            Err(E::Disconnected) => Some(Got::Gone("its sender closed it".into())),
+            Err(E::PeerDead { pid }) => Some(Got::Gone(format!("its sender (pid {pid}) died"))),
+            Err(E::Corrupt { what }) => Some(Got::Fatal(format!("corrupt: {what}"))),
         };
         match self {
             Source::Broadcast(sub) => {
-                let position = sub.get_ref().position();
-                match sub.recv(buf).await {
-                    Ok(_) => Got::Message(position),
-                    Err(broadcast::RecvError::Lagged { missed }) => Got::Lagged(missed),
-                    Err(broadcast::RecvError::Disconnected) => {
-                        Got::Gone("its publisher closed it".into())
+                use broadcast::RecvTimeoutError as B;
+                let position = sub.position();
+                match sub.recv_timeout(buf, LOOK_AT_STOP) {
+                    Ok(_) => Some(Got::Message(position)),
+                    Err(B::Timeout) => None,
+                    Err(B::Lagged { missed }) => Some(Got::Lagged(missed)),
+                    Err(B::Disconnected) => Some(Got::Gone("its publisher closed it".into())),
+                    Err(B::PeerDead { pid }) => {
+                        Some(Got::Gone(format!("its publisher (pid {pid}) died")))
                     }
-                    Err(broadcast::RecvError::PeerDead { pid }) => {
-                        Got::Gone(format!("its publisher (pid {pid}) died"))
-                    }
-                    Err(broadcast::RecvError::Corrupt { what }) => {
-                        Got::Fatal(format!("corrupt: {what}"))
-                    }
+                    Err(B::Corrupt { what }) => Some(Got::Fatal(format!("corrupt: {what}"))),
                 }
             }
-            Source::Spsc(rx) => simple(rx.recv(buf).await, counter),
-            Source::Mpsc(rx) => simple(rx.recv(buf).await, counter),
+            Source::Spsc(rx) => simple(rx.recv_timeout(buf, LOOK_AT_STOP), counter),
+            Source::Mpsc(rx) => simple(rx.recv_timeout(buf, LOOK_AT_STOP), counter),
         }
     }
 }
@@ -139,21 +144,21 @@ async fn open(
             export.max_message = geo.max_message;
             export.slots = Some(geo.slots);
             export.overflow = geo.overflow.to_string();
-            let mut sub = AsyncSubscriber::new(sub).map_err(attach)?;
+            let mut sub = sub;
             sub.set_wait_strategy(wait);
             Source::Broadcast(sub)
         }
         ObjectKind::Spsc => {
             let rx = Receiver::from_segment(seg).map_err(attach)?;
             export.max_message = rx.max_message() as u64;
-            let mut rx = AsyncReceiver::new(rx).map_err(attach)?;
+            let mut rx = rx;
             rx.set_wait_strategy(wait);
             Source::Spsc(rx)
         }
         ObjectKind::Mpsc => {
             let rx = mpsc::Receiver::from_segment(seg).map_err(attach)?;
             export.max_message = rx.max_message() as u64;
-            let mut rx = AsyncMpscReceiver::new(rx).map_err(attach)?;
+            let mut rx = rx;
             rx.set_wait_strategy(wait);
             Source::Mpsc(rx)
         }
@@ -176,7 +181,7 @@ pub async fn run(session: Session, spec: Spec, shared: Arc<Shared>) {
 }
 
 async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), String> {
-    let (mut source, export, mut source_id, mut message_type) = open(spec, shared).await?;
+    let (source, export, source_id, message_type) = open(spec, shared).await?;
     let lossless = export.overflow != Overflow::Overwrite.to_string();
     let zerr = |e: zenoh::Error| format!("zenoh: {e}");
     let publisher = session
@@ -211,30 +216,34 @@ async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), St
         spec.key,
         if lossless { "reliable, congestion control block" } else { "congestion control drop" }
     ));
-    // SPSC and MPSC exports number from a random start: a restarted bridge is a new
-    // stream, not a gap (what it did not read is still in the ring).
-    let mut counter = random_u64() >> 1;
-    let (mut buf, mut gone_said) = (Vec::new(), false);
+    let mut pump = Pump {
+        source: Some(source),
+        publisher: Arc::new(publisher),
+        key: spec.key.clone(),
+        local: spec.local.to_string(),
+        source_id,
+        message_type,
+        // SPSC and MPSC exports number from a random start: a restarted bridge is a
+        // new stream, not a gap (what it did not read is still in the ring).
+        counter: random_u64() >> 1,
+        stopping: shared.stopping.clone(),
+    };
+    let mut gone_said = false;
     let result = loop {
-        match source.next(&mut buf, &mut counter).await {
-            Got::Message(seq) => {
-                gone_said = false;
-                let attachment = Attachment { source: source_id, seq, message_type }.encode();
-                // The buffer moves into the sample (no copy); the next receive makes
-                // another.
-                let put = publisher.put(std::mem::take(&mut buf)).attachment(attachment.to_vec());
-                if let Err(e) = put.await {
-                    break Err(zerr(e));
-                }
-            }
-            Got::Lagged(missed) => {
-                // The next message's number jumps: importers report the gap.
-                log(format!(
-                    "export {}: fell behind {}: {missed} messages lost",
-                    spec.key, spec.local
-                ));
-            }
-            Got::Gone(why) => {
+        // The messages flow on a thread of their own, which parks on the channel's
+        // futex when it is empty: a wake-up there is cheaper than the doorbell and
+        // the runtime's poll (docs/PERFORMANCE.md, "Across hosts").
+        let running = tokio::task::spawn_blocking(move || {
+            let why = pump.run();
+            (pump, why)
+        });
+        let why;
+        (pump, why) = match running.await {
+            Ok(done) => done,
+            Err(e) => break Err(format!("the export's thread: {e}")),
+        };
+        match why {
+            Stop::Gone(why) => {
                 if !gone_said {
                     log(format!(
                         "export {}: {} {why}; waiting for a new one to take it over",
@@ -245,7 +254,7 @@ async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), St
                 // Look again by name: the channel may have been taken over (the same
                 // one, revived) or made again (another one, which the bridge then reads).
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                drop(source);
+                pump.source = None;
                 let (reopened, export, id, ty) = match open(spec, shared).await {
                     Ok(found) => found,
                     Err(e) => break Err(e),
@@ -257,13 +266,78 @@ async fn serve(session: &Session, spec: &Spec, shared: &Shared) -> Result<(), St
                     ));
                 }
                 *description.lock().unwrap_or_else(|e| e.into_inner()) = describe(&export)?;
-                (source, source_id, message_type) = (reopened, id, ty);
+                if id != pump.source_id {
+                    gone_said = false; // another channel: say so if it goes too
+                }
+                (pump.source, pump.source_id, pump.message_type) = (Some(reopened), id, ty);
             }
-            Got::Fatal(why) => break Err(format!("{}: {why}", spec.local)),
+            Stop::Fatal(why) => break Err(why),
         }
     };
     drop(queryable);
     result
+}
+
+/// Why [`pump`] returned.
+enum Stop {
+    Gone(String),
+    Fatal(String),
+}
+
+/// An export's data path, run on a thread of its own.
+struct Pump {
+    /// `None` only while the channel is being looked up again.
+    source: Option<Source>,
+    publisher: Arc<zenoh::pubsub::Publisher<'static>>,
+    key: String,
+    local: String,
+    source_id: u64,
+    message_type: Option<TypeTag>,
+    /// SPSC and MPSC numbering.
+    counter: u64,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pump {
+    /// Moves messages from the local channel to Zenoh until the writing side goes,
+    /// something fails, or the bridge stops.
+    fn run(&mut self) -> Stop {
+        use zenoh::Wait;
+        let Some(source) = self.source.as_mut() else {
+            return Stop::Fatal("no channel".into());
+        };
+        let mut buf = Vec::new();
+        loop {
+            let Some(got) = source.next(&mut buf, &mut self.counter) else {
+                if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Stop::Fatal("the bridge is stopping".into());
+                }
+                continue;
+            };
+            match got {
+                Got::Message(seq) => {
+                    let (source, message_type) = (self.source_id, self.message_type);
+                    let attachment = Attachment { source, seq, message_type }.encode();
+                    // The buffer moves into the sample (no copy); the next receive
+                    // makes another.
+                    let put = self
+                        .publisher
+                        .put(std::mem::take(&mut buf))
+                        .attachment(attachment.to_vec());
+                    if let Err(e) = put.wait() {
+                        return Stop::Fatal(format!("zenoh: {e}"));
+                    }
+                }
+                // The next message's number jumps: importers report the gap.
+                Got::Lagged(missed) => log(format!(
+                    "export {}: fell behind {}: {missed} messages lost",
+                    self.key, self.local
+                )),
+                Got::Gone(why) => return Stop::Gone(why),
+                Got::Fatal(why) => return Stop::Fatal(format!("{}: {why}", self.local)),
+            }
+        }
+    }
 }
 
 fn describe(export: &Export) -> Result<Vec<u8>, String> {

@@ -142,6 +142,8 @@ pub struct Shared {
     pub wait: WaitStrategy,
     pub shape: import::Shape,
     pub describe_timeout: Duration,
+    /// Set when the bridge stops: export threads look at it between receives.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A line on stderr, prefixed like every shmkit tool's.
@@ -217,6 +219,7 @@ fn run(args: Args) -> Result<i32, String> {
                 mode: args.mode,
             },
             describe_timeout: timeout,
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
         let mut tasks = tokio::task::JoinSet::new();
         for spec in args.export {
@@ -226,6 +229,7 @@ fn run(args: Args) -> Result<i32, String> {
             tasks.spawn(import::run(session.clone(), spec, shared.clone()));
         }
         let code = supervise(&mut tasks).await;
+        shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         tasks.shutdown().await; // drops every end: created channels are removed
         let _ = session.close().await;
         Ok(code)
