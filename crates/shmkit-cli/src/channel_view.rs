@@ -52,6 +52,16 @@ fn role(object: ObjectKind, index: u32) -> &'static str {
     }
 }
 
+/// An end's liveness as tools show it: `Some(true)` alive, `Some(false)` attached and
+/// its process gone, `None` otherwise (free, closed, not known).
+pub fn alive(liveness: Liveness, attached: bool) -> Option<bool> {
+    match liveness {
+        Liveness::Alive => Some(true),
+        Liveness::Dead if attached => Some(false),
+        _ => None,
+    }
+}
+
 fn endpoint_view(role: &'static str, ep: &Endpoint) -> EndpointView {
     let state = ep.state.load(Ordering::Acquire);
     let cpu = ep.cpu.load(Ordering::Relaxed);
@@ -59,11 +69,7 @@ fn endpoint_view(role: &'static str, ep: &Endpoint) -> EndpointView {
         role,
         pid: ep.pid.load(Ordering::Relaxed),
         state: endpoint_state::name(state),
-        alive: match ep.liveness() {
-            Liveness::Alive => Some(true),
-            Liveness::Dead if state == endpoint_state::ATTACHED => Some(false),
-            _ => None,
-        },
+        alive: alive(ep.liveness(), state == endpoint_state::ATTACHED),
         waiting: ep.waiting.load(Ordering::Relaxed) != 0,
         cpu: (cpu != u32::MAX && state != endpoint_state::FREE).then_some(cpu),
         attaches: ep.attaches.load(Ordering::Relaxed),

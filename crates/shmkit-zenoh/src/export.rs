@@ -100,14 +100,14 @@ async fn open(
     // header) is given the creator's time (`layout::OPEN_TIMEOUT`) before it counts as
     // not a channel.
     let mut first_seen: Option<std::time::Instant> = None;
-    let seg = loop {
+    let (seg, h) = loop {
         let mut in_creation = |e: &Error| {
             let since = *first_seen.get_or_insert_with(std::time::Instant::now);
             since.elapsed() < layout::OPEN_TIMEOUT && !matches!(e, Error::PermissionDenied { .. })
         };
         match Segment::open(&spec.local, &Options::default()) {
             Ok(seg) => match layout::wait_ready(&seg, layout::OPEN_TIMEOUT) {
-                Ok(_) => break seg,
+                Ok(h) => break (seg, h),
                 Err(e) if in_creation(&e) => {}
                 Err(e) => return Err(format!("{} is not a shmkit channel: {e}", spec.local)),
             },
@@ -121,7 +121,6 @@ async fn open(
         }
         tokio::time::sleep(Duration::from_millis(if first_seen.is_some() { 5 } else { 100 })).await;
     };
-    let h = layout::validate(&seg).map_err(|e| e.to_string())?;
     let source = wire::source_id(&spec.local.to_string(), h.creator_pid, h.created_ns);
     let message_type = TypeTag::from_params(&h.params);
     let mut export = Export {
@@ -344,16 +343,8 @@ fn describe(export: &Export) -> Result<Vec<u8>, String> {
     serde_json::to_vec(export).map_err(|e| e.to_string())
 }
 
-/// 64 random bits from the kernel (for stream numbering only).
+/// 64 random bits (for stream numbering only): std's hasher keys come from the OS.
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom(2) writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
-        return std::process::id() as u64
-            ^ (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64));
-    }
-    u64::from_ne_bytes(b)
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }

@@ -16,10 +16,9 @@ use serde::Serialize;
 use shmkit::channel::{broadcast, rpc};
 use shmkit::layout::{self, ObjectKind};
 use shmkit::segment::sysv;
-use shmkit::sync::peer::Liveness;
 use shmkit::{Error, Name, Options, Segment};
 
-use crate::channel_view::{object_view, EndpointView, ObjectView};
+use crate::channel_view::{alive, object_view, EndpointView, ObjectView};
 use crate::util::{human_size, user_name};
 
 /// Where a look comes from: every segment on the machine, or the named ones.
@@ -174,14 +173,6 @@ impl Channel {
             _ => (side("sender", "senders"), side("receiver", "receivers")),
         };
         format!("{from} -> {to}")
-    }
-}
-
-fn alive(liveness: Liveness, state: &str) -> Option<bool> {
-    match liveness {
-        Liveness::Alive => Some(true),
-        Liveness::Dead if state == "attached" => Some(false),
-        _ => None,
     }
 }
 
@@ -437,7 +428,7 @@ fn broadcast_channel(ch: &mut Channel, view: &ObjectView) -> Option<()> {
         .map(|e| End { messages: Some(b.head), ..from_endpoint(e, 0) })
         .collect();
     ch.ends.extend(b.subscribers.iter().map(|s| End {
-        alive: alive(s.alive, s.state),
+        alive: alive(s.alive, s.state == "attached"),
         messages: Some(s.received),
         lag: Some(s.lag),
         missed: Some(lost(s)),
