@@ -337,13 +337,25 @@ fn a_file_segment_on_a_full_filesystem_fails_at_creation() {
         std::fs::remove_dir(&dir).unwrap();
         panic!("mount of a tmpfs failed as root: {mounted}");
     }
+    /// Unmounts and removes the directory whatever the assertions say. The unmount is
+    /// lazy: a child that another test forks while our creation holds a file open on
+    /// the tmpfs keeps that descriptor until its exec, and a plain umount would then fail
+    /// with EBUSY (seen once in CI).
+    struct Mounted(std::path::PathBuf, std::ffi::CString);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            // SAFETY: a valid C string naming the tmpfs this test mounted.
+            let rc = unsafe { libc::umount2(self.1.as_ptr(), libc::MNT_DETACH) };
+            let unmounted = std::io::Error::last_os_error();
+            assert!(rc == 0 || std::thread::panicking(), "umount: {unmounted}");
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _mounted = Mounted(dir.clone(), c);
     let path = dir.join("seg");
     let err = Segment::create(&Name::File(path.clone()), 4 << 20, &Options::default()).unwrap_err();
     assert!(err.to_string().contains("no space left on device"), "{err}");
     assert!(!path.exists(), "a failed creation leaves nothing behind");
-    // SAFETY: unmounting what we mounted.
-    unsafe { libc::umount(c.as_ptr()) };
-    std::fs::remove_dir(&dir).unwrap();
 }
 
 #[test]
