@@ -43,6 +43,21 @@ struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Messages per throughput measurement (default: 100000 up to 1 KiB, 5000 above).
+    #[arg(long)]
+    stream: Option<u64>,
+    /// Measure only these paths (`zenoh`, `bridged`; for profiling one of them).
+    #[arg(long, default_value = "zenoh,bridged", value_delimiter = ',')]
+    only: Vec<String>,
+    /// How the shmkit ends of the bridged path wait (`spin`, `block`, `adaptive[:US[:Y]]`).
+    #[arg(long, default_value_t = WaitStrategy::default())]
+    wait: WaitStrategy,
+    /// How the bridges wait on their local channels (their `--wait`).
+    #[arg(long, default_value_t = WaitStrategy::default())]
+    bridge_wait: WaitStrategy,
+    /// Measure only these (`latency`, `throughput`).
+    #[arg(long, default_value = "latency,throughput", value_delimiter = ',')]
+    modes: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +87,8 @@ struct PeerArgs {
     out: Option<String>,
     #[arg(long = "in")]
     input: Option<String>,
+    #[arg(long, default_value_t = WaitStrategy::default())]
+    wait: WaitStrategy,
 }
 
 /// One side's ends: publish a message, receive the next.
@@ -168,7 +185,7 @@ fn open_wait(name: &Name) -> Segment {
     }
 }
 
-fn shm_ends(out: &str, input: &str, size: usize) -> ShmEnds {
+fn shm_ends(out: &str, input: &str, size: usize, wait: WaitStrategy) -> ShmEnds {
     let config = Config {
         slots: 256,
         max_message: size.max(8),
@@ -176,9 +193,9 @@ fn shm_ends(out: &str, input: &str, size: usize) -> ShmEnds {
         ..Config::default()
     };
     let mut publisher = Publisher::create(&out.parse().unwrap(), &config).expect("create");
-    publisher.set_wait_strategy(WaitStrategy::default());
+    publisher.set_wait_strategy(wait);
     let mut subscriber = Subscriber::from_segment(open_wait(&input.parse().unwrap())).unwrap();
-    subscriber.set_wait_strategy(WaitStrategy::default());
+    subscriber.set_wait_strategy(wait);
     ShmEnds { publisher, subscriber }
 }
 
@@ -191,6 +208,7 @@ fn peer(args: &PeerArgs, ping: bool) {
             args.out.as_deref().unwrap(),
             args.input.as_deref().unwrap(),
             args.size,
+            args.wait,
         )),
     };
     let msg = vec![0x5au8; args.size];
@@ -284,7 +302,14 @@ fn endpoint() -> String {
 }
 
 /// One measurement; returns the number ping printed.
-fn measure(via: &str, size: usize, mode: &str, count: u64) -> f64 {
+/// How the shmkit ends and the bridges wait (`--wait`, `--bridge-wait`).
+#[derive(Clone, Copy)]
+struct Waits {
+    ends: WaitStrategy,
+    bridges: WaitStrategy,
+}
+
+fn measure(via: &str, size: usize, mode: &str, count: u64, waits: Waits) -> f64 {
     let me = std::env::current_exe().unwrap();
     let ep = endpoint();
     let tag = format!("/shmkit.bench.bridge.{}", std::process::id());
@@ -310,7 +335,7 @@ fn measure(via: &str, size: usize, mode: &str, count: u64) -> f64 {
             &count.to_string(),
         ]);
         if via == "shm" {
-            c.args(["--out", out, "--in", input]);
+            c.args(["--out", out, "--in", input, "--wait", &waits.ends.to_string()]);
         }
         c
     };
@@ -323,6 +348,7 @@ fn measure(via: &str, size: usize, mode: &str, count: u64) -> f64 {
                 Command::new(&bridge)
                     .args([side, &ep, "--import", &import, "--export", &export])
                     .args(["--max-msg", &size_arg, "--slots", "256"])
+                    .args(["--wait", &waits.bridges.to_string()])
                     .stderr(Stdio::null())
                     .spawn()
                     .expect("shmkit-bridge beside the bench binary"),
@@ -376,16 +402,27 @@ fn main() {
         Some(Role::Pong(p)) => return peer(p, false),
         None => {}
     }
+    let waits = Waits { ends: args.wait, bridges: args.bridge_wait };
     let mut rows = Vec::new();
     for &size in &args.sizes {
-        let stream = if size <= 1024 { 100_000 } else { 5_000 };
+        let stream = args.stream.unwrap_or(if size <= 1024 { 100_000 } else { 5_000 });
         let (mut zl, mut bl, mut zt, mut bt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..args.rounds {
             eprintln!("bench: {size} B, round {} of {}", round + 1, args.rounds);
-            zl.push(measure("zenoh", size, "latency", args.trips));
-            bl.push(measure("shm", size, "latency", args.trips));
-            zt.push(measure("zenoh", size, "throughput", stream));
-            bt.push(measure("shm", size, "throughput", stream));
+            let wanted = |path: &str, mode: &str| {
+                args.only.iter().any(|p| p == path) && args.modes.iter().any(|m| m == mode)
+            };
+            let run = |into: &mut Vec<f64>, path: &str, via: &str, mode: &str, count: u64| {
+                into.push(if wanted(path, mode) {
+                    measure(via, size, mode, count, waits)
+                } else {
+                    f64::NAN
+                })
+            };
+            run(&mut zl, "zenoh", "zenoh", "latency", args.trips);
+            run(&mut bl, "bridged", "shm", "latency", args.trips);
+            run(&mut zt, "zenoh", "zenoh", "throughput", stream);
+            run(&mut bt, "bridged", "shm", "throughput", stream);
         }
         let row = serde_json::json!({
             "size": size,
@@ -403,9 +440,10 @@ fn main() {
         "SIZE     ZENOH P50   BRIDGED P50  +µs      ZENOH MSG/S  BRIDGED MSG/S  BRIDGED/ZENOH"
     );
     for r in &rows {
-        let (zl, bl) = (r["zenoh_p50_ns"].as_f64().unwrap(), r["bridged_p50_ns"].as_f64().unwrap());
-        let (zt, bt) =
-            (r["zenoh_msgs_per_s"].as_f64().unwrap(), r["bridged_msgs_per_s"].as_f64().unwrap());
+        // A path or mode left out (`--only`, `--modes`) is null: printed as NaN.
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let (zl, bl) = (f("zenoh_p50_ns"), f("bridged_p50_ns"));
+        let (zt, bt) = (f("zenoh_msgs_per_s"), f("bridged_msgs_per_s"));
         println!(
             "{:<8} {:>8.1} µs {:>9.1} µs {:>+7.1}  {:>11.0}  {:>13.0}  {:>12.2}",
             r["size"],

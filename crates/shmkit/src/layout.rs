@@ -664,7 +664,7 @@ mod tests {
         );
         check(
             "#### Broadcast PublisherLine",
-            rows!(broadcast::PublisherLine: head, bell, sleepers, bytes, user, reserved),
+            rows!(broadcast::PublisherLine: head, bell, sleepers, bytes, user, wake_at, reserved),
             size_of::<broadcast::PublisherLine>(),
         );
         check(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shmkit::channel::broadcast::{self, Config, Overflow, Publisher, RecvTimeoutError, Subscriber};
-use shmkit::Name;
+use shmkit::channel::WaitStrategy;
+use shmkit::{layout, Name, Options, Segment};
 
 const MESSAGES: u64 = 100_000;
 /// Largest test message: 8 bytes of sequence number, then a checksummed body.
@@ -109,6 +110,16 @@ fn peer_entry() {
             let mut p = Publisher::open(&name).unwrap();
             let mut msg = Vec::new();
             for seq in 0.. {
+                message(seq, &mut msg);
+                p.send_timeout(&msg, T).unwrap();
+            }
+        }
+        // Publish N numbered messages, parking (no spin) whenever the ring is full.
+        "publish-parking" => {
+            let mut p = Publisher::open(&name).unwrap();
+            p.set_wait_strategy(WaitStrategy::Block);
+            let mut msg = Vec::new();
+            for seq in 0..args[1].parse::<u64>().unwrap() {
                 message(seq, &mut msg);
                 p.send_timeout(&msg, T).unwrap();
             }
@@ -234,4 +245,45 @@ fn subscribers_drain_then_get_peer_dead_soon_after_the_publisher_is_killed() {
     };
     assert!(matches!(end, RecvTimeoutError::PeerDead { .. }), "{end}");
     assert!(killed.elapsed() < Duration::from_millis(500), "noticed after {:?}", killed.elapsed());
+}
+
+#[test]
+fn a_publisher_waiting_for_room_is_woken_once_per_half_ring_not_per_message() {
+    const SLOTS: u64 = 16;
+    const N: u64 = 1_600;
+    let name = Name::Posix(format!("/{}", unique("bcast")));
+    let config = Config { slots: SLOTS as usize, ..config(Overflow::Backpressure) };
+    let seg = broadcast::create(&name, &config).unwrap();
+    let mut sub = Subscriber::from_segment(seg).unwrap();
+    let look = Segment::open(&name, &Options::default()).unwrap();
+    let info = layout::validate(&look).unwrap();
+    let publisher = layout::endpoint(&look, &info, broadcast::PUBLISHER).unwrap();
+    let mut child =
+        peer_command("publish-parking", &[name.to_string(), N.to_string()]).spawn().unwrap();
+    // Read a message only while the publisher is parked (armed) on a full ring, or
+    // gone: each read could wake it. It must be woken once the laggard (we) reaches
+    // half a ring free, not after every message.
+    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let wakes_before = publisher.futex.load(std::sync::atomic::Ordering::Relaxed);
+    for seq in 0..N {
+        while publisher.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
+            && publisher.state.load(std::sync::atomic::Ordering::Acquire)
+                != layout::endpoint_state::CLOSED
+        {
+            assert!(start.elapsed() < T, "the publisher neither parked nor finished");
+            std::thread::yield_now();
+        }
+        sub.recv_timeout(&mut buf, T).unwrap();
+        assert_eq!(check(&buf, &mut scratch), seq);
+    }
+    assert!(child.wait().unwrap().success());
+    let wakes = u64::from(
+        publisher.futex.load(std::sync::atomic::Ordering::Relaxed).wrapping_sub(wakes_before),
+    );
+    let refills = N / broadcast::refill(SLOTS);
+    // One wake-up per refill, and the publisher's close (Block parks at once, so the
+    // publisher is parked at every full ring: per-message waking would give ~N).
+    assert!(wakes <= refills + 2, "{wakes} wake-ups for {refills} refills of {N} messages");
+    assert!(wakes >= refills / 2, "{wakes} wake-ups: the publisher was hardly ever parked?");
 }

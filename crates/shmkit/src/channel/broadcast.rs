@@ -173,7 +173,11 @@ pub struct PublisherLine {
     /// imports and the sequence number of the last message it published. Never read
     /// by the protocol.
     pub user: [AtomicU64; 2],
-    pub reserved: [AtomicU64; 11],
+    /// Under backpressure, while the publisher waits for room: the cursor the laggard
+    /// must reach before a subscriber wakes it (written before it arms; subscribers
+    /// read it only when they find it armed). See [`refill`].
+    pub wake_at: AtomicU64,
+    pub reserved: [AtomicU64; 10],
 }
 
 /// A slot whose `len` is this holds no message: its first 8 bytes count messages lost
@@ -205,6 +209,20 @@ pub struct CursorLine {
 pub const fn hint_step(slots: u64) -> u64 {
     if slots >= 16 {
         slots / 8
+    } else {
+        1
+    }
+}
+
+/// Under backpressure, a publisher that finds the ring full waits until this many slots
+/// are free, not one: half the ring (as Linux wakes a writer blocked on a full socket
+/// once half its buffer is free). Subscribers wake it only when the laggard crosses
+/// that mark (`PublisherLine::wake_at`), so a publisher faster than its slowest
+/// subscriber is woken once per half ring instead of once per message, and then
+/// refills in a burst while the subscribers still have half a ring to read.
+pub const fn refill(slots: u64) -> u64 {
+    if slots >= 2 {
+        slots / 2
     } else {
         1
     }
@@ -793,6 +811,19 @@ impl Publisher {
         self.head - self.slowest < self.shared.geo.slots
     }
 
+    /// Whether [`refill`] slots are free: what a waiting publisher waits for.
+    fn refilled(&mut self, refresh: Refresh) -> bool {
+        self.rescan(refresh);
+        self.head - self.slowest + refill(self.shared.geo.slots) <= self.shared.geo.slots
+    }
+
+    /// Before arming: the cursor at which the laggard's reads start waking us.
+    fn set_wake_at(&self) {
+        let slots = self.shared.geo.slots;
+        let mark = (self.head + refill(slots)).saturating_sub(slots);
+        self.shared.view().publisher_line().wake_at.store(mark, Ordering::Relaxed);
+    }
+
     /// Backpressure: waits until the slot for `head` is free of live readers.
     fn make_room(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
         if self.has_room(Refresh::Hint) || self.has_room(Refresh::Exact) {
@@ -821,6 +852,7 @@ impl Publisher {
         deadline: Option<Instant>,
     ) -> std::result::Result<(), Fault> {
         let shared = self.shared.clone();
+        self.set_wake_at();
         loop {
             let Some(laggard) = self.laggard else { return Ok(()) };
             let peer = shared.view().endpoint(laggard);
@@ -831,9 +863,10 @@ impl Publisher {
                 Park::of(me).with_bell(bell),
                 Some(peer),
                 remaining(deadline),
-                // Quick looks read the hints, exact ones the cursors.
+                // Quick looks read the hints, exact ones the cursors. Half a ring, not
+                // one slot (`refill`): the laggard's reads wake us only from `wake_at`.
                 |look| {
-                    if self.has_room(look.into()) {
+                    if self.refilled(look.into()) {
                         return Some(true);
                     }
                     // Another subscriber now holds us back: watch its liveness instead.
@@ -843,6 +876,8 @@ impl Publisher {
             match result {
                 Ok(true) => return Ok(()),
                 Ok(false) => continue,
+                // At the deadline one free slot is enough.
+                Err(Stop::Timeout) if self.has_room(Refresh::Exact) => return Ok(()),
                 Err(Stop::Timeout) => return Err(Fault::Timeout),
                 // Skip the dead until a new subscriber takes the record over.
                 Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
@@ -862,6 +897,9 @@ impl Publisher {
     fn arm_for_room(&mut self, mut notify: Box<Notifier>) -> std::result::Result<(), Fault> {
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
+        // The doorbell rings once the laggard reaches `wake_at` (half a ring free);
+        // any free slot found meanwhile is used.
+        self.set_wake_at();
         let result = loop {
             let Some(laggard) = self.laggard else { break Ok(()) };
             let peer = shared.view().endpoint(laggard);
@@ -1338,7 +1376,13 @@ impl Subscriber {
         self.cursor += 1;
         line.cursor.store(self.cursor, Ordering::Release);
         if self.shared.geo.overflow == Overflow::Backpressure {
-            wait::notify(self.shared.view().endpoint(PUBLISHER), self.flags);
+            // A waiting publisher wants half a ring (`refill`): wake it from its mark
+            // on. A stale mark is an earlier, smaller one: an early wake-up, never a
+            // missed one.
+            let publisher = self.shared.view().endpoint(PUBLISHER);
+            let mark = &self.shared.view().publisher_line().wake_at;
+            let cursor = self.cursor;
+            wait::notify_if(publisher, self.flags, || cursor >= mark.load(Ordering::Relaxed));
         }
         Some(Step::Fault(Fault::Lagged(missed)))
     }
@@ -1367,7 +1411,13 @@ impl Subscriber {
         line.received
             .store(line.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         if self.shared.geo.overflow == Overflow::Backpressure {
-            wait::notify(self.shared.view().endpoint(PUBLISHER), self.flags);
+            // A waiting publisher wants half a ring (`refill`): wake it from its mark
+            // on. A stale mark is an earlier, smaller one: an early wake-up, never a
+            // missed one.
+            let publisher = self.shared.view().endpoint(PUBLISHER);
+            let mark = &self.shared.view().publisher_line().wake_at;
+            let cursor = self.cursor;
+            wait::notify_if(publisher, self.flags, || cursor >= mark.load(Ordering::Relaxed));
         }
         if self.cursor % 64 == 0 {
             wait::record_cpu(self.shared.view().endpoint(self.index), &mut self.cpu);

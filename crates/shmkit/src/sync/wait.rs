@@ -232,6 +232,15 @@ pub fn flags_for(strategy: WaitStrategy) -> u32 {
 /// `my_flags` are the caller's own [`Endpoint::flags`].
 #[inline]
 pub fn notify(peer: &Endpoint, my_flags: u32) {
+    notify_if(peer, my_flags, || true)
+}
+
+/// [`notify()`] for a peer that waits for more than one step of progress: if it is
+/// armed, `wanted` says whether this step is the one it waits for (it must never say
+/// no to a step that satisfies the sleeper's condition; an early yes only costs a
+/// wake-up). Called only when the peer is armed.
+#[inline]
+pub fn notify_if(peer: &Endpoint, my_flags: u32, wanted: impl FnOnce() -> bool) {
     if my_flags & endpoint_flags::FENCELESS != 0
         && peer.flags.load(Ordering::Relaxed) & endpoint_flags::EAGER_PARK == 0
     {
@@ -240,7 +249,8 @@ pub fn notify(peer: &Endpoint, my_flags: u32) {
     } else {
         fence(Ordering::SeqCst);
     }
-    if Park::of(peer).take() != 0 {
+    let park = Park::of(peer);
+    if park.waiting.load(Ordering::Relaxed) != 0 && wanted() && park.take() != 0 {
         wake(peer);
     }
 }
