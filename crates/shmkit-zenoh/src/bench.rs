@@ -38,12 +38,13 @@ struct Args {
     #[arg(long, default_value = "2000")]
     trips: u64,
     /// Interleaved rounds (zenoh, bridged, zenoh, ...); medians are reported.
-    #[arg(long, default_value = "3")]
+    #[arg(long, default_value = "5")]
     rounds: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Messages per throughput measurement (default: 100000 up to 1 KiB, 5000 above).
+    /// Messages per throughput measurement (default: 1000000 up to 1 KiB, 20000 above:
+    /// about a second each here, long enough for the rate to settle).
     #[arg(long)]
     stream: Option<u64>,
     /// Measure only these paths (`zenoh`, `bridged`; for profiling one of them).
@@ -405,7 +406,7 @@ fn main() {
     let waits = Waits { ends: args.wait, bridges: args.bridge_wait };
     let mut rows = Vec::new();
     for &size in &args.sizes {
-        let stream = args.stream.unwrap_or(if size <= 1024 { 100_000 } else { 5_000 });
+        let stream = args.stream.unwrap_or(if size <= 1024 { 1_000_000 } else { 20_000 });
         let (mut zl, mut bl, mut zt, mut bt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..args.rounds {
             eprintln!("bench: {size} B, round {} of {}", round + 1, args.rounds);

@@ -318,11 +318,9 @@ impl Pump {
                     let (source, message_type) = (self.source_id, self.message_type);
                     let attachment = Attachment { source, seq, message_type }.encode();
                     // The buffer moves into the sample (no copy); the next receive
-                    // makes another.
-                    let put = self
-                        .publisher
-                        .put(std::mem::take(&mut buf))
-                        .attachment(attachment.to_vec());
+                    // makes another. The attachment goes by value (one allocation,
+                    // not a Vec and then its shared slice).
+                    let put = self.publisher.put(std::mem::take(&mut buf)).attachment(attachment);
                     if let Err(e) = put.wait() {
                         return Stop::Fatal(format!("zenoh: {e}"));
                     }
