@@ -56,6 +56,11 @@ struct Args {
     /// How the bridges wait on their local channels (their `--wait`).
     #[arg(long, default_value_t = WaitStrategy::default())]
     bridge_wait: WaitStrategy,
+    /// Pin "host A" (P and bridge A) to one CPU and "host B" (Q and bridge B) to
+    /// another, e.g. `0,1`: each side of the link then has a CPU of its own, as on two
+    /// machines. Unpinned, the four processes share every CPU.
+    #[arg(long, value_name = "CPU_A,CPU_B")]
+    pin: Option<String>,
     /// Measure only these (`latency`, `throughput`).
     #[arg(long, default_value = "latency,throughput", value_delimiter = ',')]
     modes: Vec<String>,
@@ -302,15 +307,40 @@ fn endpoint() -> String {
     format!("tcp/127.0.0.1:{}", l.local_addr().unwrap().port())
 }
 
-/// One measurement; returns the number ping printed.
-/// How the shmkit ends and the bridges wait (`--wait`, `--bridge-wait`).
+/// How the processes run: the shmkit ends' and the bridges' wait strategies (`--wait`,
+/// `--bridge-wait`), and the CPUs of "host A" and "host B" (`--pin`).
 #[derive(Clone, Copy)]
-struct Waits {
+struct Setup {
     ends: WaitStrategy,
     bridges: WaitStrategy,
+    pin: Option<[usize; 2]>,
 }
 
-fn measure(via: &str, size: usize, mode: &str, count: u64, waits: Waits) -> f64 {
+impl Setup {
+    /// Runs `c` on host A's CPU (`host` 0) or host B's (1), if pinned.
+    fn place(&self, c: &mut Command, host: usize) {
+        let Some(cpus) = self.pin else { return };
+        let cpu = cpus[host];
+        let pin = move || {
+            // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays inside it
+            // (cpu < CPU_SETSIZE, checked when parsed); sched_setaffinity only reads it.
+            // Between fork and exec only this system call runs (async-signal-safe).
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        };
+        // SAFETY: the closure makes one system call and allocates nothing.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(c, pin) };
+    }
+}
+
+/// One measurement; returns the number ping printed.
+fn measure(via: &str, size: usize, mode: &str, count: u64, setup: Setup) -> f64 {
     let me = std::env::current_exe().unwrap();
     let ep = endpoint();
     let tag = format!("/shmkit.bench.bridge.{}", std::process::id());
@@ -336,7 +366,7 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, waits: Waits) -> f64 
             &count.to_string(),
         ]);
         if via == "shm" {
-            c.args(["--out", out, "--in", input, "--wait", &waits.ends.to_string()]);
+            c.args(["--out", out, "--in", input, "--wait", &setup.ends.to_string()]);
         }
         c
     };
@@ -344,26 +374,34 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, waits: Waits) -> f64 
     if via == "shm" {
         let bridge = bin_dir().join("shmkit-bridge");
         let size_arg = size.max(8).to_string();
-        let start = |side: &str, import: String, export: String| {
-            Reaped(
-                Command::new(&bridge)
-                    .args([side, &ep, "--import", &import, "--export", &export])
-                    .args(["--max-msg", &size_arg, "--slots", "256"])
-                    .args(["--wait", &waits.bridges.to_string()])
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("shmkit-bridge beside the bench binary"),
-            )
+        let start = |host: usize, side: &str, import: String, export: String| {
+            let mut c = Command::new(&bridge);
+            c.args([side, &ep, "--import", &import, "--export", &export])
+                .args(["--max-msg", &size_arg, "--slots", "256"])
+                .args(["--wait", &setup.bridges.to_string()])
+                .stderr(Stdio::null());
+            setup.place(&mut c, host);
+            Reaped(c.spawn().expect("shmkit-bridge beside the bench binary"))
         };
-        bridges.push(start("--listen", format!("bench/rep={a_rep}"), format!("{a_req}=bench/req")));
         bridges.push(start(
+            0,
+            "--listen",
+            format!("bench/rep={a_rep}"),
+            format!("{a_req}=bench/req"),
+        ));
+        bridges.push(start(
+            1,
             "--connect",
             format!("bench/req={b_req}"),
             format!("{b_rep}=bench/rep"),
         ));
     }
-    let mut ping = Reaped(common("ping", &a_req, &a_rep).stdout(Stdio::piped()).spawn().unwrap());
-    let _pong = Reaped(common("pong", &b_rep, &b_req).stdout(Stdio::null()).spawn().unwrap());
+    let mut ping = common("ping", &a_req, &a_rep);
+    setup.place(&mut ping, 0);
+    let mut ping = Reaped(ping.stdout(Stdio::piped()).spawn().unwrap());
+    let mut pong = common("pong", &b_rep, &b_req);
+    setup.place(&mut pong, 1);
+    let _pong = Reaped(pong.stdout(Stdio::null()).spawn().unwrap());
     let mut stdout = ping.0.stdout.take().unwrap();
     let (done, result) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -391,6 +429,33 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, waits: Waits) -> f64 
         .unwrap_or(f64::NAN)
 }
 
+/// `A,B`: two CPUs this process may run on.
+fn parse_pin(s: &str) -> Result<[usize; 2], String> {
+    let cpus: Vec<usize> = s
+        .split(',')
+        .map(|c| c.trim().parse::<usize>().map_err(|_| format!("{c:?} is not a CPU number")))
+        .collect::<Result<_, _>>()?;
+    let [a, b] = cpus[..] else {
+        return Err(format!("{s:?}: expected two CPUs, CPU_A,CPU_B"));
+    };
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the set is ours and of the size given.
+    let rc = unsafe {
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed)
+    };
+    for cpu in [a, b] {
+        // SAFETY: CPU_ISSET reads the set, cpu bounded first.
+        let ok = rc == 0
+            && cpu < libc::CPU_SETSIZE as usize
+            && unsafe { libc::CPU_ISSET(cpu, &allowed) };
+        if !ok {
+            return Err(format!("CPU {cpu} is not one this process may run on"));
+        }
+    }
+    Ok([a, b])
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -403,7 +468,14 @@ fn main() {
         Some(Role::Pong(p)) => return peer(p, false),
         None => {}
     }
-    let waits = Waits { ends: args.wait, bridges: args.bridge_wait };
+    let pin = match args.pin.as_deref().map(parse_pin).transpose() {
+        Ok(pin) => pin,
+        Err(e) => {
+            eprintln!("shmkit-bridge-bench: --pin: {e}");
+            std::process::exit(2);
+        }
+    };
+    let setup = Setup { ends: args.wait, bridges: args.bridge_wait, pin };
     let mut rows = Vec::new();
     for &size in &args.sizes {
         let stream = args.stream.unwrap_or(if size <= 1024 { 1_000_000 } else { 20_000 });
@@ -415,7 +487,7 @@ fn main() {
             };
             let run = |into: &mut Vec<f64>, path: &str, via: &str, mode: &str, count: u64| {
                 into.push(if wanted(path, mode) {
-                    measure(via, size, mode, count, waits)
+                    measure(via, size, mode, count, setup)
                 } else {
                     f64::NAN
                 })
@@ -427,6 +499,7 @@ fn main() {
         }
         let row = serde_json::json!({
             "size": size,
+            "pin": setup.pin,
             "zenoh_p50_ns": median(zl.clone()), "bridged_p50_ns": median(bl.clone()),
             "zenoh_msgs_per_s": median(zt.clone()), "bridged_msgs_per_s": median(bt.clone()),
             "rounds": { "zenoh_p50_ns": zl, "bridged_p50_ns": bl, "zenoh_msgs_per_s": zt, "bridged_msgs_per_s": bt },
@@ -436,6 +509,9 @@ fn main() {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap());
         return;
+    }
+    if let Some([a, b]) = setup.pin {
+        println!("pinned: host A (P, bridge A) on CPU {a}, host B (Q, bridge B) on CPU {b}");
     }
     println!(
         "SIZE     ZENOH P50   BRIDGED P50  +µs      ZENOH MSG/S  BRIDGED MSG/S  BRIDGED/ZENOH"
