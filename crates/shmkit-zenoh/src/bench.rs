@@ -441,9 +441,8 @@ fn parse_pin(s: &str) -> Result<[usize; 2], String> {
     // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
     let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: the set is ours and of the size given.
-    let rc = unsafe {
-        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed)
-    };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) };
     for cpu in [a, b] {
         // SAFETY: CPU_ISSET reads the set, cpu bounded first.
         let ok = rc == 0
