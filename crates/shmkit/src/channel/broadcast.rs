@@ -643,7 +643,9 @@ impl Publisher {
     }
 
     /// Publishes `msg`; under backpressure waits as long as the slowest live subscriber
-    /// needs.
+    /// needs. A send that finds the ring full resumes once half of it is free
+    /// ([`refill`]), not at the first free slot: the publisher is woken once per half
+    /// ring, then publishes in a burst.
     pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
         self.push(msg, Some(None)).map_err(|f| SendError::from_fault(f, msg))
     }
@@ -656,7 +658,8 @@ impl Publisher {
         self.push(msg, None).map_err(|f| TrySendError::from_fault(f, msg))
     }
 
-    /// Publishes `msg`, waiting at most `timeout` for room.
+    /// Publishes `msg`, waiting at most `timeout` for room (half a ring, as
+    /// [`send`](Self::send) does; at the deadline any free slot will do).
     pub fn send_timeout<'a>(
         &mut self,
         msg: &'a [u8],
@@ -1375,15 +1378,7 @@ impl Subscriber {
         line.missed.fetch_add(missed, Ordering::Relaxed);
         self.cursor += 1;
         line.cursor.store(self.cursor, Ordering::Release);
-        if self.shared.geo.overflow == Overflow::Backpressure {
-            // A waiting publisher wants half a ring (`refill`): wake it from its mark
-            // on. A stale mark is an earlier, smaller one: an early wake-up, never a
-            // missed one.
-            let publisher = self.shared.view().endpoint(PUBLISHER);
-            let mark = &self.shared.view().publisher_line().wake_at;
-            let cursor = self.cursor;
-            wait::notify_if(publisher, self.flags, || cursor >= mark.load(Ordering::Relaxed));
-        }
+        self.notify_publisher();
         Some(Step::Fault(Fault::Lagged(missed)))
     }
 
@@ -1410,17 +1405,24 @@ impl Subscriber {
         // A tools-only counter in shared memory: it may hold anything, so wrap.
         line.received
             .store(line.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.notify_publisher();
+        if self.cursor % 64 == 0 {
+            wait::record_cpu(self.shared.view().endpoint(self.index), &mut self.cpu);
+        }
+    }
+}
+
+impl Subscriber {
+    /// After our cursor moved: under backpressure, wakes a publisher waiting for room
+    /// once we reach its mark (it wants half a ring, `refill`). A stale mark is an
+    /// earlier, smaller one: an early wake-up, never a missed one.
+    #[inline]
+    fn notify_publisher(&self) {
         if self.shared.geo.overflow == Overflow::Backpressure {
-            // A waiting publisher wants half a ring (`refill`): wake it from its mark
-            // on. A stale mark is an earlier, smaller one: an early wake-up, never a
-            // missed one.
             let publisher = self.shared.view().endpoint(PUBLISHER);
             let mark = &self.shared.view().publisher_line().wake_at;
             let cursor = self.cursor;
             wait::notify_if(publisher, self.flags, || cursor >= mark.load(Ordering::Relaxed));
-        }
-        if self.cursor % 64 == 0 {
-            wait::record_cpu(self.shared.view().endpoint(self.index), &mut self.cpu);
         }
     }
 }
