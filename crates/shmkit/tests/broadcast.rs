@@ -114,6 +114,17 @@ fn peer_entry() {
                 p.send_timeout(&msg, T).unwrap();
             }
         }
+        // Receive N numbered messages, parking (no spin) whenever there is none.
+        "sub-block" => {
+            let mut sub = Subscriber::open(&name).unwrap();
+            sub.set_wait_strategy(WaitStrategy::Block);
+            println!("peer:ready");
+            let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+            for seq in 0..args[1].parse::<u64>().unwrap() {
+                sub.recv_timeout(&mut buf, T).unwrap();
+                assert_eq!(check(&buf, &mut scratch), seq);
+            }
+        }
         // Publish N numbered messages, parking (no spin) whenever the ring is full.
         "publish-parking" => {
             let mut p = Publisher::open(&name).unwrap();
@@ -286,4 +297,46 @@ fn a_publisher_waiting_for_room_is_woken_once_per_half_ring_not_per_message() {
     // publisher is parked at every full ring: per-message waking would give ~N).
     assert!(wakes <= refills + 2, "{wakes} wake-ups for {refills} refills of {N} messages");
     assert!(wakes >= refills / 2, "{wakes} wake-ups: the publisher was hardly ever parked?");
+}
+
+#[test]
+fn a_parking_subscriber_misses_no_wake_up_in_thousands_of_rounds() {
+    // The sleep/wake handshake between processes, round after round: each message is
+    // published only once the subscriber (Block: it parks at once) has read the last
+    // and armed the shared park again, so every message needs a wake-up. The
+    // publisher is fenceless (membarrier registered); the subscriber runs the barrier.
+    // A lost wake-up leaves the subscriber asleep until its 30 s timeout.
+    const N: u64 = 5_000;
+    let name = Name::Posix(format!("/{}", unique("bcast")));
+    let mut p = Publisher::create(&name, &config(Overflow::Backpressure)).unwrap();
+    let (mut child, _out) = spawn_ready("sub-block", &[name.to_string(), N.to_string()]);
+    let look = Segment::open(&name, &Options::default()).unwrap();
+    let info = layout::validate(&look).unwrap();
+    let geo = p.geometry();
+    let index = (1..=geo.subscribers as u32)
+        .find(|&i| {
+            let e = layout::endpoint(&look, &info, i).unwrap();
+            e.pid.load(std::sync::atomic::Ordering::Relaxed) == child.id()
+        })
+        .expect("the subscriber's record");
+    let word = |offset: usize| -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: an 8-aligned word of the mapped channel.
+        unsafe { &*look.as_ptr().add(offset).cast() }
+    };
+    let cursor = word(geo.cursor_line(index));
+    // `bell` (u32) and `sleepers` (u32) share the publisher line's second word.
+    let park = word(geo.publisher_line() + 8);
+    let mut msg = Vec::new();
+    let start = Instant::now();
+    for seq in 0..N {
+        while cursor.load(std::sync::atomic::Ordering::Acquire) < seq
+            || park.load(std::sync::atomic::Ordering::Acquire) >> 32 == 0
+        {
+            assert!(start.elapsed() < T, "the subscriber stopped at {seq}");
+            std::thread::yield_now();
+        }
+        message(seq, &mut msg);
+        p.send_timeout(&msg, T).unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "the subscriber missed a wake-up or a message");
 }
