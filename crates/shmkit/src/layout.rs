@@ -210,6 +210,10 @@ pub mod endpoint_flags {
     /// The holder waits on its doorbell ([`Endpoint::bell`](super::Endpoint::bell)), not
     /// on the futex: wakers ring the doorbell. Set once, before the first arm.
     pub const NOTIFY: u32 = 4;
+    /// A broadcast publisher that reads `PublisherLine::fenced` before each wake-up
+    /// check and fences while any bit is set: subscribers that set theirs may park
+    /// without the membarrier (a publisher without this flag ignores the bits).
+    pub const READS_FENCED: u32 = 8;
 }
 
 const _: () = assert!(std::mem::size_of::<Endpoint>() == ENDPOINT_SIZE);
@@ -664,7 +668,7 @@ mod tests {
         );
         check(
             "#### Broadcast PublisherLine",
-            rows!(broadcast::PublisherLine: head, bell, sleepers, bytes, user, wake_at, reserved),
+            rows!(broadcast::PublisherLine: head, bell, sleepers, bytes, user, wake_at, fenced, reserved),
             size_of::<broadcast::PublisherLine>(),
         );
         check(

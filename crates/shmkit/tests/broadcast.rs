@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmkit::channel::broadcast::{self, Config, Overflow, Publisher, RecvTimeoutError, Subscriber};
 use shmkit::channel::WaitStrategy;
+use shmkit::sync::wait;
 use shmkit::{layout, Name, Options, Segment};
 
 const MESSAGES: u64 = 100_000;
@@ -304,8 +305,9 @@ fn a_parking_subscriber_misses_no_wake_up_in_thousands_of_rounds() {
     // The sleep/wake handshake between processes, round after round: each message is
     // published only once the subscriber (Block: it parks at once) has read the last
     // and armed the shared park again, so every message needs a wake-up. The
-    // publisher is fenceless (membarrier registered); the subscriber runs the barrier.
-    // A lost wake-up leaves the subscriber asleep until its 30 s timeout.
+    // publisher is fenceless (membarrier registered); the subscriber, parking often,
+    // sets its bit in `PublisherLine::fenced` and the publisher fences for it. A lost
+    // wake-up leaves the subscriber asleep until its 30 s timeout.
     const N: u64 = 5_000;
     let name = Name::Posix(format!("/{}", unique("bcast")));
     let mut p = Publisher::create(&name, &config(Overflow::Backpressure)).unwrap();
@@ -326,6 +328,9 @@ fn a_parking_subscriber_misses_no_wake_up_in_thousands_of_rounds() {
     let cursor = word(geo.cursor_line(index));
     // `bell` (u32) and `sleepers` (u32) share the publisher line's second word.
     let park = word(geo.publisher_line() + 8);
+    let fenced = word(geo.publisher_line() + 48);
+    let bit = 1u64 << (index - 1);
+    let mut asked = false;
     let mut msg = Vec::new();
     let start = Instant::now();
     for seq in 0..N {
@@ -335,8 +340,14 @@ fn a_parking_subscriber_misses_no_wake_up_in_thousands_of_rounds() {
             assert!(start.elapsed() < T, "the subscriber stopped at {seq}");
             std::thread::yield_now();
         }
+        asked |= fenced.load(std::sync::atomic::Ordering::Relaxed) & bit != 0;
         message(seq, &mut msg);
         p.send_timeout(&msg, T).unwrap();
     }
     assert!(child.wait().unwrap().success(), "the subscriber missed a wake-up or a message");
+    if wait::fenceless() {
+        assert!(asked, "the parking subscriber never asked for fenced wake-ups");
+    }
+    let left = fenced.load(std::sync::atomic::Ordering::Relaxed) & bit;
+    assert_eq!(left, 0, "a subscriber that leaves withdraws its request");
 }

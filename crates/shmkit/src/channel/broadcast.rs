@@ -177,7 +177,13 @@ pub struct PublisherLine {
     /// must reach before a subscriber wakes it (written before it arms; subscribers
     /// read it only when they find it armed). See [`refill`].
     pub wake_at: AtomicU64,
-    pub reserved: [AtomicU64; 10],
+    /// Bit `i - 1` set: subscriber `i` parks often (it blocks without spinning, or
+    /// shares the publisher's CPU) and asks the publisher to fence before its wake-up
+    /// checks, so that its parks need no membarrier. Read (Relaxed) by a publisher that
+    /// advertises `READS_FENCED`, after each publication; set and cleared by the
+    /// subscriber, which runs one membarrier after setting it.
+    pub fenced: AtomicU64,
+    pub reserved: [AtomicU64; 9],
 }
 
 /// A slot whose `len` is this holds no message: its first 8 bytes count messages lost
@@ -226,6 +232,11 @@ pub const fn refill(slots: u64) -> u64 {
     } else {
         1
     }
+}
+
+/// Subscriber `index`'s bit in `PublisherLine::fenced`.
+const fn fenced_bit(index: u32) -> u64 {
+    1 << (index - 1)
 }
 
 /// The first 16 bytes of every slot.
@@ -441,11 +452,28 @@ impl<'a> View<'a> {
         Park::shared(&line.bell, &line.sleepers)
     }
 
+    /// The park subscriber `index` sleeps on: the shared one, with its `fenced` bit
+    /// if the publisher reads those bits.
+    fn bell_for(self, index: u32) -> Park<'a> {
+        let park = self.bell();
+        let publisher = self.endpoint(PUBLISHER).flags.load(Ordering::Relaxed);
+        if publisher & endpoint_flags::READS_FENCED == 0 {
+            return park;
+        }
+        park.with_fenced(&self.publisher_line().fenced, fenced_bit(index))
+    }
+
     /// After publishing: wakes the parked subscribers, if any. Those in notifying mode
     /// are rung one by one, and only when one of them armed (`sleepers::BELL`): the
     /// scan of the records costs nothing while they are busy.
     #[inline]
     fn notify_subscribers(self, my_flags: u32, subscribers: u32) {
+        // A subscriber that parks often asked for the fence (`PublisherLine::fenced`).
+        let my_flags = if self.publisher_line().fenced.load(Ordering::Relaxed) != 0 {
+            my_flags & !endpoint_flags::FENCELESS
+        } else {
+            my_flags
+        };
         if self.bell().notify_all(my_flags) & sleepers::BELL != 0 {
             self.ring_subscribers(subscribers);
         }
@@ -593,7 +621,7 @@ impl Publisher {
     /// How a blocked send waits (backpressure only).
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
-        self.flags = wait::flags_for(wait);
+        self.flags = wait::flags_for(wait) | endpoint_flags::READS_FENCED;
         if self.notify.is_some() {
             self.flags |= Notifier::FLAGS;
         }
@@ -1032,6 +1060,9 @@ impl Subscriber {
         line.hint.store(head, Ordering::Release);
         line.missed.store(0, Ordering::Relaxed);
         line.received.store(0, Ordering::Relaxed);
+        // A dead predecessor's request for fenced wake-ups; ours is made when we park.
+        let fenced = &shared.view().publisher_line().fenced;
+        fenced.fetch_and(!fenced_bit(index), Ordering::Relaxed);
         let mut s = Subscriber {
             types: TypeCheck::new(shared.message_type),
             shared,
@@ -1247,7 +1278,7 @@ impl Subscriber {
         let notify = self.notify.take();
         let park = match &notify {
             Some(n) => shared.view().bell().ringing(me).with_bell(Some(n.bell())),
-            None => shared.view().bell(),
+            None => shared.view().bell_for(self.index),
         };
         let result = wait::wait_for(self.wait, me, park, Some(publisher), found, |look| match self
             .look(look)
@@ -1429,6 +1460,8 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        let fenced = &self.shared.view().publisher_line().fenced;
+        fenced.fetch_and(!fenced_bit(self.index), Ordering::Relaxed);
         self.shared.view().endpoint(self.index).close();
         // A publisher waiting for us under backpressure must rescan.
         wait::wake(self.shared.view().endpoint(PUBLISHER));
