@@ -517,20 +517,34 @@ unsafe fn store_words(dst: *mut u8, src: &[u8]) {
 /// # Safety
 /// `src` is 8-aligned with `dst.len()` rounded up to 8 readable bytes.
 unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
+    // SAFETY: as the caller promises; `dst` is valid for its length.
+    unsafe { load_words_to(src, dst.as_mut_ptr(), dst.len()) }
+}
+
+/// [`load_words`] into `len` bytes at `dst`, which need not be initialised (a `Vec`'s
+/// spare capacity: no zeroing first).
+///
+/// # Safety
+/// `src` is 8-aligned with `len` rounded up to 8 readable bytes; `dst` is valid for
+/// `len` bytes of writes and does not overlap `src`.
+unsafe fn load_words_to(src: *const u8, dst: *mut u8, len: usize) {
     let words = src.cast::<AtomicU64>();
-    let mut chunks = dst.chunks_exact_mut(8);
-    let mut i = 0;
-    for c in &mut chunks {
-        // SAFETY: word i is inside the area (caller), aligned, only accessed atomically.
-        c.copy_from_slice(&unsafe { (*words.add(i)).load(Ordering::Relaxed) }.to_ne_bytes());
-        i += 1;
+    let whole = len / 8;
+    for i in 0..whole {
+        // SAFETY: word i is inside the area (caller), aligned, only accessed atomically;
+        // bytes 8i..8i+8 of dst are within len.
+        unsafe {
+            let w = (*words.add(i)).load(Ordering::Relaxed).to_ne_bytes();
+            std::ptr::copy_nonoverlapping(w.as_ptr(), dst.add(i * 8), 8);
+        }
     }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        // SAFETY: as above; the area is whole words.
-        let last = unsafe { (*words.add(i)).load(Ordering::Relaxed) }.to_ne_bytes();
-        let n = rest.len();
-        rest.copy_from_slice(&last[..n]);
+    let rest = len % 8;
+    if rest != 0 {
+        // SAFETY: as above; the area is whole words, and only `rest` bytes are written.
+        unsafe {
+            let w = (*words.add(whole)).load(Ordering::Relaxed).to_ne_bytes();
+            std::ptr::copy_nonoverlapping(w.as_ptr(), dst.add(whole * 8), rest);
+        }
     }
 }
 
@@ -1226,9 +1240,14 @@ impl Subscriber {
         loop {
             let (seq, len) = self.next(wait)?;
             let (slot, data) = self.shared.view().slot(self.cursor);
-            buf.resize(len, 0);
-            // SAFETY: len <= max_message (checked in `look`), inside the message area.
-            unsafe { load_words(data, buf) };
+            buf.clear();
+            buf.reserve(len);
+            // SAFETY: len <= max_message (checked in `look`), inside the message area;
+            // `buf` has room for len bytes, all written before `set_len`.
+            unsafe {
+                load_words_to(data, buf.as_mut_ptr(), len);
+                buf.set_len(len);
+            }
             fence(Ordering::Acquire);
             if slot.seq.load(Ordering::Relaxed) == seq {
                 self.advance();
