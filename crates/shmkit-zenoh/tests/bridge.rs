@@ -177,6 +177,13 @@ fn subscribers(local: &str) -> u64 {
         .map_or(0, |s| s.iter().filter(|s| s["state"] == "attached").count() as u64)
 }
 
+/// Waits until a subscriber's output (`sub`) is as long as `text`, then checks that it
+/// is `text`, byte for byte.
+fn receives(out: &Mutex<Vec<u8>>, text: &str) {
+    until("every line arrives", || out.lock().unwrap().len() >= text.len());
+    assert!(*out.lock().unwrap() == text.as_bytes(), "the subscriber's output differs");
+}
+
 fn lines(n: usize) -> String {
     (0..n).map(|i| format!("line {i} {}\n", "x".repeat(i % 37))).collect()
 }
@@ -228,8 +235,7 @@ fn a_published_stream_reaches_a_subscriber_on_the_other_host_byte_for_byte() {
         text.clone().into_bytes(),
     );
     assert!(p.wait().success(), "{}", p.stderr());
-    until("every line arrives", || out.lock().unwrap().len() >= text.len());
-    assert!(*out.lock().unwrap() == text.as_bytes(), "the subscriber's output differs");
+    receives(&out, &text);
 }
 
 #[test]
@@ -258,8 +264,7 @@ fn two_importing_bridges_receive_the_same_stream_in_channels_of_the_exporters_sh
     drop(stdin);
     assert!(p.wait().success(), "{}", p.stderr());
     for out in [out1, out2] {
-        until("every line arrives", || out.lock().unwrap().len() >= text.len());
-        assert!(*out.lock().unwrap() == text.as_bytes(), "an importer's subscriber differs");
+        receives(&out, &text);
     }
 }
 
@@ -478,8 +483,7 @@ fn a_bridge_whose_local_publisher_dies_says_so_and_serves_the_rest() {
         text.clone().into_bytes(),
     );
     assert!(p.wait().success(), "{}", p.stderr());
-    until("every line arrives", || out.lock().unwrap().len() >= text.len());
-    assert!(*out.lock().unwrap() == text.as_bytes());
+    receives(&out, &text);
     drop(doomed);
     // The SIGKILLed publisher could not remove its channel.
     shmkit::Segment::open(&shmkit::Name::Posix(a1), &shmkit::Options::default())
