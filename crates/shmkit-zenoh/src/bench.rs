@@ -59,8 +59,8 @@ struct Args {
     /// Pin "host A" (P and bridge A) to one CPU and "host B" (Q and bridge B) to
     /// another, e.g. `0,1`: each side of the link then has a CPU of its own, as on two
     /// machines. Unpinned, the four processes share every CPU.
-    #[arg(long, value_name = "CPU_A,CPU_B")]
-    pin: Option<String>,
+    #[arg(long, value_name = "CPU_A,CPU_B", value_parser = parse_pin)]
+    pin: Option<[usize; 2]>,
     /// Measure only these (`latency`, `throughput`).
     #[arg(long, default_value = "latency,throughput", value_delimiter = ',')]
     modes: Vec<String>,
@@ -350,8 +350,10 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, setup: Setup) -> f64 
         format!("posix:{tag}.b.req"),
         format!("posix:{tag}.b.rep"),
     );
-    let common = |role: &str, out: &str, input: &str| {
+    // Ping runs on host A, pong on host B.
+    let common = |role: &str, out: &str, input: &str, host: usize| {
         let mut c = Command::new(&me);
+        setup.place(&mut c, host);
         c.args([
             role,
             "--via",
@@ -396,12 +398,9 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, setup: Setup) -> f64 
             format!("{b_rep}=bench/rep"),
         ));
     }
-    let mut ping = common("ping", &a_req, &a_rep);
-    setup.place(&mut ping, 0);
-    let mut ping = Reaped(ping.stdout(Stdio::piped()).spawn().unwrap());
-    let mut pong = common("pong", &b_rep, &b_req);
-    setup.place(&mut pong, 1);
-    let _pong = Reaped(pong.stdout(Stdio::null()).spawn().unwrap());
+    let mut ping =
+        Reaped(common("ping", &a_req, &a_rep, 0).stdout(Stdio::piped()).spawn().unwrap());
+    let _pong = Reaped(common("pong", &b_rep, &b_req, 1).stdout(Stdio::null()).spawn().unwrap());
     let mut stdout = ping.0.stdout.take().unwrap();
     let (done, result) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -467,14 +466,7 @@ fn main() {
         Some(Role::Pong(p)) => return peer(p, false),
         None => {}
     }
-    let pin = match args.pin.as_deref().map(parse_pin).transpose() {
-        Ok(pin) => pin,
-        Err(e) => {
-            eprintln!("shmkit-bridge-bench: --pin: {e}");
-            std::process::exit(2);
-        }
-    };
-    let setup = Setup { ends: args.wait, bridges: args.bridge_wait, pin };
+    let setup = Setup { ends: args.wait, bridges: args.bridge_wait, pin: args.pin };
     let mut rows = Vec::new();
     for &size in &args.sizes {
         let stream = args.stream.unwrap_or(if size <= 1024 { 1_000_000 } else { 20_000 });
