@@ -321,21 +321,22 @@ fn a_parking_subscriber_misses_no_wake_up_in_thousands_of_rounds() {
             e.pid.load(std::sync::atomic::Ordering::Relaxed) == child.id()
         })
         .expect("the subscriber's record");
-    let word = |offset: usize| -> &std::sync::atomic::AtomicU64 {
-        // SAFETY: an 8-aligned word of the mapped channel.
-        unsafe { &*look.as_ptr().add(offset).cast() }
+    // SAFETY: the publisher's and our subscriber's lines of the mapped channel, at the
+    // offsets its geometry gives, 128-aligned; only their atomics are read.
+    let (line, sub_line) = unsafe {
+        (
+            &*look.as_ptr().add(geo.publisher_line()).cast::<broadcast::PublisherLine>(),
+            &*look.as_ptr().add(geo.cursor_line(index)).cast::<broadcast::CursorLine>(),
+        )
     };
-    let cursor = word(geo.cursor_line(index));
-    // `bell` (u32) and `sleepers` (u32) share the publisher line's second word.
-    let park = word(geo.publisher_line() + 8);
-    let fenced = word(geo.publisher_line() + 48);
+    let (cursor, sleepers, fenced) = (&sub_line.cursor, &line.sleepers, &line.fenced);
     let bit = 1u64 << (index - 1);
     let mut asked = false;
     let mut msg = Vec::new();
     let start = Instant::now();
     for seq in 0..N {
         while cursor.load(std::sync::atomic::Ordering::Acquire) < seq
-            || park.load(std::sync::atomic::Ordering::Acquire) >> 32 == 0
+            || sleepers.load(std::sync::atomic::Ordering::Acquire) == 0
         {
             assert!(start.elapsed() < T, "the subscriber stopped at {seq}");
             std::thread::yield_now();

@@ -463,6 +463,12 @@ impl<'a> View<'a> {
         park.with_fenced(&self.publisher_line().fenced, fenced_bit(index))
     }
 
+    /// Clears subscriber `index`'s request for fenced wake-ups (always safe: a subscriber
+    /// without it runs the membarrier itself).
+    fn withdraw_fenced(self, index: u32) {
+        self.publisher_line().fenced.fetch_and(!fenced_bit(index), Ordering::Relaxed);
+    }
+
     /// After publishing: wakes the parked subscribers, if any. Those in notifying mode
     /// are rung one by one, and only when one of them armed (`sleepers::BELL`): the
     /// scan of the records costs nothing while they are busy.
@@ -1075,8 +1081,7 @@ impl Subscriber {
         line.missed.store(0, Ordering::Relaxed);
         line.received.store(0, Ordering::Relaxed);
         // A dead predecessor's request for fenced wake-ups; ours is made when we park.
-        let fenced = &shared.view().publisher_line().fenced;
-        fenced.fetch_and(!fenced_bit(index), Ordering::Relaxed);
+        shared.view().withdraw_fenced(index);
         let mut s = Subscriber {
             types: TypeCheck::new(shared.message_type),
             shared,
@@ -1479,8 +1484,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        let fenced = &self.shared.view().publisher_line().fenced;
-        fenced.fetch_and(!fenced_bit(self.index), Ordering::Relaxed);
+        self.shared.view().withdraw_fenced(self.index);
         self.shared.view().endpoint(self.index).close();
         // A publisher waiting for us under backpressure must rescan.
         wait::wake(self.shared.view().endpoint(PUBLISHER));
