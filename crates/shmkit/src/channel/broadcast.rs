@@ -493,6 +493,25 @@ impl<'a> View<'a> {
     }
 }
 
+/// Copies `src` into a slot's message area: under backpressure (`plain`) no reader is
+/// in the slot, so with the C library's copy (wide stores that need not read a line
+/// first; docs/DESIGN.md, "Broadcast"); under overwrite readers may be copying the same
+/// bytes under the seqlock, so with relaxed 8-byte atomic stores.
+///
+/// # Safety
+/// `dst` is 8-aligned with room for `src.len()` rounded up to 8 bytes, and, if `plain`,
+/// no one reads or writes those bytes meanwhile (the backpressure protocol).
+#[inline(always)]
+unsafe fn store_payload(dst: *mut u8, src: &[u8], plain: bool) {
+    if plain {
+        // SAFETY: as the caller promises; `src` is ours, so the two do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+    } else {
+        // SAFETY: as the caller promises.
+        unsafe { store_words(dst, src) }
+    }
+}
+
 /// Copies `src` into a slot's message area with relaxed 8-byte atomic stores (readers
 /// may be copying the same bytes under the seqlock).
 ///
@@ -789,15 +808,16 @@ impl Publisher {
         // right before `seq`: a subscriber polling `seq` then gives that line up once
         // per message (the SPSC sender's split write, `ring::Producer::write`).
         let first = msg.len().min(FIRST_LINE_BYTES);
+        let plain = geo.overflow == Overflow::Backpressure;
         // SAFETY: the message area holds max_message bytes rounded up to 64, and
         // msg.len() <= max_message; 16 bytes after a 64-aligned slot start is 8-aligned,
         // and so is FIRST_LINE_BYTES after it.
         unsafe {
             if first < msg.len() {
-                store_words(data.add(FIRST_LINE_BYTES), &msg[first..]);
+                store_payload(data.add(FIRST_LINE_BYTES), &msg[first..], plain);
             }
             slot.len.store(len, Ordering::Relaxed);
-            store_words(data, &msg[..first]);
+            store_payload(data, &msg[..first], plain);
         }
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head = pos + 1;
@@ -1248,9 +1268,15 @@ impl Subscriber {
             buf.clear();
             buf.reserve(len);
             // SAFETY: len <= max_message (checked in `look`), inside the message area;
-            // `buf` has room for len bytes, all written before `set_len`.
+            // `buf` has room for len bytes, all written before `set_len`. Under
+            // backpressure the publisher does not write the slot until we pass it
+            // (`recv_ref` lends it in place for the same reason): a plain copy.
             unsafe {
-                load_words_to(data, buf.as_mut_ptr(), len);
+                if self.shared.geo.overflow == Overflow::Backpressure {
+                    std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+                } else {
+                    load_words_to(data, buf.as_mut_ptr(), len);
+                }
                 buf.set_len(len);
             }
             fence(Ordering::Acquire);
