@@ -234,7 +234,9 @@ impl Relay {
                 self.publisher.report_lost(missed).map_err(|e| format!("{}: {e}", self.local))?;
             }
         }
-        let payload = sample.payload().to_bytes();
+        // A large message comes in fragments (Zenoh's batches are 64 KiB): they are
+        // copied straight into the slot, not joined first.
+        let payload = sample.payload();
         if payload.len() as u64 > self.max_message {
             let (key, len, local, max) = (&self.key, payload.len(), &self.local, self.max_message);
             once(&mut self.said.too_large, || {
@@ -244,7 +246,16 @@ impl Relay {
             });
             self.publisher.report_lost(1).map_err(|e| format!("{}: {e}", self.local))?;
         } else {
-            self.publisher.send(&payload).map_err(|e| format!("{}: {e}", self.local))?;
+            let mut slices = payload.slices();
+            let sent = match (slices.next(), slices.next()) {
+                (None, _) => self.publisher.send(&[]).map_err(|e| e.to_string()),
+                (Some(one), None) => self.publisher.send(one).map_err(|e| e.to_string()),
+                (Some(first), Some(second)) => {
+                    let parts: Vec<&[u8]> = [first, second].into_iter().chain(slices).collect();
+                    self.publisher.send_vectored(&parts).map_err(|e| e.to_string())
+                }
+            };
+            sent.map_err(|e| format!("{}: {e}", self.local))?;
         }
         (self.last_source, self.last_seq) = (att.source, att.seq);
         self.publisher.set_user_words([att.source, att.seq]);

@@ -573,6 +573,55 @@ unsafe fn load_words_to(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// A message to publish: one slice, or the parts of one and their total length.
+#[derive(Clone, Copy)]
+enum Parts<'a> {
+    One(&'a [u8]),
+    Gathered(&'a [&'a [u8]], usize),
+}
+
+impl Parts<'_> {
+    fn len(self) -> usize {
+        match self {
+            Parts::One(msg) => msg.len(),
+            Parts::Gathered(_, len) => len,
+        }
+    }
+
+    /// Copies the message's bytes `range` to `dst` ([`store_payload`]).
+    ///
+    /// # Safety
+    /// As [`store_payload`] for `range.len()` bytes at `dst`; `range` is within the
+    /// message; `Gathered` only if `plain`.
+    #[inline(always)]
+    unsafe fn store(self, dst: *mut u8, range: std::ops::Range<usize>, plain: bool) {
+        match self {
+            // SAFETY: as the caller promises.
+            Parts::One(msg) => unsafe { store_payload(dst, &msg[range], plain) },
+            Parts::Gathered(parts, _) => {
+                debug_assert!(plain);
+                let mut at = 0; // where the part starts in the message
+                for part in parts {
+                    let (lo, hi) = (range.start.max(at), range.end.min(at + part.len()));
+                    if lo < hi {
+                        let piece = &part[lo - at..hi - at];
+                        // SAFETY: [lo, hi) is inside `range`, so its bytes at
+                        // dst + (lo - range.start) are inside the caller's area.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                piece.as_ptr(),
+                                dst.add(lo - range.start),
+                                piece.len(),
+                            )
+                        };
+                    }
+                    at += part.len();
+                }
+            }
+        }
+    }
+}
+
 /// Message bytes on a slot's first 64-byte line, after the header.
 const FIRST_LINE_BYTES: usize = 64 - SLOT_HEADER;
 
@@ -605,6 +654,8 @@ pub struct Publisher {
     types: TypeCheck,
     /// Present in notifying mode (`channel::Notifying`).
     notify: Option<Box<Notifier>>,
+    /// Where [`send_vectored`](Self::send_vectored) joins parts under overwrite.
+    joined: Vec<u8>,
 }
 
 impl Publisher {
@@ -652,6 +703,7 @@ impl Publisher {
             flags: 0,
             cpu: u32::MAX,
             notify: None,
+            joined: Vec::new(),
         };
         p.set_wait_strategy(WaitStrategy::default());
         Ok(p)
@@ -735,6 +787,30 @@ impl Publisher {
         self.push(msg, Some(Some(timeout))).map_err(|f| SendTimeoutError::from_fault(f, msg))
     }
 
+    /// Publishes one message made of `parts`, in order (a gathering write, as
+    /// `writev` makes one of many buffers), waiting for room as
+    /// [`send`](Self::send) does. Under backpressure the parts are copied straight into
+    /// the slot, never joined first (`shmkit-bridge` publishes Zenoh's fragments so);
+    /// under overwrite they are joined in a buffer of the publisher's, then published.
+    pub fn send_vectored(&mut self, parts: &[&[u8]]) -> std::result::Result<(), SendError<()>> {
+        let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        let max = self.shared.geo.max_message;
+        if len as u64 > max {
+            return Err(SendError::from_fault(Fault::TooLarge(len, max as usize), ()));
+        }
+        let sent = if self.shared.geo.overflow == Overflow::Backpressure {
+            self.push_slot(Parts::Gathered(parts, len), len as u32, Some(None))
+        } else {
+            let mut joined = std::mem::take(&mut self.joined);
+            joined.clear();
+            parts.iter().for_each(|p| joined.extend_from_slice(p));
+            let sent = self.push_slot(Parts::One(&joined), len as u32, Some(None));
+            self.joined = joined;
+            sent
+        };
+        sent.map_err(|f| SendError::from_fault(f, ()))
+    }
+
     /// Tells every subscriber that `missed` messages were lost before they reached
     /// this channel (a gap in a stream it relays, as `shmkit-bridge` does): a subscriber
     /// that reads this place in the ring gets `Lagged { missed }`, exactly as if it had
@@ -746,7 +822,7 @@ impl Publisher {
         if missed == 0 {
             return Ok(());
         }
-        self.push_slot(&missed.to_ne_bytes(), LOSS_MARK, Some(None))
+        self.push_slot(Parts::One(&missed.to_ne_bytes()), LOSS_MARK, Some(None))
             .map_err(|f| SendError::from_fault(f, missed))
     }
 
@@ -776,16 +852,17 @@ impl Publisher {
         if msg.len() as u64 > max {
             return Err(Fault::TooLarge(msg.len(), max as usize));
         }
-        self.push_slot(msg, msg.len() as u32, wait)
+        self.push_slot(Parts::One(msg), msg.len() as u32, wait)
     }
 
     /// Publishes a slot holding `msg`, with `len` in its length word: `msg.len()`
     /// (at most `max_message`, checked by the caller), or [`LOSS_MARK`] for a loss
-    /// report (8 bytes: every slot's message area holds at least 48).
+    /// report (8 bytes: every slot's message area holds at least 48). Gathered parts
+    /// only under backpressure.
     #[inline(always)]
     fn push_slot(
         &mut self,
-        msg: &[u8],
+        msg: Parts<'_>,
         len: u32,
         wait: Option<Option<Duration>>,
     ) -> std::result::Result<(), Fault> {
@@ -814,10 +891,10 @@ impl Publisher {
         // and so is FIRST_LINE_BYTES after it.
         unsafe {
             if first < msg.len() {
-                store_payload(data.add(FIRST_LINE_BYTES), &msg[first..], plain);
+                msg.store(data.add(FIRST_LINE_BYTES), first..msg.len(), plain);
             }
             slot.len.store(len, Ordering::Relaxed);
-            store_payload(data, &msg[..first], plain);
+            msg.store(data, 0..first, plain);
         }
         slot.seq.store(2 * pos + 2, Ordering::Release);
         self.head = pos + 1;
@@ -1703,6 +1780,51 @@ mod tests {
                 }
             }
             for s in &mut subs {
+                assert_eq!(s.try_recv(&mut buf), Err(TryRecvError::Empty));
+            }
+        }
+    }
+
+    #[test]
+    fn a_gathered_message_arrives_as_its_parts_joined_whatever_the_cuts() {
+        // Cuts before, at and after the slot's first line (48 bytes), inside words,
+        // empty parts, and a part that spans the whole first line.
+        let m = msg(7, 100);
+        let cuts: [&[usize]; 7] = [
+            &[],
+            &[0],
+            &[48],
+            &[3, 47, 49, 90],
+            &[0, 0, 100],
+            &[1, 2, 3, 5, 8, 13, 21, 34, 55, 89],
+            &[100, 100],
+        ];
+        for overflow in [Overflow::Backpressure, Overflow::Overwrite] {
+            let (mut p, mut subs) = channel(4, overflow, 2);
+            let mut buf = Vec::new();
+            for (round, cuts) in cuts.iter().enumerate() {
+                let mut parts = Vec::new();
+                let mut at = 0;
+                for &c in cuts.iter() {
+                    parts.push(&m[at..c]);
+                    at = c;
+                }
+                parts.push(&m[at..]);
+                p.send_vectored(&parts).unwrap();
+                // A short message between: stale bytes of the slot must not show.
+                p.send(&m[..5]).unwrap();
+                for s in &mut subs {
+                    assert_eq!(s.try_recv(&mut buf), Ok(100), "{overflow:?} round {round}");
+                    assert_eq!(buf, m, "{overflow:?} cuts {cuts:?}");
+                    assert_eq!(s.try_recv(&mut buf), Ok(5));
+                }
+            }
+            // No parts is the empty message; too many bytes are refused, nothing sent.
+            p.send_vectored(&[]).unwrap();
+            let too_large = p.send_vectored(&[&m, &m[..1]]);
+            assert_eq!(too_large, Err(SendError::TooLarge { msg: (), max: 100 }));
+            for s in &mut subs {
+                assert_eq!(s.try_recv(&mut buf), Ok(0));
                 assert_eq!(s.try_recv(&mut buf), Err(TryRecvError::Empty));
             }
         }
