@@ -64,6 +64,16 @@ struct Args {
     /// Measure only these (`latency`, `throughput`).
     #[arg(long, default_value = "latency,throughput", value_delimiter = ',')]
     modes: Vec<String>,
+    /// Slots of each shmkit channel on the bridged path (a power of two).
+    #[arg(long, default_value = "256", value_parser = parse_slots)]
+    slots: u64,
+}
+
+fn parse_slots(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n.is_power_of_two() && (2..=1 << 24).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: expected a power of two from 2 to 2^24")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +105,8 @@ struct PeerArgs {
     input: Option<String>,
     #[arg(long, default_value_t = WaitStrategy::default())]
     wait: WaitStrategy,
+    #[arg(long, default_value = "256")]
+    slots: u64,
 }
 
 /// One side's ends: publish a message, receive the next.
@@ -191,9 +203,9 @@ fn open_wait(name: &Name) -> Segment {
     }
 }
 
-fn shm_ends(out: &str, input: &str, size: usize, wait: WaitStrategy) -> ShmEnds {
+fn shm_ends(out: &str, input: &str, size: usize, slots: u64, wait: WaitStrategy) -> ShmEnds {
     let config = Config {
-        slots: 256,
+        slots: slots as usize,
         max_message: size.max(8),
         overflow: Overflow::Backpressure,
         ..Config::default()
@@ -214,6 +226,7 @@ fn peer(args: &PeerArgs, ping: bool) {
             args.out.as_deref().unwrap(),
             args.input.as_deref().unwrap(),
             args.size,
+            args.slots,
             args.wait,
         )),
     };
@@ -314,6 +327,7 @@ struct Setup {
     ends: WaitStrategy,
     bridges: WaitStrategy,
     pin: Option<[usize; 2]>,
+    slots: u64,
 }
 
 impl Setup {
@@ -344,6 +358,7 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, setup: Setup) -> f64 
     let me = std::env::current_exe().unwrap();
     let ep = endpoint();
     let tag = format!("/shmkit.bench.bridge.{}", std::process::id());
+    let slots = setup.slots.to_string();
     let (a_req, a_rep, b_req, b_rep) = (
         format!("posix:{tag}.a.req"),
         format!("posix:{tag}.a.rep"),
@@ -369,6 +384,7 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, setup: Setup) -> f64 
         ]);
         if via == "shm" {
             c.args(["--out", out, "--in", input, "--wait", &setup.ends.to_string()]);
+            c.args(["--slots", &slots]);
         }
         c
     };
@@ -379,7 +395,7 @@ fn measure(via: &str, size: usize, mode: &str, count: u64, setup: Setup) -> f64 
         let start = |host: usize, side: &str, import: String, export: String| {
             let mut c = Command::new(&bridge);
             c.args([side, &ep, "--import", &import, "--export", &export])
-                .args(["--max-msg", &size_arg, "--slots", "256"])
+                .args(["--max-msg", &size_arg, "--slots", &slots])
                 .args(["--wait", &setup.bridges.to_string()])
                 .stderr(Stdio::null());
             setup.place(&mut c, host);
@@ -466,7 +482,8 @@ fn main() {
         Some(Role::Pong(p)) => return peer(p, false),
         None => {}
     }
-    let setup = Setup { ends: args.wait, bridges: args.bridge_wait, pin: args.pin };
+    let setup =
+        Setup { ends: args.wait, bridges: args.bridge_wait, pin: args.pin, slots: args.slots };
     let mut rows = Vec::new();
     for &size in &args.sizes {
         let stream = args.stream.unwrap_or(if size <= 1024 { 1_000_000 } else { 20_000 });
