@@ -1427,7 +1427,8 @@ unsafe fn answer(
         if stop {
             return;
         }
-        // The reply so far is the server's own framing: the handler's bytes follow it.
+        // The reply comes empty (the server adds its framing as it sends it); `base`
+        // keeps the handler's bytes where they start all the same.
         let base = rep.len();
         rep.resize(base + cap, 0);
         let room = rep[base..].as_mut_ptr();

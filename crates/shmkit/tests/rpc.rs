@@ -58,6 +58,17 @@ fn peer_entry() {
             println!("peer:ready");
             s.serve_for(T, answer);
         }
+        // A handler that replaces its reply instead of appending to it.
+        "server-replacing" => {
+            let mut s = Server::create(&name, &Config::default()).unwrap();
+            println!("peer:ready");
+            s.serve_for(T, |req, reply| {
+                reply.clear();
+                let mut whole = Vec::new();
+                answer(req, &mut whole);
+                *reply = whole;
+            });
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -148,5 +159,27 @@ fn clients_learn_the_server_died_and_a_missing_server_is_reported() {
     let mut late = Client::connect(&name).unwrap();
     assert!(matches!(late.call(b"x", &mut reply, T), Err(CallError::PeerDead { .. })));
     drop(late);
+    let _ = shmkit::Segment::open(&name, &Default::default()).map(|s| s.remove());
+}
+
+#[test]
+fn a_handler_that_replaces_its_reply_answers_every_call() {
+    // The reply comes empty (the call number is added as it is sent): a handler that
+    // clears or assigns it answers as one that appends.
+    let name = Name::Posix(format!("/{}", unique("rpc")));
+    let (mut server, _out) = spawn_ready("server-replacing", &[name.to_string()]);
+    let mut c = Client::connect(&name).unwrap();
+    let (mut reply, mut want) = (Vec::new(), Vec::new());
+    for i in 0..1_000 {
+        let req = request(7, i);
+        c.call(&req, &mut reply, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        want.clear();
+        answer(&req, &mut want);
+        assert_eq!(reply, want, "call {i}: wrong reply");
+    }
+    drop(c);
+    server.kill().unwrap();
+    server.wait().unwrap();
     let _ = shmkit::Segment::open(&name, &Default::default()).map(|s| s.remove());
 }
