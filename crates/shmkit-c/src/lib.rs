@@ -1268,12 +1268,7 @@ pub unsafe extern "C" fn shmkit_client_call(
         c.c.start_call(req)?;
         // A reply usually comes within microseconds: look for it a little before
         // sleeping on the doorbell.
-        let spin_until = Instant::now() + Duration::from_micros(50);
-        let mut got = c.c.try_reply(&mut c.reply)?;
-        while !got && Instant::now() < spin_until {
-            std::hint::spin_loop();
-            got = c.c.try_reply(&mut c.reply)?;
-        }
+        let mut got = c.c.try_reply_spinning(&mut c.reply)?;
         while !got {
             if !readable(c.fd, deadline) {
                 return Err(Fail::new(SHMKIT_ETIMEDOUT, "no reply within the timeout"));

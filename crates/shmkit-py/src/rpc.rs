@@ -1,7 +1,6 @@
 //! Request/reply from Python: `Client.call` and `Server.serve(handler)`.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -56,13 +55,7 @@ impl Client {
         c.start_call(payload.bytes()).map_err(Failure::from)?;
         let mut reply = Vec::new();
         // A reply usually comes within microseconds: look for it a little first.
-        let spin_until = Instant::now() + Duration::from_micros(50);
-        let got = py.detach(|| loop {
-            match c.try_reply(&mut reply) {
-                Ok(false) if Instant::now() < spin_until => std::hint::spin_loop(),
-                other => break other,
-            }
-        });
+        let got = py.detach(|| c.try_reply_spinning(&mut reply));
         let mut got = got.map_err(Failure::from)?;
         while !got {
             if !readable(py, self.fd, deadline)? {

@@ -420,6 +420,26 @@ impl Client {
         }
     }
 
+    /// How long [`try_reply_spinning`](Self::try_reply_spinning) looks.
+    pub const REPLY_SPIN: Duration = Duration::from_micros(50);
+
+    /// [`try_reply`](Self::try_reply), looked for again and again (no system call) for
+    /// up to [`REPLY_SPIN`](Self::REPLY_SPIN) while the reply is not there: it usually
+    /// comes within microseconds, sooner than a sleep on the readiness fd would end.
+    /// What the Python and C bindings' blocking calls do before they wait on the fd.
+    pub fn try_reply_spinning(
+        &mut self,
+        reply: &mut Vec<u8>,
+    ) -> std::result::Result<bool, CallError> {
+        let until = Instant::now() + Self::REPLY_SPIN;
+        loop {
+            match self.try_reply(reply) {
+                Ok(false) if Instant::now() < until => std::hint::spin_loop(),
+                other => return other,
+            }
+        }
+    }
+
     /// Takes the reply to the call [`start_call`](Self::start_call) started, if it has
     /// come: `Ok(true)` with it in `reply` (resized), `Ok(false)` if not yet. Never
     /// waits. In notifying mode `Ok(false)` has armed the client: its fd becomes
