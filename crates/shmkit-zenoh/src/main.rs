@@ -60,6 +60,14 @@ struct Args {
     /// Find other bridges by multicast scouting too.
     #[arg(long)]
     multicast: bool,
+    /// Seconds the other side of a link waits without hearing from this bridge before
+    /// it closes the link (Zenoh's lease). An importing bridge whose subscribers hold a
+    /// backpressure stream stops reading its link meanwhile: once the exporting side's
+    /// lease has passed, the link closes and what was in flight is lost (reported to
+    /// subscribers as a lag). A lost host is noticed after this long. Default 3600
+    /// (Zenoh's own is 10); with --config, the file's unless given here.
+    #[arg(long, value_name = "SECS", value_parser = parse_lease)]
+    lease: Option<f64>,
     /// For channels an import creates: slots (default: the exporter's).
     #[arg(long, value_parser = parse_size)]
     slots: Option<u64>,
@@ -130,6 +138,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size"))
 }
 
+/// `--lease` without `--config`, in seconds.
+const DEFAULT_LEASE: f64 = 3600.0;
+
+/// Seconds, from 0.1 to a week.
+fn parse_lease(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|t| (0.1..=604_800.0).contains(t))
+        .ok_or_else(|| format!("`{s}`: expected seconds from 0.1 to 604800"))
+}
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -169,13 +188,13 @@ fn zenoh_config(args: &Args) -> Result<zenoh::Config, String> {
     if args.multicast || args.config.is_none() {
         set("scouting/multicast/enabled", args.multicast.to_string())?;
     }
-    if args.config.is_none() {
-        // Backpressure across the link may hold a sample for as long as the remote
-        // subscriber takes: Zenoh's default (5 s) would close the link instead.
-        set(
-            "transport/link/tx/queue/congestion_control/block/wait_before_close",
-            "3600000000".into(),
-        )?;
+    // Backpressure across the link may hold a sample for as long as the remote
+    // subscriber takes: with Zenoh's defaults a `put` blocked 5 s closes the link, and
+    // so does an importer's receiving thread held 10 s (its peer's lease).
+    if let Some(secs) = args.lease.or(args.config.is_none().then_some(DEFAULT_LEASE)) {
+        let us = (secs * 1e6) as i64;
+        set("transport/link/tx/lease", (us / 1000).to_string())?;
+        set("transport/link/tx/queue/congestion_control/block/wait_before_close", us.to_string())?;
     }
     Ok(config)
 }

@@ -360,36 +360,59 @@ fn an_importing_bridge_killed_and_restarted_mid_stream_leaves_a_reported_gap() {
         .unwrap();
 }
 
-#[test]
-fn a_slow_remote_subscriber_under_backpressure_holds_the_publisher_and_loses_nothing() {
+/// Records of a stalled stream: 16 KiB each, numbered in their first 8 bytes.
+const RECORD: usize = 16 * 1024;
+
+fn records(n: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(n as usize * RECORD);
+    for i in 0..n {
+        data.extend_from_slice(&i.to_le_bytes());
+        data.extend(
+            (8..RECORD as u64).map(|j| ((i * 31 + j).wrapping_mul(2_654_435_761) >> 13) as u8),
+        );
+    }
+    data
+}
+
+/// What [`stalled_stream`] saw.
+struct Stalled {
+    /// What the subscriber wrote.
+    got: Vec<u8>,
+    stderr: String,
+    /// Whether host A's publisher was still held at the end of the stall.
+    held: bool,
+}
+
+/// `n` records published under backpressure on host A (`pub_args` added), through
+/// bridges started with `bridge_args` (and small rings, so that a stall fills them
+/// quickly), to a subscriber on host B that reads nothing until `stall` has passed
+/// since host A's ring filled up; then read to the last record.
+fn stalled_stream(
+    key: &str,
+    bridge_args: &[&str],
+    pub_args: &[&str],
+    n: u64,
+    stall: Duration,
+) -> Stalled {
     let (a, b) = (unique("a"), unique("b"));
-    let (_bridge_a, ep) = exporter(&a, "test/slow");
-    // Small queues everywhere, so that a stalled reader fills them quickly.
-    let _bridge_b = importer(&ep, "test/slow", &b, &["--slots", "16", "--max-msg", "16K"]);
-    // This subscriber's stdout is a pipe the test does not read until the end.
+    let ep = endpoint();
+    let export = format!("posix:{a}={key}");
+    let _bridge_a = bridge(&[&["--listen", &ep, "--export", &export], bridge_args].concat());
+    let shape = [&["--slots", "16", "--max-msg", "16K"], bridge_args].concat();
+    let _bridge_b = importer(&ep, key, &b, &shape);
+    // This subscriber's stdout is a pipe the test does not read during the stall.
     let mut slow = Proc::spawn(
         Command::new(shmkit()).args(["sub", &format!("posix:{b}")]).stdout(Stdio::piped()),
     );
     until("the subscriber joins", || subscribers(&b) == 1);
-    // 64 MiB in 16 KiB messages: far more than every buffer on the way holds.
-    let chunk = 16 * 1024;
-    let data: Vec<u8> =
-        (0..64 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let mut p = publish(
         &a,
-        &[
-            "--overflow",
-            "backpressure",
-            "--slots",
-            "16",
-            "--max-msg",
-            "16K",
-            "--bytes",
-            "16K",
-            "--wait-subscribers",
-            "1",
-        ],
-        data.clone(),
+        &["--overflow", "backpressure", "--slots", "16", "--max-msg", "16K"]
+            .into_iter()
+            .chain(["--bytes", "16K", "--wait-subscribers", "1"])
+            .chain(pub_args.iter().copied())
+            .collect::<Vec<_>>(),
+        records(n),
     );
     // Host A's channel fills up and its publisher waits: the stall has reached it.
     until("host A's ring is full", || {
@@ -400,20 +423,71 @@ fn a_slow_remote_subscriber_under_backpressure_holds_the_publisher_and_loses_not
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         v["object"]["broadcast"]["subscribers"][0]["lag"].as_u64().unwrap_or(0) >= 16
     });
-    assert!(
-        p.child.try_wait().unwrap().is_none(),
-        "the publisher finished through a stalled reader"
-    );
-    // Now read: everything arrives, nothing was lost.
-    let mut stdout = slow.child.stdout.take().unwrap();
-    let mut got = vec![0u8; data.len()];
-    stdout.read_exact(&mut got).unwrap();
-    assert!(got == data, "the bytes differ");
+    // The stall itself: a duration under test, not a wait for something to happen.
+    std::thread::sleep(stall);
+    let held = p.child.try_wait().unwrap().is_none();
+    // Now read, to the last record.
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let (mut stdout, into) = (slow.child.stdout.take().unwrap(), out.clone());
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
     assert!(p.wait().success(), "{}", p.stderr());
-    assert_eq!(chunk, 16 * 1024);
+    let last = (n - 1).to_le_bytes();
+    until("the last record arrives", || {
+        let out = out.lock().unwrap();
+        out.len() % RECORD == 0 && out.len() >= RECORD && out[out.len() - RECORD..][..8] == last
+    });
     slow.signal(libc::SIGTERM);
     slow.wait();
-    assert!(!slow.stderr().contains("lost"), "{}", slow.stderr());
+    let got = out.lock().unwrap().clone();
+    Stalled { got, stderr: slow.stderr(), held }
+}
+
+#[test]
+fn a_slow_remote_subscriber_under_backpressure_holds_the_publisher_and_loses_nothing() {
+    // 64 MiB: far more than every buffer on the way holds. The stall lasts past Zenoh's
+    // default lease (10 s), after which an importer that reads nothing would lose its
+    // link; the bridges' own lease (an hour) keeps it.
+    let n = 4096;
+    let s = stalled_stream("test/slow", &[], &[], n, Duration::from_secs(12));
+    assert!(s.held, "the publisher finished through a stalled reader");
+    assert!(s.got == records(n), "the bytes differ");
+    assert!(!s.stderr.contains("lost"), "{}", s.stderr);
+}
+
+#[test]
+fn a_stall_longer_than_the_lease_closes_the_link_and_the_gap_is_reported() {
+    // With a 1 s lease, a 3 s stall makes the importing bridge close its link: what was
+    // in flight is lost and the subscriber is told how much — never a silent gap, a
+    // duplicated or a torn record. The stream is paced (8 s) so that it goes on once
+    // the bridges have connected again.
+    let n = 8192;
+    let s = stalled_stream(
+        "test/lease",
+        &["--lease", "1"],
+        &["--rate", "1000"],
+        n,
+        Duration::from_secs(3),
+    );
+    let (got, stderr) = (s.got, s.stderr);
+    let sent = records(n);
+    let numbers: Vec<u64> = got
+        .chunks(RECORD)
+        .map(|r| {
+            let i = u64::from_le_bytes(r[..8].try_into().unwrap());
+            let at = i as usize * RECORD;
+            assert!(r == &sent[at..at + RECORD], "record {i} is torn");
+            i
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated");
+    let lost = reported_lost(&stderr);
+    assert!(lost > 0, "the gap is reported: {stderr}");
+    assert_eq!(numbers.len() as u64 + lost, n, "received + reported lost = sent: {stderr}");
 }
 
 #[test]
