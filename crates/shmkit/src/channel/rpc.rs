@@ -160,10 +160,9 @@ impl Registry {
 /// writes the line a waiting client polls last, which a loan's commit does not (64 B
 /// calls, `shmkit bench --mech shmkit-rpc`, three interleaved pairs: 360–380 ns one way
 /// through a loan, 262–286 ns so, as before the handler's reply came empty; 64 KiB
-/// calls alike either way). A client that left or died
-/// takes its reply with it, and so does one that reads nothing for
-/// [`wait::LIVENESS_PERIOD`] (the server serves the others); a reply longer than
-/// [`Server::max_message`] is not sent.
+/// calls alike either way). A client that left or died takes its reply with it, and
+/// so does one that reads nothing for [`wait::LIVENESS_PERIOD`] (the server serves
+/// the others); a reply longer than [`Server::max_message`] is not sent.
 fn send_reply(tx: &mut Sender, framed: &mut Vec<u8>, call: &[u8], reply: &[u8]) {
     framed.clear();
     framed.extend_from_slice(call);
