@@ -47,11 +47,15 @@ fn start(args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// Sends `sig` to `child` and checks its exit status.
+/// Sends `sig` to `child` and checks its exit status. Its stdin stays open until it
+/// has exited (`Child::wait` would close it first: an end of input racing the signal,
+/// after which `send` or `pub` would end on their own).
 fn stop(mut child: Child, sig: i32, code: i32, what: &str) {
+    let stdin = child.stdin.take();
     // SAFETY: kill takes no pointers; the child is ours and not yet reaped.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
     let status = child.wait().unwrap();
+    drop(stdin);
     assert_eq!(status.code(), Some(code), "{what} after signal {sig}: {status:?}");
 }
 
@@ -88,9 +92,13 @@ fn a_channel_opened_not_created_is_left_alone() {
     let creator = start(&["pub", &target, "--create"]);
     until("pub created the channel", || shm(&name));
     let opener = start(&["sub", &target]);
+    // `subscribers:     1 attached of 16 records` (the publisher's line, `pid N
+    // attached`, also reads "1 attached" when N ends in 1).
     until("sub attached", || {
         let out = Command::new(BIN).args(["info", &target]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("1 attached")
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("subscribers:") && l.split_whitespace().nth(1) == Some("1"))
     });
     stop(opener, libc::SIGTERM, 143, "sub (opened)");
     assert!(shm(&name), "a command removed a channel it only opened");
