@@ -121,18 +121,25 @@ pub fn install() {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
+    // The thread is born with every signal blocked (it inherits this thread's mask,
+    // blocked whole around the spawn): every other signal is for the threads that
+    // expect it, and a process-directed signal goes to a thread that does not block it
+    // — never this one, even before it first runs. (Blocking them from inside the
+    // thread left a window: a bench peer that blocks SIGUSR1 and takes it with
+    // `sigwaitinfo` was killed by one that reached the new thread first, on a busy
+    // machine.)
+    // SAFETY: a zeroed set filled by sigfillset; `before` receives this thread's mask.
+    let before = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
+        before
+    };
     let spawned = std::thread::Builder::new()
         .name("shmkit-signals".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            // Every other signal is for the threads that expect it (a process-directed
-            // signal goes to a thread that does not block it: never this one).
-            // SAFETY: a filled local set; this thread's own mask.
-            unsafe {
-                let mut all: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut all);
-                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-            }
             loop {
                 let mut sig = 0;
                 // SAFETY: `set` is a valid signal set; `sig` a valid out-pointer.
@@ -144,6 +151,8 @@ pub fn install() {
                 }
             }
         });
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
     if spawned.is_err() {
         // Without the thread, leave the signals to their default action.
         // SAFETY: as above, unblocking the same set.
