@@ -573,6 +573,24 @@ unsafe fn load_words_to(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Copies `len` bytes of a slot's message area out to `dst`: plainly under
+/// backpressure (`plain`: the publisher does not write the slot until every subscriber
+/// has passed it, which is also why `recv_ref` lends it in place), by relaxed 8-byte
+/// atomic loads under the overwrite seqlock ([`store_payload`]'s counterpart).
+///
+/// # Safety
+/// As [`load_words_to`]; if `plain`, no one writes those bytes meanwhile.
+#[inline(always)]
+unsafe fn load_payload(src: *const u8, dst: *mut u8, len: usize, plain: bool) {
+    if plain {
+        // SAFETY: as the caller promises; `dst` is not in the mapping, so no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
+    } else {
+        // SAFETY: as the caller promises.
+        unsafe { load_words_to(src, dst, len) }
+    }
+}
+
 /// A message to publish: one slice, or the parts of one and their total length.
 #[derive(Clone, Copy)]
 enum Parts<'a> {
@@ -1344,16 +1362,12 @@ impl Subscriber {
             let (slot, data) = self.shared.view().slot(self.cursor);
             buf.clear();
             buf.reserve(len);
+            let plain = self.shared.geo.overflow == Overflow::Backpressure;
             // SAFETY: len <= max_message (checked in `look`), inside the message area;
-            // `buf` has room for len bytes, all written before `set_len`. Under
-            // backpressure the publisher does not write the slot until we pass it
-            // (`recv_ref` lends it in place for the same reason): a plain copy.
+            // `buf` has room for len bytes, all written before `set_len`; under
+            // backpressure the publisher keeps out of the slot until we pass it.
             unsafe {
-                if self.shared.geo.overflow == Overflow::Backpressure {
-                    std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
-                } else {
-                    load_words_to(data, buf.as_mut_ptr(), len);
-                }
+                load_payload(data, buf.as_mut_ptr(), len, plain);
                 buf.set_len(len);
             }
             fence(Ordering::Acquire);
