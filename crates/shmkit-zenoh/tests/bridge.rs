@@ -158,16 +158,21 @@ fn sub(local: &str, extra: &[&str]) -> (Proc, Arc<Mutex<Vec<u8>>>) {
             .args(extra)
             .stdout(Stdio::piped()),
     );
+    let out = read_all(p.child.stdout.take().unwrap());
+    (p, out)
+}
+
+/// Everything `from` yields, read by a thread into the returned buffer.
+fn read_all(mut from: std::process::ChildStdout) -> Arc<Mutex<Vec<u8>>> {
     let out = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = p.child.stdout.take().unwrap();
     let into = out.clone();
     std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
             into.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     });
-    (p, out)
+    out
 }
 
 /// Subscribers attached to a local broadcast channel.
@@ -398,43 +403,24 @@ fn stalled_stream(
     let ep = endpoint();
     let export = format!("posix:{a}={key}");
     let _bridge_a = bridge(&[&["--listen", &ep, "--export", &export], bridge_args].concat());
-    let shape = [&["--slots", "16", "--max-msg", "16K"], bridge_args].concat();
-    let _bridge_b = importer(&ep, key, &b, &shape);
+    let small = ["--slots", "16", "--max-msg", "16K"];
+    let _bridge_b = importer(&ep, key, &b, &[&small, bridge_args].concat());
     // This subscriber's stdout is a pipe the test does not read during the stall.
     let mut slow = Proc::spawn(
         Command::new(shmkit()).args(["sub", &format!("posix:{b}")]).stdout(Stdio::piped()),
     );
     until("the subscriber joins", || subscribers(&b) == 1);
-    let mut p = publish(
-        &a,
-        &["--overflow", "backpressure", "--slots", "16", "--max-msg", "16K"]
-            .into_iter()
-            .chain(["--bytes", "16K", "--wait-subscribers", "1"])
-            .chain(pub_args.iter().copied())
-            .collect::<Vec<_>>(),
-        records(n),
-    );
+    let stream = ["--overflow", "backpressure", "--bytes", "16K", "--wait-subscribers", "1"];
+    let mut p = publish(&a, &[&small, &stream[..], pub_args].concat(), records(n));
     // Host A's channel fills up and its publisher waits: the stall has reached it.
     until("host A's ring is full", || {
-        let out = Command::new(shmkit())
-            .args(["info", &format!("posix:{a}"), "--json"])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["object"]["broadcast"]["subscribers"][0]["lag"].as_u64().unwrap_or(0) >= 16
+        status(&a)["subscribers"][0]["lag"].as_u64().unwrap_or(0) >= 16
     });
     // The stall itself: a duration under test, not a wait for something to happen.
     std::thread::sleep(stall);
     let held = p.child.try_wait().unwrap().is_none();
     // Now read, to the last record.
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let (mut stdout, into) = (slow.child.stdout.take().unwrap(), out.clone());
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        while let Ok(n @ 1..) = stdout.read(&mut buf) {
-            into.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let out = read_all(slow.child.stdout.take().unwrap());
     assert!(p.wait().success(), "{}", p.stderr());
     let last = (n - 1).to_le_bytes();
     until("the last record arrives", || {
