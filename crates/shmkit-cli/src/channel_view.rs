@@ -16,6 +16,8 @@ use crate::util::human_size;
 pub struct EndpointView {
     pub role: &'static str,
     pub pid: u32,
+    /// `pid` is a pid of another PID namespace (a container's) than ours.
+    pub foreign: bool,
     pub state: &'static str,
     pub alive: Option<bool>,
     pub waiting: bool,
@@ -52,6 +54,16 @@ fn role(object: ObjectKind, index: u32) -> &'static str {
     }
 }
 
+/// How a pid of another PID namespace is marked: it is that namespace's number, not
+/// one `/proc` here knows.
+pub fn foreign_note(foreign: bool) -> &'static str {
+    if foreign {
+        " (other pid namespace)"
+    } else {
+        ""
+    }
+}
+
 /// An end's liveness as tools show it: `Some(true)` alive, `Some(false)` attached and
 /// its process gone, `None` otherwise (free, closed, not known).
 pub fn alive(liveness: Liveness, attached: bool) -> Option<bool> {
@@ -68,6 +80,7 @@ fn endpoint_view(role: &'static str, ep: &Endpoint) -> EndpointView {
     EndpointView {
         role,
         pid: ep.pid.load(Ordering::Relaxed),
+        foreign: ep.is_foreign(),
         state: endpoint_state::name(state),
         alive: alive(ep.liveness(), state == endpoint_state::ATTACHED),
         waiting: ep.waiting.load(Ordering::Relaxed) != 0,
@@ -134,13 +147,21 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
             let alive = match s.alive {
                 Liveness::Alive => ", alive",
                 Liveness::Dead if s.state == "attached" => ", DEAD",
+                Liveness::Unknown if s.state == "attached" => ", liveness unknown",
                 _ => "",
             };
             out.push((
                 "subscriber",
                 format!(
-                    "#{} pid {} {}{alive}: cursor {}, lag {}, missed {}, received {}",
-                    s.index, s.pid, s.state, s.cursor, s.lag, s.missed, s.received
+                    "#{} pid {}{} {}{alive}: cursor {}, lag {}, missed {}, received {}",
+                    s.index,
+                    s.pid,
+                    foreign_note(s.foreign),
+                    s.state,
+                    s.cursor,
+                    s.lag,
+                    s.missed,
+                    s.received
                 ),
             ));
         }
@@ -157,13 +178,18 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
             let alive = match s.liveness {
                 "alive" => ", alive",
                 "dead" if s.state == "attached" => ", DEAD",
+                "unknown" if s.state == "attached" => ", liveness unknown",
                 _ => "",
             };
             out.push((
                 "sender",
                 format!(
-                    "#{} pid {} {}{alive}: {} bytes pending",
-                    s.index, s.pid, s.state, s.pending
+                    "#{} pid {}{} {}{alive}: {} bytes pending",
+                    s.index,
+                    s.pid,
+                    foreign_note(s.foreign),
+                    s.state,
+                    s.pending
                 ),
             ));
         }
@@ -176,10 +202,15 @@ pub fn lines(view: &ObjectView) -> Vec<(&'static str, String)> {
         let alive = match e.alive {
             Some(true) => ", alive",
             Some(false) => ", DEAD",
+            None if e.state == "attached" => ", liveness unknown",
             None => "",
         };
         let cpu = e.cpu.map_or(String::new(), |c| format!(", cpu {c}"));
-        let pid = if e.pid == 0 { "-".to_string() } else { format!("pid {}", e.pid) };
+        let pid = if e.pid == 0 {
+            "-".to_string()
+        } else {
+            format!("pid {}{}", e.pid, foreign_note(e.foreign))
+        };
         out.push((
             e.role,
             format!(

@@ -54,7 +54,7 @@ pub fn inspect(seg: &Segment) -> View {
         Ok(h) => View {
             shmkit: true,
             invalid: None,
-            creator_alive: Some(h.creator_liveness() == Liveness::Alive),
+            creator_alive: Some(layout::creator_liveness(seg, &h) == Liveness::Alive),
             header: Some(h),
         },
         Err(e) => {

@@ -1,8 +1,12 @@
 //! Removing what crashed processes left behind.
 //!
 //! A shmkit segment is garbage when its creator is dead, no endpoint is attached by a
-//! live process (pid + start time, so a reused pid does not count), and — for SysV,
-//! where the kernel knows — no process has it attached. Only segments with a valid
+//! live process, and — for SysV, where the kernel knows — no process has it attached.
+//! Liveness is the kernel's word where the segment has a descriptor (the holder's lease,
+//! `segment::lease`: exact from any PID namespace), else pid + start time in the
+//! holder's PID namespace; a holder that cannot be judged from here (a pid of a
+//! namespace this process cannot see) keeps the segment, reported as `unknown`. Stale
+//! path-bound doorbells (`sync::notify`) in `/dev/shm` are removed too. Only segments with a valid
 //! shmkit header, owned by the calling user, are considered; POSIX ones must also carry
 //! the `shmkit.` name prefix; files must be in shmkit's registry of files it created.
 //! Foreign segments are never touched. Plain segments made
@@ -89,6 +93,10 @@ pub fn gc(opts: &GcOptions) -> Result<Vec<Verdict>> {
         for entry in dir.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             let Ok(meta) = entry.metadata() else { continue };
+            if let Some(v) = stale_bell(&entry.path(), &file, &meta, me, opts) {
+                out.push(v);
+                continue;
+            }
             if !file.starts_with("shmkit.") || !meta.is_file() || meta.uid() != me {
                 continue;
             }
@@ -102,6 +110,33 @@ pub fn gc(opts: &GcOptions) -> Result<Vec<Verdict>> {
         }
     }
     Ok(out)
+}
+
+/// A doorbell socket (`sync::notify`, path-bound) of ours that no socket is bound to
+/// any more: its end was killed before it could unlink it.
+fn stale_bell(
+    path: &std::path::Path,
+    file: &str,
+    meta: &std::fs::Metadata,
+    me: u32,
+    opts: &GcOptions,
+) -> Option<Verdict> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !file.starts_with("shmkit.bell.") || !meta.file_type().is_socket() || meta.uid() != me {
+        return None;
+    }
+    if !crate::sync::notify::is_stale_bell(path) {
+        return None;
+    }
+    let removed = !opts.dry_run && std::fs::remove_file(path).is_ok();
+    Some(Verdict {
+        target: path.display().to_string(),
+        object: "doorbell".into(),
+        bytes: 0,
+        garbage: true,
+        removed,
+        reason: "a doorbell socket no end is bound to".into(),
+    })
 }
 
 /// Decides about one segment; `None` for segments that are not shmkit's.
@@ -132,14 +167,44 @@ fn judge(name: &Name, opts: &GcOptions, attached: Option<u64>) -> Option<Verdict
 }
 
 fn why_alive(seg: &Segment, info: &HeaderInfo, attached: Option<u64>) -> Option<String> {
-    if info.creator_liveness() == Liveness::Alive {
-        return Some(format!("creator pid {} is alive", info.creator_pid));
+    let foreign = |yes: bool| if yes { " (of another PID namespace)" } else { "" };
+    match layout::creator_liveness(seg, info) {
+        Liveness::Alive => {
+            return Some(format!(
+                "creator pid {}{} is alive",
+                info.creator_pid,
+                foreign(info.creator_is_foreign())
+            ))
+        }
+        // When in doubt, keep: a pid of a namespace we cannot see, and no lease to ask.
+        Liveness::Unknown if info.creator_pid != 0 => {
+            return Some(format!(
+                "unknown: creator pid {}{} cannot be seen from here",
+                info.creator_pid,
+                foreign(info.creator_is_foreign())
+            ))
+        }
+        _ => {}
     }
     for i in 0..info.endpoint_count {
         if let Ok(ep) = layout::endpoint(seg, info, i) {
-            if ep.liveness() == Liveness::Alive {
-                let pid = ep.pid.load(std::sync::atomic::Ordering::Relaxed);
-                return Some(format!("endpoint {i} is held by live pid {pid}"));
+            let pid = ep.pid.load(std::sync::atomic::Ordering::Relaxed);
+            let attached = ep.state.load(std::sync::atomic::Ordering::Acquire)
+                == layout::endpoint_state::ATTACHED;
+            match ep.liveness() {
+                Liveness::Alive => {
+                    return Some(format!(
+                        "endpoint {i} is held by live pid {pid}{}",
+                        foreign(ep.is_foreign())
+                    ))
+                }
+                Liveness::Unknown if attached => {
+                    return Some(format!(
+                        "unknown: endpoint {i} is held by pid {pid}{}, which cannot be seen from here",
+                        foreign(ep.is_foreign())
+                    ))
+                }
+                _ => {}
             }
         }
     }

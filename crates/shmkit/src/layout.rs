@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::segment::Segment;
+use crate::segment::{lease, Segment};
 use crate::sync::peer;
 
 /// `b"SHMKIT\0\x01"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\0\x01");
 /// Layout version; bumped on any change of this file or a channel's shared structs.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Size of [`Header`].
 pub const HEADER_SIZE: usize = 128;
 /// Size of one [`Endpoint`].
@@ -125,8 +125,9 @@ pub struct Header {
     pub created_ns: AtomicU64,
     /// [`state`]: creator stores READY (Release) last; openers load with Acquire.
     pub state: AtomicU32,
-    /// Zero.
-    pub reserved: AtomicU32,
+    /// The creator's PID namespace ([`peer::pid_ns`]): its pid means something only
+    /// there.
+    pub creator_pid_ns: AtomicU32,
     /// Object-specific parameters (capacity, max message size ...), named by the
     /// object's module.
     pub params: [AtomicU64; 8],
@@ -181,8 +182,9 @@ pub struct Endpoint {
     /// [`endpoint_flags`]: how the holder wakes and waits. Holder writes; peers read
     /// to choose between a fenced and a fence-free wake-up check.
     pub flags: AtomicU32,
-    /// Zero.
-    pub reserved32: AtomicU32,
+    /// The holder's PID namespace ([`peer::pid_ns`]): `pid` is a pid of that namespace.
+    /// Holder writes on claim; tools and pid-based liveness read it.
+    pub pid_ns: AtomicU32,
     /// The holder's doorbell while it waits in notifying mode ([`endpoint_flags::NOTIFY`]):
     /// the id of a unix datagram socket bound in the abstract namespace (see
     /// `sync::notify`); 0: none. Holder writes before it sets `NOTIFY`; wakers read it
@@ -232,18 +234,36 @@ impl Endpoint {
         let (pid, start) = peer::current();
         let me = (start & 0xffff_ffff) << 32 | u64::from(pid);
         let busy = || Error::Busy { what: what.into(), pid: self.pid.load(Ordering::Relaxed) };
+        // In a segment with a descriptor, the lease comes first: whoever holds it is a
+        // live holder or a live claimer (in whatever PID namespace), and without it
+        // nobody is either, so the claim word and an ATTACHED state are then takeable.
+        let leased = match lease::take(self.address()) {
+            Ok(lease::Taken::Yes) => true,
+            Ok(lease::Taken::Held) => return Err(busy()),
+            Ok(lease::Taken::NoFd) => false,
+            Err(e) => return Err(Error::io("fcntl(F_OFD_SETLK)", format!("{what} endpoint lease"), e)),
+        };
+        let give_up = |e: Error| {
+            if leased {
+                lease::release(self.address());
+            }
+            e
+        };
         let mut attempts = 0;
         loop {
             // Rivals make a claim look again; a segment whose words keep changing under
             // us (a hostile peer) ends it as busy.
             attempts += 1;
             if attempts > CLAIM_ATTEMPTS {
-                return Err(busy());
+                return Err(give_up(busy()));
             }
             // One claimer at a time: the claim word is a lock whose holder's death can
-            // be proven (pid + start time), so it is never stuck.
+            // be proven (the lease; else pid + start time), so it is never stuck.
             let held = self.claim.load(Ordering::Acquire);
-            if held != 0 && (held == me || peer::alive_low(held as u32, (held >> 32) as u32)) {
+            if held != 0
+                && !leased
+                && (held == me || peer::alive_low(held as u32, (held >> 32) as u32))
+            {
                 return Err(busy());
             }
             if self.claim.compare_exchange(held, me, Ordering::AcqRel, Ordering::Acquire).is_err() {
@@ -253,20 +273,22 @@ impl Endpoint {
             let seen = self.state.load(Ordering::Acquire);
             let takeable = match seen {
                 endpoint_state::FREE | endpoint_state::CLOSED | endpoint_state::CLAIMING => true,
-                endpoint_state::ATTACHED => self.liveness() == peer::Liveness::Dead,
+                // Leased: its holder's lease is gone, so it is dead.
+                endpoint_state::ATTACHED => leased || self.liveness() == peer::Liveness::Dead,
                 other => {
                     self.claim.store(0, Ordering::Release);
-                    return Err(Error::corrupt(format!("{what} endpoint state {other}")));
+                    return Err(give_up(Error::corrupt(format!("{what} endpoint state {other}"))));
                 }
             };
             if !takeable {
                 self.claim.store(0, Ordering::Release);
-                return Err(busy());
+                return Err(give_up(busy()));
             }
             break;
         }
         self.state.store(endpoint_state::CLAIMING, Ordering::Relaxed);
         self.pid.store(pid, Ordering::Relaxed);
+        self.pid_ns.store(peer::pid_ns(), Ordering::Relaxed);
         self.start_time.store(start, Ordering::Relaxed);
         self.waiting.store(0, Ordering::Relaxed);
         self.cpu.store(u32::MAX, Ordering::Relaxed);
@@ -285,19 +307,47 @@ impl Endpoint {
         // Two sides that close and then look at each other must not both miss the
         // other's close (see `shmkit send`/`recv`: the last one out removes the segment).
         std::sync::atomic::fence(Ordering::SeqCst);
+        // After CLOSED: a peer that finds the lease gone and looks at the state again
+        // sees a close, not a death.
+        lease::release(self.address());
     }
 
     /// Liveness of the recorded holder; a cleanly closed endpoint is `Dead`.
+    ///
+    /// In a segment with a descriptor (POSIX, memfd, file) the kernel says, through the
+    /// holder's lease: exact from any PID namespace. Otherwise (SysV) the recorded pid
+    /// and start time, looked up in the holder's namespace ([`peer::liveness_in`]),
+    /// which is `Unknown` where this process cannot see that namespace.
     pub fn liveness(&self) -> peer::Liveness {
         let state = self.state.load(Ordering::Acquire);
         match state {
-            endpoint_state::ATTACHED => peer::liveness(
-                self.pid.load(Ordering::Relaxed),
-                self.start_time.load(Ordering::Relaxed),
-            ),
+            endpoint_state::ATTACHED => match lease::probe(self.address()) {
+                Some(true) => peer::Liveness::Alive,
+                Some(false) => peer::Liveness::Dead,
+                None => peer::liveness_in(
+                    self.pid.load(Ordering::Relaxed),
+                    self.start_time.load(Ordering::Relaxed),
+                    self.pid_ns.load(Ordering::Relaxed),
+                ),
+            },
             endpoint_state::CLOSED => peer::Liveness::Dead,
             _ => peer::Liveness::Unknown,
         }
+    }
+
+    /// Whether the holder's pid is of another PID namespace than ours.
+    pub fn is_foreign(&self) -> bool {
+        peer::is_foreign(self.pid_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether this record is in a segment whose records are leased (one with a
+    /// descriptor, mapped by this process).
+    pub fn is_leased(&self) -> bool {
+        lease::probe(self.address()).is_some()
+    }
+
+    fn address(&self) -> *const u8 {
+        (self as *const Endpoint).cast()
     }
 }
 
@@ -334,6 +384,8 @@ pub struct HeaderInfo {
     pub total_size: u64,
     pub creator_pid: u32,
     pub creator_start: u64,
+    /// The creator's PID namespace ([`peer::pid_ns`]).
+    pub creator_pid_ns: u32,
     pub created_ns: u64,
     pub state: u32,
     pub params: [u64; 8],
@@ -345,9 +397,34 @@ impl HeaderInfo {
         SystemTime::UNIX_EPOCH + Duration::from_nanos(self.created_ns)
     }
 
-    /// Whether the creating process is still alive.
+    /// Whether the creating process is still alive, judged by its pid in its own PID
+    /// namespace ([`peer::liveness_in`]); [`creator_liveness`] also asks the lease.
     pub fn creator_liveness(&self) -> peer::Liveness {
-        peer::liveness(self.creator_pid, self.creator_start)
+        peer::liveness_in(self.creator_pid, self.creator_start, self.creator_pid_ns)
+    }
+
+    /// Whether the creator's pid is of another PID namespace than ours.
+    pub fn creator_is_foreign(&self) -> bool {
+        peer::is_foreign(self.creator_pid_ns)
+    }
+}
+
+/// Whether the creator of `seg` (whose validated header is `info`) is alive: its
+/// creating handle's lease where the segment has a descriptor (alive while it holds
+/// the segment, in any namespace), else, or when no lease is held, its pid in its
+/// namespace.
+///
+/// A creator whose pid cannot be judged here (another namespace, not visible) and whose
+/// lease is gone has closed its creating handle: that is `Dead` (it no longer holds the
+/// segment); without a descriptor (SysV) it is `Unknown`.
+pub fn creator_liveness(seg: &Segment, info: &HeaderInfo) -> peer::Liveness {
+    let leased = header(seg).ok().and_then(|h| lease::probe((&h.creator_pid as *const AtomicU64).cast()));
+    if leased == Some(true) {
+        return peer::Liveness::Alive;
+    }
+    match info.creator_liveness() {
+        peer::Liveness::Unknown if leased == Some(false) => peer::Liveness::Dead,
+        other => other,
     }
 }
 
@@ -421,7 +498,11 @@ pub fn init<'a>(
     h.total_size.store(seg.len() as u64, Ordering::Relaxed);
     h.creator_pid.store(u64::from(pid), Ordering::Relaxed);
     h.creator_start.store(start, Ordering::Relaxed);
+    h.creator_pid_ns.store(peer::pid_ns(), Ordering::Relaxed);
     h.created_ns.store(now, Ordering::Relaxed);
+    // The creating handle's lease on `creator_pid`: while it is held, gc knows the
+    // creator lives, from any namespace. Best effort: without it the pid decides.
+    let _ = lease::take((&h.creator_pid as *const AtomicU64).cast());
     for (slot, value) in h.params.iter().zip(params.iter().chain(std::iter::repeat(&0))) {
         slot.store(*value, Ordering::Relaxed);
     }
@@ -504,6 +585,7 @@ pub fn validate(seg: &Segment) -> Result<HeaderInfo> {
         total_size,
         creator_pid,
         creator_start: h.creator_start.load(Ordering::Relaxed),
+        creator_pid_ns: h.creator_pid_ns.load(Ordering::Relaxed),
         created_ns: h.created_ns.load(Ordering::Relaxed),
         state,
         params,
@@ -539,8 +621,14 @@ pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
         if state == state::INITIALISING {
             let pid = h.creator_pid.load(Ordering::Relaxed);
             let start = h.creator_start.load(Ordering::Relaxed);
+            let ns = h.creator_pid_ns.load(Ordering::Relaxed);
+            let leased = lease::probe((&h.creator_pid as *const AtomicU64).cast());
             if let Ok(pid) = u32::try_from(pid) {
-                if pid != 0 && peer::liveness(pid, start) == peer::Liveness::Dead {
+                let dead = match leased {
+                    Some(true) => false,
+                    _ => peer::liveness_in(pid, start, ns) == peer::Liveness::Dead,
+                };
+                if pid != 0 && dead {
                     // Unless it finished first: a creator may publish and exit between
                     // our look at the state and our look at its process.
                     return match validate(seg) {
@@ -642,11 +730,11 @@ mod tests {
     fn design_md_tables_match_the_code() {
         use std::mem::size_of;
         let header = rows!(Header: magic, version, header_size, object, endpoint_count,
-            total_size, creator_pid, creator_start, created_ns, state, reserved, params);
+            total_size, creator_pid, creator_start, created_ns, state, creator_pid_ns, params);
         assert_eq!(design_table("### Header"), header);
         assert_eq!(header.iter().map(|r| r.1).sum::<usize>(), size_of::<Header>());
         let endpoint = rows!(Endpoint: pid, state, start_time, futex, waiting, cpu, attaches,
-            flags, reserved32, bell, claim, reserved);
+            flags, pid_ns, bell, claim, reserved);
         assert_eq!(design_table("### Endpoint"), endpoint);
         assert_eq!(endpoint.iter().map(|r| r.1).sum::<usize>(), size_of::<Endpoint>());
         assert!(DESIGN_MD.contains(&format!("`version` = {VERSION}")), "DESIGN.md names VERSION");

@@ -99,6 +99,8 @@ pub struct End {
     /// The endpoint record's index in the segment.
     pub index: u32,
     pub pid: u32,
+    /// `pid` is of another PID namespace (a container's): its number there.
+    pub foreign: bool,
     /// The process's command name, when it exists and may be read.
     pub command: Option<String>,
     /// `attached`, `closed`, `claiming`.
@@ -176,12 +178,14 @@ impl Channel {
     }
 }
 
-fn end(role: &'static str, index: u32, pid: u32, state: &'static str) -> End {
+fn end(role: &'static str, index: u32, pid: u32, foreign: bool, state: &'static str) -> End {
     End {
         role,
         index,
         pid,
-        command: if pid == 0 { None } else { crate::util::command_name(pid) },
+        foreign,
+        // A pid of another namespace names some other process in our /proc.
+        command: if pid == 0 || foreign { None } else { crate::util::command_name(pid) },
         state,
         alive: None,
         waiting: false,
@@ -196,7 +200,7 @@ fn end(role: &'static str, index: u32, pid: u32, state: &'static str) -> End {
 }
 
 fn from_endpoint(e: &EndpointView, index: u32) -> End {
-    End { alive: e.alive, waiting: e.waiting, ..end(e.role, index, e.pid, e.state) }
+    End { alive: e.alive, waiting: e.waiting, ..end(e.role, index, e.pid, e.foreign, e.state) }
 }
 
 /// A segment to look at.
@@ -432,7 +436,7 @@ fn broadcast_channel(ch: &mut Channel, view: &ObjectView) -> Option<()> {
         messages: Some(s.received),
         lag: Some(s.lag),
         missed: Some(lost(s)),
-        ..end("subscriber", s.index, s.pid, s.state)
+        ..end("subscriber", s.index, s.pid, s.foreign, s.state)
     }));
     Some(())
 }
@@ -458,7 +462,7 @@ fn mpsc_channel(ch: &mut Channel, view: &ObjectView) -> Option<()> {
         messages: Some(s.published),
         bytes: Some(s.write_pos),
         pending: Some(s.pending),
-        ..end("sender", s.index, s.pid, s.state)
+        ..end("sender", s.index, s.pid, s.foreign, s.state)
     }));
     Some(())
 }

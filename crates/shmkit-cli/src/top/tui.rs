@@ -325,7 +325,11 @@ impl App {
                 let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
                 Row::new(vec![
                     format!("{} #{}", e.role, e.index),
-                    if e.pid == 0 { "-".into() } else { e.pid.to_string() },
+                    match (e.pid, e.foreign) {
+                        (0, _) => "-".into(),
+                        (pid, true) => format!("{pid}*"),
+                        (pid, false) => pid.to_string(),
+                    },
                     e.command.clone().unwrap_or_else(|| "-".into()),
                     e.state.to_string(),
                     alive.to_string(),

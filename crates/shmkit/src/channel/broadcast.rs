@@ -1661,6 +1661,8 @@ pub fn local(seg: Segment, subscribers: usize) -> Result<(Publisher, Vec<Subscri
 pub struct SubscriberStatus {
     pub index: u32,
     pub pid: u32,
+    /// `pid` is a pid of another PID namespace than the reader's.
+    pub foreign: bool,
     pub state: &'static str,
     pub alive: Liveness,
     pub cursor: u64,
@@ -1705,6 +1707,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
             Some(SubscriberStatus {
                 index: i,
                 pid: e.pid.load(Ordering::Relaxed),
+                foreign: e.is_foreign(),
                 state: endpoint_state::name(state),
                 alive: e.liveness(),
                 cursor,

@@ -1046,9 +1046,7 @@ impl Receiver {
             let attaches = e.attaches.load(Ordering::Relaxed);
             if l.attaches != attaches {
                 l.attaches = attaches;
-                let (pid, start) =
-                    (e.pid.load(Ordering::Relaxed), e.start_time.load(Ordering::Relaxed));
-                l.watch = pidwatch::watch(pid, start);
+                l.watch = pidwatch::watch_endpoint(e);
                 l.death = match (&l.watch, &self.notify) {
                     (Some(w), Some(n)) => Some(w.ring_on_death(n.bell().id())),
                     _ => None,
@@ -1327,6 +1325,8 @@ impl Drop for ReadGrant<'_> {
 pub struct SenderStatus {
     pub index: u32,
     pub pid: u32,
+    /// `pid` is a pid of another PID namespace than the reader's.
+    pub foreign: bool,
     pub state: &'static str,
     pub liveness: &'static str,
     /// Bytes written into its lane and not yet taken.
@@ -1367,6 +1367,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
                     endpoint_state::CLOSED => "closed",
                     _ => "claiming",
                 },
+                foreign: e.is_foreign(),
                 liveness: match e.liveness() {
                     Liveness::Alive => "alive",
                     Liveness::Dead => "dead",

@@ -653,10 +653,7 @@ impl Server {
                 if let Ok((mut rx, mut tx)) = opened {
                     rx.set_wait_strategy(self.wait);
                     tx.set_wait_strategy(self.wait);
-                    let watch = crate::sync::pidwatch::watch(
-                        e.pid.load(Ordering::Relaxed),
-                        e.start_time.load(Ordering::Relaxed),
-                    );
+                    let watch = crate::sync::pidwatch::watch_endpoint(e);
                     let death = match (&watch, &self.notify) {
                         (Some(w), Some(n)) => Some(w.ring_on_death(n.bell().id())),
                         _ => None,

@@ -17,13 +17,14 @@
 //! stored in it may be a pointer: see the crate's layout rules.
 
 pub mod file;
+pub(crate) mod lease;
 pub mod memfd;
 pub mod posix;
 pub mod registry;
 pub mod sysv;
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::str::FromStr;
@@ -207,6 +208,16 @@ pub(crate) enum Backing {
     File { path: PathBuf, fd: OwnedFd },
 }
 
+impl Backing {
+    /// The object's descriptor (SysV segments have none).
+    pub(crate) fn fd(&self) -> Option<&OwnedFd> {
+        match self {
+            Backing::SysV { .. } => None,
+            Backing::Posix { fd, .. } | Backing::Memfd { fd } | Backing::File { fd, .. } => Some(fd),
+        }
+    }
+}
+
 /// One shared-memory object mapped into this process.
 ///
 /// The mapping stays valid until the segment is dropped. The bytes it covers can be
@@ -236,6 +247,9 @@ impl Segment {
         owned: bool,
         read_only: bool,
     ) -> Segment {
+        if let Some(fd) = backing.fd() {
+            lease::register(base.as_ptr(), len, fd.as_raw_fd());
+        }
         Segment { base, len, backing, owned: AtomicBool::new(owned), read_only }
     }
 
@@ -388,6 +402,10 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // Leases end with the mapping their records are in (before the fd closes).
+        if self.backing.fd().is_some() {
+            lease::unregister(self.base.as_ptr());
+        }
         if self.is_owned() {
             // Errors cannot be reported from drop; a leftover object is found by `shmkit gc`.
             let _ = self.remove();

@@ -1,8 +1,8 @@
 //! Doorbells: how a waker reaches an end that waits in an event loop instead of on a
 //! futex.
 //!
-//! An end in notifying mode binds a unix datagram socket in Linux's abstract namespace
-//! under a random 64-bit id (`shmkit.bell.<id as 16 hex digits>`), records the id in its
+//! An end in notifying mode binds a unix datagram socket under a random 64-bit id,
+//! records the id in its
 //! [`Endpoint::bell`](crate::layout::Endpoint::bell), and sets
 //! [`NOTIFY`]. Its readiness fd is that socket:
 //! readable while a ring is queued. A waker that takes the end's `waiting` flag (the
@@ -10,12 +10,19 @@
 //! address instead of calling `FUTEX_WAKE`; a waker that finds the flag clear makes no
 //! system call at all.
 //!
-//! Why this mechanism (measured on the development VM: docs/DESIGN.md §4):
-//! nothing is created on disk, so SIGKILL leaves nothing behind (the kernel frees an
-//! abstract name with its last fd); no fd is ever handed to another process, so no
-//! other process can read (steal) a ring; any process of the network namespace may
-//! *send* one, which at worst causes a spurious wake-up, which the contract allows.
-//! Both ends must share a network namespace.
+//! Where the socket is bound: at a path, `/dev/shm/shmkit.bell.<id as 16 hex digits>`
+//! (ids with [`PATH_BELL`] set), on the tmpfs that POSIX segments live on and that
+//! containers sharing shared memory share; a path is reachable from every network
+//! namespace, where an abstract name (`\0shmkit.bell.<id>`) belongs to one. The
+//! abstract namespace serves where `/dev/shm` is not a writable directory, or when
+//! `SHMKIT_ABSTRACT_BELLS` is set (both ends must then share a network namespace). A
+//! path-bound doorbell is unlinked when dropped; one left by SIGKILL is found by `shmkit
+//! gc` (no socket answers at it any more) and removed.
+//!
+//! Why this mechanism (measured on the development VM: docs/DESIGN.md §4): no fd is
+//! ever handed to another process, so no other process can read (steal) a ring; anyone
+//! who may open the socket may *send* one, which at worst causes a spurious wake-up,
+//! which the contract allows; no rendezvous, thread or privilege is needed.
 //!
 //! # References
 //!  - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html) ("Abstract sockets")
@@ -45,8 +52,31 @@ use crate::sync::wait::{self, Park, Stop};
 /// Rings one [`Doorbell::drain`] system call takes at most.
 const DRAIN_BATCH: usize = 16;
 
-/// Length of an abstract doorbell name: `shmkit.bell.` and 16 hex digits.
+/// Length of a doorbell name: `shmkit.bell.` and 16 hex digits.
 const NAME_LEN: usize = 12 + 16;
+
+/// The bit of a doorbell id that says it is bound at a path in [`BELL_DIR`] rather
+/// than in the abstract namespace.
+pub const PATH_BELL: u64 = 1 << 63;
+
+/// Where path-bound doorbells are: beside the POSIX segments.
+pub const BELL_DIR: &str = "/dev/shm";
+
+/// The path of doorbell `id` (one with [`PATH_BELL`]).
+pub fn bell_path(id: u64) -> std::path::PathBuf {
+    let name = name(id);
+    std::path::Path::new(BELL_DIR).join(std::str::from_utf8(&name).expect("ASCII"))
+}
+
+/// Whether new doorbells are bound at a path (computed once): [`BELL_DIR`] is a
+/// writable directory and `SHMKIT_ABSTRACT_BELLS` is not set.
+fn path_bells() -> bool {
+    static PATH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PATH.get_or_init(|| {
+        std::env::var_os("SHMKIT_ABSTRACT_BELLS").is_none()
+            && rustix::fs::access(BELL_DIR, rustix::fs::Access::WRITE_OK).is_ok()
+    })
+}
 
 /// The abstract socket name of doorbell `id` (without the leading NUL).
 fn name(id: u64) -> [u8; NAME_LEN] {
@@ -60,7 +90,11 @@ fn name(id: u64) -> [u8; NAME_LEN] {
 }
 
 fn address(id: u64) -> std::io::Result<SocketAddrUnix> {
-    Ok(SocketAddrUnix::new_abstract_name(&name(id))?)
+    if id & PATH_BELL != 0 {
+        Ok(SocketAddrUnix::new(bell_path(id))?)
+    } else {
+        Ok(SocketAddrUnix::new_abstract_name(&name(id))?)
+    }
 }
 
 fn dgram_socket() -> std::io::Result<OwnedFd> {
@@ -91,8 +125,8 @@ fn random_id() -> u64 {
     id.max(1)
 }
 
-/// The receiving half: a socket bound under a random abstract name, readable while a
-/// ring is queued. Its fd is an end's readiness fd.
+/// The receiving half: a socket bound under a random name (a path, or abstract),
+/// readable while a ring is queued. Its fd is an end's readiness fd.
 #[derive(Debug)]
 pub struct Doorbell {
     sock: OwnedFd,
@@ -101,20 +135,44 @@ pub struct Doorbell {
 
 impl Doorbell {
     /// `socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC)` bound to
-    /// `\0shmkit.bell.<random id>`.
+    /// `/dev/shm/shmkit.bell.<random id>` (mode 0666: whoever shares the segment may
+    /// ring), or to `\0shmkit.bell.<random id>` where that directory cannot be used.
     pub fn new() -> Result<Doorbell> {
+        if path_bells() {
+            // A read-only or full /dev/shm: the abstract namespace still works within
+            // one network namespace.
+            if let Ok(bell) = Doorbell::bind(PATH_BELL) {
+                return Ok(bell);
+            }
+        }
+        Doorbell::bind(0)
+    }
+
+    fn bind(kind: u64) -> Result<Doorbell> {
+        let what = if kind == PATH_BELL { "doorbell in /dev/shm" } else { "abstract doorbell" };
         let sock = dgram_socket().map_err(|e| Error::io("socket", "AF_UNIX, SOCK_DGRAM", e))?;
         // A clash with a live doorbell (2^-64 a try) or a hostile squatter: another id.
         for _ in 0..16 {
-            let id = random_id();
-            let addr = address(id).map_err(|e| Error::io("bind", "abstract doorbell", e))?;
+            let id = (random_id() & !PATH_BELL) | kind;
+            let addr = address(id).map_err(|e| Error::io("bind", what, e))?;
             match bind(&sock, &addr) {
-                Ok(()) => return Ok(Doorbell { sock, id }),
+                Ok(()) => {
+                    if kind == PATH_BELL {
+                        // Others must be able to connect whatever our umask: ringing
+                        // is all the socket lets them do.
+                        let mode = rustix::fs::Mode::from_raw_mode(0o666);
+                        if let Err(e) = rustix::fs::chmod(bell_path(id), mode) {
+                            let _ = std::fs::remove_file(bell_path(id));
+                            return Err(Error::errno("chmod", what, e));
+                        }
+                    }
+                    return Ok(Doorbell { sock, id });
+                }
                 Err(Errno::ADDRINUSE) => continue,
-                Err(e) => return Err(Error::errno("bind", "abstract doorbell", e)),
+                Err(e) => return Err(Error::errno("bind", what, e)),
             }
         }
-        Err(Error::errno("bind", "abstract doorbell", Errno::ADDRINUSE))
+        Err(Error::errno("bind", what, Errno::ADDRINUSE))
     }
 
     /// The id a waker rings ([`ring`]); never 0.
@@ -178,6 +236,22 @@ impl Doorbell {
         let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
         matches!(poll(&mut fds, ts.as_ref()), Ok(n) if n > 0)
     }
+}
+
+impl Drop for Doorbell {
+    fn drop(&mut self) {
+        if self.id & PATH_BELL != 0 {
+            let _ = std::fs::remove_file(bell_path(self.id));
+        }
+    }
+}
+
+/// Whether the path-bound doorbell at `path` is stale: a socket file of ours that no
+/// socket is bound to any more (its holder was killed). For `shmkit gc`.
+pub fn is_stale_bell(path: &std::path::Path) -> bool {
+    let Ok(sock) = dgram_socket() else { return false };
+    let Ok(addr) = SocketAddrUnix::new(path) else { return false };
+    matches!(connect(&sock, &addr), Err(Errno::CONNREFUSED))
 }
 
 impl AsFd for Doorbell {

@@ -5,10 +5,23 @@
 //! time (`/proc/PID/stat` field 22, clock ticks since boot), and a process counts as
 //! alive only if a process with that pid exists *and* started at that time.
 //!
+//! A pid means something only in its PID namespace: a container's pid 1 is not the
+//! host's. Each record therefore also carries the holder's PID-namespace identity
+//! ([`pid_ns`]: the inode of `/proc/self/ns/pid`), and a pid of another namespace is
+//! never looked up in our own `/proc`: it is translated ([`liveness_in`]) through the
+//! `NSpid` line of `/proc/PID/status` where this process can see that namespace (it is
+//! an ancestor of it), and is `Unknown` where it cannot. Segments with a descriptor do
+//! not depend on this at all: their records are proven alive by a lock the kernel holds
+//! for the holder (`segment::lease`); the pid is what tools show.
+//!
 //! # References
 //!  - [`proc_pid_stat(5)`](https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html)
+//!  - [`proc_pid_status(5)`](https://man7.org/linux/man-pages/man5/proc_pid_status.5.html) (`NSpid`)
+//!  - [`pid_namespaces(7)`](https://man7.org/linux/man-pages/man7/pid_namespaces.7.html)
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Mutex, OnceLock};
 
 /// Whether a recorded process is still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,16 +61,139 @@ pub fn stat_field(stat: &[u8], n: usize) -> Option<u64> {
     rest.split_ascii_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
-/// This process's pid and start time, computed once.
+/// This process's pid (in its own PID namespace) and start time, computed once.
 pub fn current() -> (u32, u64) {
     static ME: OnceLock<(u32, u64)> = OnceLock::new();
+    // /proc/self, not /proc/<getpid()>: a process in a PID namespace of its own that
+    // kept its parent's /proc would read another process's line.
+    let mine = |pid| (pid, std::fs::read("/proc/self/stat").ok().and_then(|s| parse_start_time(&s)).unwrap_or(0));
     // A forked child must not inherit its parent's identity: check the pid each time.
     let pid = std::process::id();
-    let cached = *ME.get_or_init(|| (pid, start_time(pid).unwrap_or(0)));
+    let cached = *ME.get_or_init(|| mine(pid));
     if cached.0 == pid {
         cached
     } else {
-        (pid, start_time(pid).unwrap_or(0))
+        mine(pid)
+    }
+}
+
+/// The identity of a PID namespace: the inode of its `/proc/PID/ns/pid` link's target
+/// (unique while the namespace exists). 0: unknown (no /proc).
+fn ns_of(path: &str) -> u32 {
+    std::fs::metadata(path).map_or(0, |m| m.ino() as u32)
+}
+
+/// This process's PID namespace ([`ns_of`] `/proc/self/ns/pid`), and whether its
+/// `/proc` is that namespace's (`/proc/self` names our own pid), so that pids of our
+/// namespace can be looked up there. Computed once per process.
+fn own_ns() -> (u32, bool) {
+    static NS: OnceLock<(u32, u32, bool)> = OnceLock::new();
+    let compute = |pid: u32| {
+        let ns = ns_of("/proc/self/ns/pid");
+        let own_proc = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str().and_then(|s| s.parse::<u32>().ok()))
+            == Some(pid);
+        (pid, ns, own_proc)
+    };
+    let pid = std::process::id();
+    let (cached_pid, ns, own_proc) = *NS.get_or_init(|| compute(pid));
+    if cached_pid == pid {
+        (ns, own_proc)
+    } else {
+        let (_, ns, own_proc) = compute(pid);
+        (ns, own_proc)
+    }
+}
+
+/// This process's PID-namespace identity, as recorded in endpoints and headers.
+pub fn pid_ns() -> u32 {
+    own_ns().0
+}
+
+/// Whether a pid recorded with namespace `ns` belongs to another PID namespace than
+/// ours (0 on either side: not known, taken as ours, as records before namespaces were
+/// recorded).
+pub fn is_foreign(ns: u32) -> bool {
+    let mine = pid_ns();
+    ns != 0 && mine != 0 && ns != mine
+}
+
+/// Liveness of the process recorded as `pid` of PID namespace `ns`, started at
+/// `start`: [`liveness`] in our own namespace (when our /proc is its); across
+/// namespaces, through the pid [`translate`] finds, or `Unknown` where this process
+/// cannot see the holder's namespace.
+pub fn liveness_in(pid: u32, start: u64, ns: u32) -> Liveness {
+    if pid == 0 {
+        return Liveness::Unknown;
+    }
+    if !is_foreign(ns) && own_ns().1 {
+        return liveness(pid, start);
+    }
+    match translate(pid, start, ns) {
+        Translated::Local(local) => liveness(local, start),
+        Translated::Gone => Liveness::Dead,
+        Translated::Invisible => Liveness::Unknown,
+    }
+}
+
+/// What [`translate`] found for a pid of another namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translated {
+    /// That process, under this pid in our /proc.
+    Local(u32),
+    /// The namespace is visible here and holds no such process (or it has another
+    /// start time): it is gone.
+    Gone,
+    /// No process of that namespace is visible here: nothing can be said.
+    Invisible,
+}
+
+/// The pid under which our `/proc` shows the process that namespace `ns` calls `pid`
+/// and that started at `start` (0: any). Scans `/proc/*/ns/pid` and the last `NSpid`
+/// field of each match, which takes a millisecond or so on a busy host; a found
+/// translation is cached (a hit is checked against the start time before use).
+pub fn translate(pid: u32, start: u64, ns: u32) -> Translated {
+    static CACHE: Mutex<Option<HashMap<(u32, u32, u64), u32>>> = Mutex::new(None);
+    let key = (ns, pid, start);
+    if let Some(&local) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
+        if start == 0 || start_time(local) == Some(start) {
+            return Translated::Local(local);
+        }
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Translated::Invisible };
+    let mut seen_ns = false;
+    for entry in dir.flatten() {
+        let Some(local) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if ns_of(&format!("/proc/{local}/ns/pid")) != ns {
+            continue;
+        }
+        seen_ns = true;
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{local}/status")) else { continue };
+        let inner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|l| l.split_ascii_whitespace().last())
+            .and_then(|p| p.parse::<u32>().ok());
+        if inner == Some(pid) {
+            if start != 0 && start_time(local) != Some(start) {
+                return Translated::Gone;
+            }
+            let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            let cache = cache.get_or_insert_with(HashMap::new);
+            if cache.len() > 1024 {
+                cache.clear();
+            }
+            cache.insert(key, local);
+            return Translated::Local(local);
+        }
+    }
+    if seen_ns {
+        Translated::Gone
+    } else {
+        Translated::Invisible
     }
 }
 

@@ -13,6 +13,17 @@
 //! - rings every doorbell subscribed with [`PeerWatch::ring_on_death`] (an end in
 //!   notifying mode), once: a ring stays queued until its holder drains it.
 //!
+//! A peer of another PID namespace has no pid we could open a pidfd for. In a segment
+//! with a descriptor its record is leased (`segment::lease`), and [`watch_endpoint`]
+//! watches the lease instead: a thread of its own (`shmkit-leasewatch`, 64 KiB of stack)
+//! blocks in `fcntl(F_OFD_SETLKW)` for a read lock on the record's byte, which the
+//! kernel grants when the holder's lease goes (death or release), and reports it
+//! through an eventfd in the same epoll set: the rest is the same event. Such a thread
+//! ends only when that holder does (a blocked lock wait cannot be cancelled); one exists
+//! per foreign holder followed, not per waiter. A SysV peer of another namespace is
+//! followed through the pid its namespace's `NSpid` translates to where this process
+//! can see it (`sync::peer::translate`), else not at all.
+//!
 //! So a parked end makes no periodic wake-ups at all, and learns of its peer's death
 //! when the kernel does. The ticking watchdog (`sync::watchdog`) is the fallback where
 //! pidfds are unavailable ([`available`] is false: an old kernel, a seccomp filter, or
@@ -36,6 +47,8 @@ use std::time::Duration;
 use rustix::event::epoll;
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
+use crate::layout::Endpoint;
+use crate::segment::lease;
 use crate::sync::{notify, peer, watchdog};
 
 /// How often a peer's death is re-announced to a thread that is still parked for it.
@@ -69,8 +82,12 @@ pub fn mechanism() -> &'static str {
 struct Entry {
     /// Never 0; the epoll data of its pidfd and the tag of parked slots.
     id: u64,
+    /// The holder as its record names it: pid in namespace `ns`, start time.
     pid: u32,
     start: u64,
+    ns: u32,
+    /// For a lease watch: the object (device, inode) and the record's offset.
+    lease: Option<(u64, u64, u64)>,
     /// Set (SeqCst) once the process has exited; never cleared.
     dead: AtomicBool,
     /// Doorbells to ring when it dies.
@@ -92,6 +109,13 @@ impl PeerWatch {
     /// Whether this watch is of the process recorded as (`pid`, `start`).
     pub fn is_of(&self, pid: u32, start: u64) -> bool {
         self.entry.pid == pid && self.entry.start == start
+    }
+
+    /// Whether this watch follows the holder `e` records now (pid, start time and
+    /// namespace).
+    pub fn is_for(&self, e: &Endpoint) -> bool {
+        self.is_of(e.pid.load(Ordering::Relaxed), e.start_time.load(Ordering::Relaxed))
+            && self.entry.ns == e.pid_ns.load(Ordering::Relaxed)
     }
 
     /// Whether `other` is a handle on the same watch.
@@ -219,6 +243,71 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// A watch on whoever holds endpoint `e` now: its pidfd where its pid is of our
+/// namespace, its lease where it is not (and the segment has a descriptor), its
+/// translated pid's pidfd for a SysV record of a namespace we can see. `None` where
+/// none of these can be had: fall back to [`Endpoint::liveness`] and the watchdog.
+pub fn watch_endpoint(e: &Endpoint) -> Option<PeerWatch> {
+    let pid = e.pid.load(Ordering::Relaxed);
+    let start = e.start_time.load(Ordering::Relaxed);
+    let ns = e.pid_ns.load(Ordering::Relaxed);
+    if !e.is_foreign() {
+        return watch(pid, start);
+    }
+    if let Some((fd, offset)) = lease::watch_fd((e as *const Endpoint).cast()) {
+        return watch_lease(pid, start, ns, fd, offset);
+    }
+    match peer::translate(pid, start, ns) {
+        peer::Translated::Local(local) => {
+            let w = watcher()?;
+            let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
+            add(w, &mut state, (pid, start, ns, None), || open_checked(local, start))
+        }
+        peer::Translated::Gone => Some(PeerWatch { entry: Arc::new(dead_entry(pid, start, ns)) }),
+        peer::Translated::Invisible => None,
+    }
+}
+
+fn dead_entry(pid: u32, start: u64, ns: u32) -> Entry {
+    Entry {
+        id: 0,
+        pid,
+        start,
+        ns,
+        lease: None,
+        dead: AtomicBool::new(true),
+        bells: Mutex::new(Vec::new()),
+    }
+}
+
+/// A watch on the lease at `offset` of `fd`'s object, held by the process recorded as
+/// (`pid`, `start`) of namespace `ns`.
+fn watch_lease(pid: u32, start: u64, ns: u32, fd: OwnedFd, offset: u64) -> Option<PeerWatch> {
+    let w = watcher()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    let key = (pid, start, ns, Some((st.st_dev, st.st_ino, offset)));
+    let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
+    add(w, &mut state, key, || {
+        let event = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .ok()?;
+        let signal = event.try_clone().ok()?;
+        std::thread::Builder::new()
+            .name("shmkit-leasewatch".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // Released or died: either way the record's holder is gone (the
+                // waiter tells a close from a death by the record's state).
+                let _ = lease::wait_released(&fd, offset);
+                let _ = rustix::io::write(&signal, &1u64.to_ne_bytes());
+            })
+            .ok()?;
+        Some(event)
+    })
+}
+
 /// A watch on the process recorded as (`pid`, `start`) (start 0: only the pid is
 /// known). `None` where pidfds are unavailable: fall back to `/proc` and the watchdog.
 pub fn watch(pid: u32, start: u64) -> Option<PeerWatch> {
@@ -244,7 +333,26 @@ pub fn watch(pid: u32, start: u64) -> Option<PeerWatch> {
 fn watch_locked(pid: u32, start: u64) -> Option<PeerWatch> {
     let w = watcher()?;
     let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((entry, _)) = state.entries.values().find(|(e, _)| e.pid == pid && e.start == start)
+    add(w, &mut state, (pid, start, peer::pid_ns(), None), || open_checked(pid, start))
+}
+
+/// What identifies a watch: pid, start time, namespace, and for a lease the object and
+/// offset.
+type Key = (u32, u64, u32, Option<(u64, u64, u64)>);
+
+/// The entry for `key`, made with `open` (the fd the thread waits on: `None` when the
+/// process is already gone) if there is none.
+fn add(
+    w: &'static Watcher,
+    state: &mut State,
+    key: Key,
+    open: impl FnOnce() -> Option<OwnedFd>,
+) -> Option<PeerWatch> {
+    let (pid, start, ns, lease) = key;
+    if let Some((entry, _)) = state
+        .entries
+        .values()
+        .find(|(e, _)| e.pid == pid && e.start == start && e.ns == ns && e.lease == lease)
     {
         return Some(PeerWatch { entry: entry.clone() });
     }
@@ -263,10 +371,12 @@ fn watch_locked(pid: u32, start: u64) -> Option<PeerWatch> {
         id,
         pid,
         start,
+        ns,
+        lease,
         dead: AtomicBool::new(false),
         bells: Mutex::new(Vec::new()),
     });
-    match open_checked(pid, start) {
+    match open() {
         Some(fd) => {
             let added = epoll::add(
                 &w.epoll,

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::{endpoint_flags, endpoint_state, Endpoint};
 use crate::sync::notify::{self, Doorbell};
-use crate::sync::peer::{self, Liveness};
+use crate::sync::peer::Liveness;
 use crate::sync::pidwatch::{self, PeerWatch};
 use crate::sync::{futex, watchdog};
 
@@ -167,12 +167,22 @@ pub fn peer_gone(peer: &Endpoint) -> Option<Stop> {
         endpoint_state::CLOSED => Some(Stop::Closed),
         endpoint_state::ATTACHED => {
             let pid = peer.pid.load(Ordering::Relaxed);
-            match peer::liveness(pid, peer.start_time.load(Ordering::Relaxed)) {
-                Liveness::Dead => Some(Stop::Dead(pid)),
+            match peer.liveness() {
+                Liveness::Dead => Some(dead_or_closed(peer, pid)),
                 _ => None,
             }
         }
         _ => None,
+    }
+}
+
+/// The holder of `peer` (recorded as `pid`) was found gone: a close if the record says
+/// so now (a holder stores CLOSED before it lets go of its lease), else a death.
+fn dead_or_closed(peer: &Endpoint, pid: u32) -> Stop {
+    if peer.state.load(Ordering::Acquire) == endpoint_state::CLOSED {
+        Stop::Closed
+    } else {
+        Stop::Dead(pid)
     }
 }
 
@@ -759,12 +769,11 @@ pub fn peer_stop(
         endpoint_state::CLOSED => Some(Stop::Closed),
         endpoint_state::ATTACHED => {
             let pid = peer.pid.load(Ordering::Relaxed);
-            let start = peer.start_time.load(Ordering::Relaxed);
-            if !watch.as_ref().is_some_and(|w| w.is_of(pid, start)) {
-                *watch = pidwatch::watch(pid, start);
+            if !watch.as_ref().is_some_and(|w| w.is_for(peer)) {
+                *watch = pidwatch::watch_endpoint(peer);
             }
             match watch {
-                Some(w) => w.is_dead().then_some(Stop::Dead(pid)),
+                Some(w) => w.is_dead().then(|| dead_or_closed(peer, pid)),
                 None => peer_gone_paced(peer, last),
             }
         }
