@@ -1401,6 +1401,7 @@ pub unsafe extern "C" fn shmkit_server_create(
             clients: if clients == 0 { d.clients } else { clients },
             capacity: if capacity == 0 { d.capacity } else { capacity },
             mode: if mode == 0 { 0o600 } else { mode },
+            group: None,
         };
         let mut s = rpc::Server::create(&name, &config)?;
         let fd = readiness_fd(&mut s)?;

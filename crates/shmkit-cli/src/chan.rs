@@ -92,6 +92,7 @@ impl ChanArgs {
             capacity,
             max_message: self.max_msg.map(|m| m as usize),
             mode: self.mode,
+            group: None,
             message_type: None,
         })
     }

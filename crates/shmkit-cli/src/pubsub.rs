@@ -96,6 +96,7 @@ pub fn run_pub(args: &PubArgs) -> CliResult {
             subscribers: args.subscribers,
             overflow: args.overflow,
             mode: args.mode,
+            group: None,
             message_type: None,
         };
         Publisher::create(name, &config).context(format!("cannot create channel {name}"))?

@@ -166,7 +166,7 @@ impl Server {
         mode: u32,
     ) -> PyResult<Server> {
         let name = name(target)?;
-        let config = rpc::Config { clients, capacity, mode };
+        let config = rpc::Config { clients, capacity, mode, group: None };
         let mut s = py.detach(|| rpc::Server::create(&name, &config)).map_err(lib)?;
         let fd = crate::ends::fileno(&mut s)?;
         Ok(Server { s: Mutex::new(Some(s)), fd })

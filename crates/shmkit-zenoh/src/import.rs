@@ -104,6 +104,7 @@ fn open_or_create(
             Overflow::Overwrite
         }),
         mode: shape.mode,
+        group: None,
         message_type: described.and_then(|d| d.message_type).map(Into::into),
     };
     match Publisher::create(&spec.local, &config) {

@@ -241,7 +241,9 @@ impl Endpoint {
             Ok(lease::Taken::Yes) => true,
             Ok(lease::Taken::Held) => return Err(busy()),
             Ok(lease::Taken::NoFd) => false,
-            Err(e) => return Err(Error::io("fcntl(F_OFD_SETLK)", format!("{what} endpoint lease"), e)),
+            Err(e) => {
+                return Err(Error::io("fcntl(F_OFD_SETLK)", format!("{what} endpoint lease"), e))
+            }
         };
         let give_up = |e: Error| {
             if leased {
@@ -418,7 +420,8 @@ impl HeaderInfo {
 /// lease is gone has closed its creating handle: that is `Dead` (it no longer holds the
 /// segment); without a descriptor (SysV) it is `Unknown`.
 pub fn creator_liveness(seg: &Segment, info: &HeaderInfo) -> peer::Liveness {
-    let leased = header(seg).ok().and_then(|h| lease::probe((&h.creator_pid as *const AtomicU64).cast()));
+    let leased =
+        header(seg).ok().and_then(|h| lease::probe((&h.creator_pid as *const AtomicU64).cast()));
     if leased == Some(true) {
         return peer::Liveness::Alive;
     }

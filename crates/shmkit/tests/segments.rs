@@ -360,10 +360,14 @@ fn a_file_segment_on_a_full_filesystem_fails_at_creation() {
 
 #[test]
 fn a_segment_whose_creator_died_while_initialising_is_refused_at_once() {
-    let seg = Segment::create_memfd("half", 8192).unwrap();
-    let h = layout::init(&seg, ObjectKind::Raw, 1, &[]).unwrap();
+    let name = Name::Posix(format!("/shmkit.test.{}.half", std::process::id()));
+    let creating = Segment::create(&name, 8192, &Options::default()).unwrap();
+    let h = layout::init(&creating, ObjectKind::Raw, 1, &[]).unwrap();
     // Never published, and the recorded creator is a pid that does not exist.
     h.creator_pid.store(u64::from(u32::MAX - 7), Ordering::Relaxed);
+    let seg = Segment::open(&name, &Options::default()).unwrap();
+    // The creating handle's lease says its creator lives while it is open: gone with it.
+    drop(creating);
     let start = std::time::Instant::now();
     match layout::wait_ready(&seg, std::time::Duration::from_secs(30)) {
         Err(Error::Corrupt { what }) => assert!(what.contains("died while initialising"), "{what}"),

@@ -133,6 +133,8 @@ pub struct Config {
     pub overflow: Overflow,
     /// Permission bits of a named segment (default 0600).
     pub mode: u32,
+    /// Group of the new segment (see [`Options::group`](crate::segment::Options::group)); `None`: the creator's.
+    pub group: Option<u32>,
     /// The one type of value the channel carries, if it is typed (see [`crate::typed`]).
     pub message_type: Option<TypeTag>,
 }
@@ -145,6 +147,7 @@ impl Default for Config {
             subscribers: 16,
             overflow: Overflow::Overwrite,
             mode: 0o600,
+            group: None,
             message_type: None,
         }
     }
@@ -351,7 +354,7 @@ pub fn init(seg: &Segment, config: &Config) -> Result<()> {
 /// Creates a named segment holding a fresh channel (owned: dropping it removes the name).
 pub fn create(name: &Name, config: &Config) -> Result<Segment> {
     let size = config.required_size()?;
-    let opts = Options { mode: config.mode, ..Options::default() };
+    let opts = Options { mode: config.mode, group: config.group, ..Options::default() };
     let seg = Segment::create(name, size, &opts)?;
     init(&seg, config)?;
     Ok(seg)

@@ -60,11 +60,13 @@ pub struct Config {
     pub capacity: usize,
     /// Permission bits of the registry and channels (default 0600).
     pub mode: u32,
+    /// Group of the new segment (see [`Options::group`](crate::segment::Options::group)); `None`: the creator's.
+    pub group: Option<u32>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { clients: 16, capacity: 64 * 1024, mode: 0o600 }
+        Config { clients: 16, capacity: 64 * 1024, mode: 0o600, group: None }
     }
 }
 
@@ -587,7 +589,7 @@ impl Server {
         }
         channel_names(name, 0)?;
         spsc::Config { capacity: config.capacity, ..spsc::Config::default() }.check()?;
-        let opts = Options { mode: config.mode, ..Options::default() };
+        let opts = Options { mode: config.mode, group: config.group, ..Options::default() };
         let seg = Segment::create(name, registry_size(config.clients), &opts)?;
         let params = [u64::from(config.clients), config.capacity as u64];
         let h = layout::init(&seg, ObjectKind::Rpc, config.clients + 1, &params)?;

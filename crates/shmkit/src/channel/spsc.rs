@@ -157,13 +157,21 @@ pub struct Config {
     pub max_message: Option<usize>,
     /// Permission bits of a named segment (default 0600).
     pub mode: u32,
+    /// Group of the new segment (see [`Options::group`](crate::segment::Options::group)); `None`: the creator's.
+    pub group: Option<u32>,
     /// The one type of value the channel carries, if it is typed (see [`crate::typed`]).
     pub message_type: Option<TypeTag>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { capacity: 256 * 1024, max_message: None, mode: 0o600, message_type: None }
+        Config {
+            capacity: 256 * 1024,
+            max_message: None,
+            mode: 0o600,
+            group: None,
+            message_type: None,
+        }
     }
 }
 
@@ -220,7 +228,7 @@ pub fn init(seg: &Segment, config: &Config) -> Result<()> {
 /// removes the name (call [`Segment::persist`] to keep it).
 pub fn create(name: &Name, config: &Config) -> Result<Segment> {
     config.geometry()?;
-    let opts = Options { mode: config.mode, ..Options::default() };
+    let opts = Options { mode: config.mode, group: config.group, ..Options::default() };
     let seg = Segment::create(name, required_size(config.capacity), &opts)?;
     init(&seg, config)?;
     Ok(seg)

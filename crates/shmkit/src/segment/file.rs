@@ -57,6 +57,7 @@ pub(crate) fn create(path: &Path, size: usize, opts: &Options) -> Result<Segment
     if created {
         rustix::fs::fchmod(&fd, mode)
             .map_err(|e| cleanup(Error::errno("fchmod", quoted(path), e)))?;
+        super::apply_group(&fd, opts.group, &quoted(path)).map_err(cleanup)?;
         super::posix::allocate(&fd, size as u64, &path.display().to_string()).map_err(cleanup)?;
     }
     let len = regular_len(&fd, path)?;

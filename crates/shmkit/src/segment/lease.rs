@@ -237,7 +237,8 @@ fn remember_fd(fd: RawFd) -> bool {
         let path = c"/dev/null";
         // SAFETY: a NUL-terminated path; the descriptor is kept for the process's life.
         let null = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if null >= 0 && DEV_NULL.compare_exchange(-1, null, Ordering::AcqRel, Ordering::Acquire).is_err()
+        if null >= 0
+            && DEV_NULL.compare_exchange(-1, null, Ordering::AcqRel, Ordering::Acquire).is_err()
         {
             // SAFETY: ours, and another thread installed its own first.
             unsafe { libc::close(null) };
@@ -312,29 +313,34 @@ mod tests {
         // SAFETY: inside the mapping.
         let rec = unsafe { seg.as_ptr().add(192) };
         assert!(matches!(take(rec), Ok(Taken::Yes)));
-        let mut fds = [0; 2];
-        // SAFETY: a two-element array for pipe(2).
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (r, w) = (fds[0], fds[1]);
-        // SAFETY: the child only blocks in read(2) and leaves with _exit.
+        let (mut hold, mut ready) = ([0; 2], [0; 2]);
+        // SAFETY: two-element arrays for pipe(2).
+        assert_eq!(unsafe { libc::pipe(hold.as_mut_ptr()) + libc::pipe(ready.as_mut_ptr()) }, 0);
+        // SAFETY: the child only writes and reads a pipe and leaves with _exit.
         let child = unsafe { libc::fork() };
         if child == 0 {
-            let mut byte = [0u8];
-            // SAFETY: a valid one-byte buffer; then leave without unwinding.
+            let mut byte = [1u8];
+            // SAFETY: valid one-byte buffers; then leave without unwinding. The atfork
+            // handlers ran before fork returned here.
             unsafe {
-                libc::close(w);
-                libc::read(r, byte.as_mut_ptr().cast(), 1);
+                libc::close(hold[1]);
+                libc::write(ready[1], byte.as_ptr().cast(), 1);
+                libc::read(hold[0], byte.as_mut_ptr().cast(), 1);
                 libc::_exit(0);
             }
         }
+        let mut byte = [0u8];
+        // SAFETY: a valid one-byte buffer.
+        assert_eq!(unsafe { libc::read(ready[0], byte.as_mut_ptr().cast(), 1) }, 1);
         // The child is alive and blocked. Had it kept the lease's open file
         // description, releasing ours would leave the byte locked.
         release(rec);
         let after = probe(rec);
-        // SAFETY: our pipe ends; closing the write end lets the child leave.
+        // SAFETY: our pipe ends; closing the write end of `hold` lets the child leave.
         unsafe {
-            libc::close(r);
-            libc::close(w);
+            for fd in hold.iter().chain(ready.iter()) {
+                libc::close(*fd);
+            }
         }
         let mut status = 0;
         // SAFETY: waiting for our own child.

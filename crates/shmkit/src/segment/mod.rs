@@ -191,12 +191,31 @@ pub struct Options {
     /// Preferred mapping address (a hint, never `MAP_FIXED`): lets a test force two
     /// processes to map the same object at different addresses.
     pub address_hint: Option<usize>,
+    /// Group of a new object (`fchown(fd, -1, gid)`; SysV: `shmctl(IPC_SET)`), so that a
+    /// mode such as `0o660` shares it with that group's users. `None`: the creator's
+    /// effective group. The creator must be a member (or root).
+    pub group: Option<u32>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { mode: 0o600, open_existing: false, read_only: false, address_hint: None }
+        Options {
+            mode: 0o600,
+            open_existing: false,
+            read_only: false,
+            address_hint: None,
+            group: None,
+        }
     }
+}
+
+/// `fchown(fd, -1, group)` of a new object, if a group was asked for.
+pub(crate) fn apply_group(fd: &OwnedFd, group: Option<u32>, what: &str) -> Result<()> {
+    if let Some(gid) = group {
+        rustix::fs::fchown(fd, None, Some(rustix::fs::Gid::from_raw(gid)))
+            .map_err(|e| Error::errno("fchown", format!("{what} to group {gid}"), e))?;
+    }
+    Ok(())
 }
 
 /// What the backing object is; holds the descriptor or id that keeps it reachable.
@@ -213,7 +232,9 @@ impl Backing {
     pub(crate) fn fd(&self) -> Option<&OwnedFd> {
         match self {
             Backing::SysV { .. } => None,
-            Backing::Posix { fd, .. } | Backing::Memfd { fd } | Backing::File { fd, .. } => Some(fd),
+            Backing::Posix { fd, .. } | Backing::Memfd { fd } | Backing::File { fd, .. } => {
+                Some(fd)
+            }
         }
     }
 }

@@ -68,6 +68,7 @@ pub(crate) fn create(name: &str, size: usize, opts: &Options) -> Result<Segment>
         // The umask filtered the mode; the caller asked for exactly this one.
         rustix::fs::fchmod(&fd, mode)
             .map_err(|e| cleanup(Error::errno("fchmod", quoted(name), e)))?;
+        super::apply_group(&fd, opts.group, &quoted(name)).map_err(cleanup)?;
         allocate(&fd, size as u64, name).map_err(cleanup)?;
     }
     let len = existing_len(&fd, name)?;

@@ -62,6 +62,11 @@ pub(crate) fn create(key: i32, size: usize, opts: &Options) -> Result<Segment> {
         Err(Error::AlreadyExists { .. }) if opts.open_existing => (shmget(key, 0, 0)?, false),
         Err(e) => return Err(e),
     };
+    if let (true, Some(gid)) = (created, opts.group) {
+        set_group(id, gid).inspect_err(|_| {
+            let _ = remove(id);
+        })?;
+    }
     let st = stat(id)?;
     if st.size < size as u64 {
         return Err(Error::incompatible("segment size", st.size, format!("at least {size}")));
@@ -73,6 +78,22 @@ pub(crate) fn create(key: i32, size: usize, opts: &Options) -> Result<Segment> {
     })?;
     seg.set_owned(created);
     Ok(seg)
+}
+
+/// `shmctl(id, IPC_SET)` with the segment's group changed to `gid`.
+fn set_group(id: i32, gid: u32) -> Result<()> {
+    // SAFETY: shmid_ds is a plain C struct for which all-zero is valid.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid shmid_ds for IPC_STAT to fill, then for IPC_SET to read.
+    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+        return Err(Error::last_os("shmctl(IPC_STAT)", format!("shmid {id}")));
+    }
+    ds.shm_perm.gid = gid;
+    // SAFETY: as above.
+    if unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) } < 0 {
+        return Err(Error::last_os("shmctl(IPC_SET)", format!("shmid {id} to group {gid}")));
+    }
+    Ok(())
 }
 
 /// Opens the segment with `key` at its full size.

@@ -66,7 +66,9 @@ pub fn current() -> (u32, u64) {
     static ME: OnceLock<(u32, u64)> = OnceLock::new();
     // /proc/self, not /proc/<getpid()>: a process in a PID namespace of its own that
     // kept its parent's /proc would read another process's line.
-    let mine = |pid| (pid, std::fs::read("/proc/self/stat").ok().and_then(|s| parse_start_time(&s)).unwrap_or(0));
+    let mine = |pid| {
+        (pid, std::fs::read("/proc/self/stat").ok().and_then(|s| parse_start_time(&s)).unwrap_or(0))
+    };
     // A forked child must not inherit its parent's identity: check the pid each time.
     let pid = std::process::id();
     let cached = *ME.get_or_init(|| mine(pid));
@@ -156,7 +158,9 @@ pub enum Translated {
 pub fn translate(pid: u32, start: u64, ns: u32) -> Translated {
     static CACHE: Mutex<Option<HashMap<(u32, u32, u64), u32>>> = Mutex::new(None);
     let key = (ns, pid, start);
-    if let Some(&local) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
+    if let Some(&local) =
+        CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key)
+    {
         if start == 0 || start_time(local) == Some(start) {
             return Translated::Local(local);
         }
