@@ -23,6 +23,10 @@ pub struct ChanArgs {
     /// Permission bits for --create.
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
+    /// Group of the new segment, by name or number (with --create): with a mode such
+    /// as 0660 the group's users share the channel (applied before the mode).
+    #[arg(long, value_name = "GROUP", value_parser = crate::util::parse_group)]
+    pub group: Option<u32>,
     /// How to wait: spin, block, adaptive, or adaptive:SPIN_US[:YIELDS]; ping and pong
     /// also take async or async:STRATEGY (round trips on a current-thread tokio
     /// runtime, through the channels' readiness fds; STRATEGY sets the spin before
@@ -92,7 +96,7 @@ impl ChanArgs {
             capacity,
             max_message: self.max_msg.map(|m| m as usize),
             mode: self.mode,
-            group: None,
+            group: self.group,
             message_type: None,
         })
     }
@@ -160,15 +164,38 @@ pub fn receiver(name: &Name, args: &ChanArgs) -> CliResult<Receiver> {
 /// Called after this side's handle is dropped (its endpoint closed): the side that
 /// finishes last removes the segment. A peer that never attached leaves it in place,
 /// so a receiver that comes later still gets the messages.
+///
+/// Between users (a mode that lets others in, e.g. `--mode 0660 --group G`) the last
+/// one out may not be allowed to remove the name (only its owner may unlink a file in
+/// the sticky `/dev/shm`): so the owner, finishing while the peer is still attached,
+/// removes the name at once (the peer keeps its mapping; nothing needs the name any
+/// more), and a peer that cannot remove it says so and who can.
 pub fn finish(name: &Name, peer: u32) {
+    use shmkit::layout::endpoint_state::ATTACHED;
+    use shmkit::sync::peer::Liveness;
     crate::signals::settled(name);
     let Ok(seg) = Segment::open(name, &Options { read_only: true, ..Options::default() }) else {
         return; // already removed by the peer
     };
     let Ok(info) = shmkit::layout::validate(&seg) else { return };
-    if let Ok(ep) = shmkit::layout::endpoint(&seg, &info, peer) {
-        if ep.liveness() == shmkit::sync::peer::Liveness::Dead {
-            let _ = seg.remove();
-        }
+    let Ok(ep) = shmkit::layout::endpoint(&seg, &info, peer) else { return };
+    let Ok(d) = seg.describe() else { return };
+    // SAFETY: geteuid has no preconditions.
+    let mine = d.uid == unsafe { libc::geteuid() };
+    let alive_peer = ep.state.load(std::sync::atomic::Ordering::Acquire) == ATTACHED
+        && ep.liveness() == Liveness::Alive;
+    let remove = match ep.liveness() {
+        Liveness::Dead => true,
+        _ => mine && alive_peer && d.mode & 0o077 != 0,
+    };
+    if !remove {
+        return;
+    }
+    if let Err(Error::PermissionDenied { .. }) = seg.remove() {
+        eprintln!(
+            "shmkit: note: {name} stays: only its owner (uid {}) or root may remove it; \
+             `shmkit gc` run by that user does",
+            d.uid
+        );
     }
 }

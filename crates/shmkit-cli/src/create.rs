@@ -35,6 +35,10 @@ pub struct Args {
     /// Permission bits (octal).
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     mode: u32,
+    /// Group of the new segment, by name or number: with a mode such as 0660 the
+    /// group's users share it (applied before the mode).
+    #[arg(long, value_name = "GROUP", value_parser = crate::util::parse_group)]
+    group: Option<u32>,
     /// Open the segment if it already exists instead of failing.
     #[arg(long)]
     open_existing: bool,
@@ -84,7 +88,12 @@ pub fn run(args: &Args) -> CliResult {
             layout::HEADER_SIZE
         ));
     }
-    let opts = Options { mode: args.mode, open_existing: args.open_existing, ..Options::default() };
+    let opts = Options {
+        mode: args.mode,
+        open_existing: args.open_existing,
+        group: args.group,
+        ..Options::default()
+    };
     let seg = Segment::create(&name, size, &opts).context(format!("cannot create {name}"))?;
     let fresh = seg.is_owned();
     if !args.no_header && fresh {

@@ -127,7 +127,7 @@ fn open_recv_end(args: &RecvArgs) -> CliResult<RecvEnd> {
                 .map_err(|_| crate::util::Failure("capacity too large".into()))?,
             max_message: args.chan.max_msg.map(|m| m as usize),
             mode: args.chan.mode,
-            group: None,
+            group: args.chan.group,
             message_type: None,
         };
         // Registered first: a signal right after the creation must find it. The

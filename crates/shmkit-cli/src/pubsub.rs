@@ -43,6 +43,10 @@ pub struct PubArgs {
     /// Permission bits, for --create.
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     mode: u32,
+    /// Group of the new segment, by name or number (with --create): with a mode such
+    /// as 0660 the group's users share the channel (applied before the mode).
+    #[arg(long, value_name = "GROUP", value_parser = crate::util::parse_group)]
+    group: Option<u32>,
     /// Before publishing, wait until this many subscribers have joined.
     #[arg(long, value_name = "N", default_value = "0")]
     wait_subscribers: usize,
@@ -96,7 +100,7 @@ pub fn run_pub(args: &PubArgs) -> CliResult {
             subscribers: args.subscribers,
             overflow: args.overflow,
             mode: args.mode,
-            group: None,
+            group: args.group,
             message_type: None,
         };
         Publisher::create(name, &config).context(format!("cannot create channel {name}"))?

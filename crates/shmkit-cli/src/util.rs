@@ -74,6 +74,22 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses a group given by name (looked up with `getgrnam`) or number.
+pub fn parse_group(s: &str) -> Result<u32, String> {
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(s).map_err(|_| format!("{s:?} is not a group name"))?;
+    // SAFETY: a NUL-terminated name; the returned entry is read at once, before any
+    // other getgr* call on this thread.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(format!("no group named {s:?} (see getent group)"));
+    }
+    // SAFETY: non-null: a valid group entry.
+    Ok(unsafe { (*entry).gr_gid })
+}
+
 /// `4096` → `4K`, like `lsipc` without `--bytes`.
 pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];

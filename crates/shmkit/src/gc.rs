@@ -198,10 +198,12 @@ fn why_alive(seg: &Segment, info: &HeaderInfo, attached: Option<u64>) -> Option<
                         foreign(ep.is_foreign())
                     ))
                 }
-                Liveness::Unknown if attached => return Some(format!(
+                Liveness::Unknown if attached => {
+                    return Some(format!(
                     "unknown: endpoint {i} is held by pid {pid}{}, which cannot be seen from here",
                     foreign(ep.is_foreign())
-                )),
+                ))
+                }
                 _ => {}
             }
         }
