@@ -178,7 +178,7 @@ pub(crate) fn release(addr: *const u8) {
 pub(crate) fn probe(addr: *const u8) -> Option<bool> {
     let maps = MAPPINGS.read().unwrap_or_else(|e| e.into_inner());
     let (i, off) = find(&maps, addr)?;
-    Some(held_by_writer(maps[i].fd, off)?)
+    held_by_writer(maps[i].fd, off)
 }
 
 fn held_by_writer(fd: RawFd, offset: u64) -> Option<bool> {

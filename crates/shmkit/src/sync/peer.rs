@@ -139,6 +139,9 @@ pub fn liveness_in(pid: u32, start: u64, ns: u32) -> Liveness {
     }
 }
 
+/// Found translations: (namespace, pid there, start time) → pid in our /proc.
+type Translations = HashMap<(u32, u32, u64), u32>;
+
 /// What [`translate`] found for a pid of another namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Translated {
@@ -156,7 +159,7 @@ pub enum Translated {
 /// field of each match, which takes a millisecond or so on a busy host; a found
 /// translation is cached (a hit is checked against the start time before use).
 pub fn translate(pid: u32, start: u64, ns: u32) -> Translated {
-    static CACHE: Mutex<Option<HashMap<(u32, u32, u64), u32>>> = Mutex::new(None);
+    static CACHE: Mutex<Option<Translations>> = Mutex::new(None);
     let key = (ns, pid, start);
     if let Some(&local) =
         CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key)
