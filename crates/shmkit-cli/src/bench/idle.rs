@@ -37,6 +37,8 @@ pub struct IdleRow {
 #[derive(Debug, Serialize)]
 struct IdleReport {
     death_detection: &'static str,
+    /// The peers ran in PID namespaces of their own (`--peers-in-pid-ns`).
+    peers_in_pid_ns: bool,
     rows: Vec<IdleRow>,
 }
 
@@ -86,7 +88,26 @@ impl Drop for Proc {
 }
 
 fn start(exe: &std::path::Path, args: &[&str], stdin: Stdio) -> CliResult<Proc> {
-    let child = Command::new(exe)
+    start_in(exe, args, stdin, false)
+}
+
+/// [`start`], inside a PID namespace of its own (`unshare --pid --fork --mount-proc
+/// --kill-child`: killing the `unshare` kills it) when `in_pid_ns`: a peer in another
+/// container.
+fn start_in(
+    exe: &std::path::Path,
+    args: &[&str],
+    stdin: Stdio,
+    in_pid_ns: bool,
+) -> CliResult<Proc> {
+    let mut cmd = if in_pid_ns {
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let child = cmd
         .args(args)
         .stdin(stdin)
         .stdout(Stdio::piped())
@@ -126,7 +147,8 @@ fn usage(pid: u32) -> (u64, u64) {
     (switches, cpu)
 }
 
-/// Waits (at most 10 s) until endpoint `index` of `name` is held by `pid`.
+/// Waits (at most 10 s) until endpoint `index` of `name` is held by `pid` (0: by
+/// anyone, for a peer whose pid is its own namespace's).
 fn attached(name: &Name, index: u32, pid: u32) -> CliResult {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -135,7 +157,7 @@ fn attached(name: &Name, index: u32, pid: u32) -> CliResult {
                 if let Ok(e) = layout::endpoint(&seg, &info, index) {
                     if e.state.load(std::sync::atomic::Ordering::Acquire)
                         == endpoint_state::ATTACHED
-                        && e.pid.load(std::sync::atomic::Ordering::Relaxed) == pid
+                        && (pid == 0 || e.pid.load(std::sync::atomic::Ordering::Relaxed) == pid)
                     {
                         return Ok(());
                     }
@@ -204,7 +226,7 @@ fn remove(names: &[String]) {
     }
 }
 
-pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
+pub fn run(seconds: f64, json: Option<&std::path::Path>, peers_in_pid_ns: bool) -> CliResult {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
         return fail("--idle must be in (0, 3600] seconds");
     }
@@ -214,7 +236,13 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     // A signal kills the ends under test (our children) and removes what they made.
     let _signal = crate::signals::created_prefix(&base);
     let mut rows = Vec::new();
-    eprintln!("shmkit bench --idle: 4 parked ends, {seconds} s each");
+    eprintln!(
+        "shmkit bench --idle: 4 parked ends, {seconds} s each{}",
+        if peers_in_pid_ns { ", their peers in PID namespaces of their own" } else { "" }
+    );
+    let ns = peers_in_pid_ns;
+    // A peer's pid as we see it, to wait for its attach (any, across namespaces).
+    let pid_of = |p: &Proc| if ns { 0 } else { p.0.id() };
 
     // recv, its sender alive and blocked on an empty stdin.
     let name = format!("{base}.recv");
@@ -222,8 +250,8 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     let result = (|| {
         let mut subject = start(&exe, &["recv", &target, "--create"], Stdio::null())?;
         attached(&Name::Posix(name.clone()), 1, subject.0.id())?;
-        let mut peer = start(&exe, &["send", &target], Stdio::piped())?;
-        attached(&Name::Posix(name.clone()), 0, peer.0.id())?;
+        let mut peer = start_in(&exe, &["send", &target], Stdio::piped(), ns)?;
+        attached(&Name::Posix(name.clone()), 0, pid_of(&peer))?;
         Ok::<_, Failure>(measure("recv", &mut subject, Some(&mut peer), true, idle))
     })();
     remove(&[name]);
@@ -233,8 +261,8 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     let name = format!("{base}.sub");
     let target = format!("posix:{name}");
     let result = (|| {
-        let mut peer = start(&exe, &["pub", &target, "--create"], Stdio::piped())?;
-        attached(&Name::Posix(name.clone()), 0, peer.0.id())?;
+        let mut peer = start_in(&exe, &["pub", &target, "--create"], Stdio::piped(), ns)?;
+        attached(&Name::Posix(name.clone()), 0, pid_of(&peer))?;
         let mut subject = start(&exe, &["sub", &target], Stdio::null())?;
         attached(&Name::Posix(name.clone()), 1, subject.0.id())?;
         Ok::<_, Failure>(measure("sub", &mut subject, Some(&mut peer), true, idle))
@@ -259,7 +287,7 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     let result = (|| {
         let mut subject = start(&exe, &["__idle-peer", "rpc-server", &target], Stdio::null())?;
         ready(&mut subject)?;
-        let mut peer = start(&exe, &["__idle-peer", "rpc-client", &target], Stdio::piped())?;
+        let mut peer = start_in(&exe, &["__idle-peer", "rpc-client", &target], Stdio::piped(), ns)?;
         ready(&mut peer)?;
         Ok::<_, Failure>(measure("rpc-server", &mut subject, Some(&mut peer), false, idle))
     })();
@@ -271,7 +299,8 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
     remove(&names);
     rows.push(result?);
 
-    let report = IdleReport { death_detection: shmkit::sync::pidwatch::mechanism(), rows };
+    let report =
+        IdleReport { death_detection: shmkit::sync::pidwatch::mechanism(), peers_in_pid_ns, rows };
     if let Some(path) = json {
         if path == std::path::Path::new("-") {
             return print_json(&report);
@@ -280,8 +309,9 @@ pub fn run(seconds: f64, json: Option<&std::path::Path>) -> CliResult {
         std::fs::write(path, text + "\n").context(format!("cannot write {}", path.display()))?;
     }
     println!(
-        "idle parked ends, default wait strategy; death detection: {}",
-        report.death_detection
+        "idle parked ends, default wait strategy; death detection: {}{}",
+        report.death_detection,
+        if peers_in_pid_ns { "; peers in other PID namespaces (their leases watched)" } else { "" }
     );
     let table: Vec<Vec<String>> = report
         .rows

@@ -96,6 +96,11 @@ pub struct Args {
     /// with SIGKILL and times how long the end takes to notice.
     #[arg(long, value_name = "SECS", conflicts_with_all = ["mech", "count", "duration", "quick", "chart"])]
     pub idle: Option<f64>,
+    /// With --idle: start each peer in a PID namespace of its own (`unshare --pid
+    /// --fork --mount-proc`, needs root), as a container's process is: the parked end
+    /// must learn of its death without seeing its pid.
+    #[arg(long, requires = "idle")]
+    pub peers_in_pid_ns: bool,
 }
 
 /// `--pin`.
@@ -184,7 +189,7 @@ pub fn run(args: &Args) -> CliResult {
         return Ok(());
     }
     if let Some(seconds) = args.idle {
-        return idle::run(seconds, args.json.as_deref());
+        return idle::run(seconds, args.json.as_deref(), args.peers_in_pid_ns);
     }
     if let Some(&bad) = args.sizes.iter().find(|&&s| !(8..=64 << 20).contains(&s)) {
         return fail(format!("--sizes: {bad} bytes is out of range (8 B to 64 MiB)"));
