@@ -107,6 +107,50 @@ fn spawn(role: &str, args: &[String]) -> Child {
 }
 
 #[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: makes PID namespaces with unshare(1)")]
+fn senders_in_other_pid_namespaces_deliver_everything_and_their_deaths_are_seen() {
+    const COUNT: u64 = 20_000;
+    let name: Name = format!("posix:/{}", unique("mpsc-ns")).parse().unwrap();
+    let mut rx = Receiver::create(&name, &config(4)).unwrap();
+    // Two senders in containers of their own, every one of them pid 1 there.
+    let senders: Vec<Child> = (0..2u32)
+        .map(|id| {
+            let args = [name.to_string(), id.to_string(), COUNT.to_string()];
+            peer_command_in_pid_ns("send", &args).spawn().unwrap()
+        })
+        .collect();
+    let (mut buf, mut scratch, mut next) = (Vec::new(), Vec::new(), HashMap::new());
+    for n in 0..2 * COUNT {
+        rx.recv_timeout(&mut buf, T).unwrap_or_else(|e| panic!("message {n}: {e}"));
+        check_tagged(&buf, &mut next, &mut scratch);
+    }
+    for mut s in senders {
+        assert!(s.wait().unwrap().success());
+    }
+    // A third, killed while it sends: the receiver drains what it committed and then
+    // learns that no sender is left, instead of waiting for it.
+    let mut killed = peer_command_in_pid_ns("until-killed", &[name.to_string(), "7".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(killed.stdout.take().unwrap());
+    wait_for_line(&mut out, "peer:ready");
+    let mut next = HashMap::new();
+    check_tagged_next(&mut rx, &mut buf, &mut next, &mut scratch);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let end = loop {
+        match rx.recv_timeout(&mut buf, T) {
+            Ok(_) => {
+                check_tagged(&buf, &mut next, &mut scratch);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(end, RecvTimeoutError::Disconnected), "{end:?}");
+}
+
+#[test]
 fn four_sender_processes_each_deliver_every_message_in_order() {
     const COUNT: u64 = 100_000;
     let name: Name = format!("posix:/{}", unique("mpsc4")).parse().unwrap();

@@ -163,6 +163,57 @@ fn clients_learn_the_server_died_and_a_missing_server_is_reported() {
 }
 
 #[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: makes PID namespaces with unshare(1)")]
+fn clients_in_other_pid_namespaces_are_served_and_a_killed_one_is_dropped() {
+    let name = Name::Posix(format!("/{}", unique("rpc-ns")));
+    let mut server = Server::create(&name, &Config { clients: 2, ..Config::default() }).unwrap();
+    let spawn = |id: u64, extra: &[&str]| {
+        let mut args = vec![name.to_string(), id.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        // One that kills itself must not be its namespace's init (see the helper).
+        let mut cmd = if extra.is_empty() {
+            peer_command_in_pid_ns("client", &args)
+        } else {
+            peer_command_in_pid_ns_under_init("client", &args)
+        };
+        cmd.stdout(Stdio::piped()).spawn().unwrap()
+    };
+    let results = serve_until_done(&mut server, vec![spawn(0, &[]), spawn(1, &["die"])]);
+    assert!(results[0].0.success() && results[0].1.contains("peer:ok"), "{results:?}");
+    // The client SIGKILLed itself (pid 2 of its namespace): `unshare` reports that.
+    assert!(!results[1].0.success() && !results[1].1.contains("peer:ok"), "{results:?}");
+    assert_eq!(server.answered(), CALLS + 100);
+    // Both records are free again: the dead one's was proven dead from here.
+    server.serve_for(Duration::from_millis(100), answer);
+    let results = serve_until_done(&mut server, vec![spawn(2, &[]), spawn(3, &[])]);
+    for (status, out) in results {
+        assert!(status.success() && out.contains("peer:ok"), "{status}: {out}");
+    }
+}
+
+#[test]
+#[cfg_attr(not(shmkit_root), ignore = "needs root: makes PID namespaces with unshare(1)")]
+fn a_client_learns_that_a_server_in_another_pid_namespace_was_killed() {
+    let name = Name::Posix(format!("/{}", unique("rpc-ns")));
+    let mut server = peer_command_in_pid_ns("server", &[name.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    wait_for_line(&mut out, "peer:ready");
+    let mut c = Client::connect(&name).unwrap();
+    let mut reply = Vec::new();
+    c.call(b"ping", &mut reply, T).unwrap();
+    assert_eq!(&reply[..4], b"gnip");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let err = c.call(b"ping", &mut reply, T).unwrap_err();
+    assert!(matches!(err, CallError::PeerDead { .. }), "{err}");
+    drop(c);
+    let _ = shmkit::Segment::open(&name, &Default::default()).map(|s| s.remove());
+}
+
+#[test]
 fn a_handler_that_replaces_its_reply_answers_every_call() {
     // The reply comes empty (the call number is added as it is sent): a handler that
     // clears or assigns it answers as one that appends.

@@ -1125,14 +1125,26 @@ impl Receiver {
             // The senders' deaths wake this park through the pidfd watcher; without
             // pidfds (or with the park table full) it naps for the liveness period.
             self.all_gone(true);
+            // A thread has one park slot, which names one watch: park for the one live
+            // sender (closed and dead lanes need no watching); with more than one, the
+            // others' deaths are found by the liveness period's naps.
             let mut watched = true;
-            let mut parked = Vec::new();
-            for l in &self.lanes[..shared.view().lanes_used() as usize] {
-                match l.watch.as_ref().map(|w| w.park(&me.futex)) {
-                    Some(Some(p)) => parked.push(p),
-                    Some(None) => watched = false,
-                    None => {}
+            let mut parked = None;
+            let live = self.lanes[..shared.view().lanes_used() as usize]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    shared.view().endpoint(*i as u32 + 1).state.load(Ordering::Acquire)
+                        == endpoint_state::ATTACHED
+                })
+                .filter_map(|(_, l)| l.watch.as_ref().filter(|w| !w.is_dead()));
+            for (n, w) in live.enumerate() {
+                if n > 0 {
+                    watched = false;
+                    break;
                 }
+                parked = w.park(&me.futex);
+                watched = parked.is_some();
             }
             if !pidwatch::available() {
                 watched = false;

@@ -31,6 +31,38 @@ pub fn peer_command(role: &str, args: &[String]) -> Command {
     cmd
 }
 
+/// [`peer_command`] inside a PID namespace of its own with its own /proc (`unshare
+/// --pid --fork --mount-proc --kill-child`: the peer is pid 1 there, as a container's
+/// process is, and dies with the `unshare` process, which is what the caller holds).
+pub fn peer_command_in_pid_ns(role: &str, args: &[String]) -> Command {
+    in_pid_ns(role, args, false)
+}
+
+/// [`peer_command_in_pid_ns`] with a shell as the namespace's init and the peer its
+/// child (pid 2): a namespace's init cannot SIGKILL itself (the kernel ignores signals
+/// sent to it from inside its namespace), another of its processes can.
+pub fn peer_command_in_pid_ns_under_init(role: &str, args: &[String]) -> Command {
+    in_pid_ns(role, args, true)
+}
+
+fn in_pid_ns(role: &str, args: &[String], under_init: bool) -> Command {
+    let inner = peer_command(role, args);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"]);
+    if under_init {
+        // Not `exec`: the shell stays as pid 1 and waits for the peer.
+        cmd.args(["sh", "-c", "\"$0\" \"$@\"; exit $?"]);
+    }
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    cmd
+}
+
 /// Runs the peer to completion and returns its output; panics with its stderr if it
 /// failed.
 pub fn run_peer(role: &str, args: &[String]) -> Output {
