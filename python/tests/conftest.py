@@ -28,10 +28,11 @@ def target() -> str:
             pass
 
 
-def peer(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    """Runs `code` (dedented) in a new Python process with `args` as sys.argv[1:]."""
+def peer(code: str, *args: str, wrap: list[str] | None = None, **kwargs) -> subprocess.Popen:
+    """Runs `code` (dedented) in a new Python process with `args` as sys.argv[1:],
+    under the command `wrap` if given (e.g. `["unshare", "--net"]`)."""
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [*(wrap or []), sys.executable, "-c", textwrap.dedent(code), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         **kwargs,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
+import shutil
+
+import pytest
 
 import shmkit
 from conftest import finish, peer
@@ -123,3 +127,41 @@ def test_an_rpc_client_calls_on_asyncio(target):
     replies = asyncio.run(main())
     assert replies == [(b"abc%d" % i)[::-1] for i in range(300)]
     finish(p)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1): the peer runs in a network namespace of its own",
+)
+def test_asyncio_ends_are_woken_by_a_peer_in_another_network_namespace(target):
+    # A container's network namespace: a doorbell in the abstract socket namespace
+    # would not reach across it (the waits hung); path-bound ones in /dev/shm do.
+    back = target + ".back"
+
+    async def main():
+        tx = shmkit.Sender.create(target, capacity=1024)
+        p = peer(
+            """
+            import sys, shmkit
+            rx = shmkit.Receiver.open(sys.argv[1], timeout=10)
+            tx = shmkit.Sender.create(sys.argv[2], capacity=1024)
+            print("ready", flush=True)
+            for msg in rx:
+                tx.send(msg)
+            """,
+            target,
+            back,
+            wrap=["unshare", "--net"],
+        )
+        loop = asyncio.get_running_loop()
+        line = await loop.run_in_executor(None, p.stdout.readline)
+        assert line == b"ready\n"
+        rx = shmkit.Receiver.open(back, timeout=10)
+        # One message at a time: each side parks on its readiness fd for every reply.
+        for i in range(500):
+            await tx.send_async(b"%d" % i)
+            assert await asyncio.wait_for(rx.recv_async(), 10) == b"%d" % i
+        tx.close()
+        return p
+
+    finish(asyncio.run(main()))
