@@ -142,11 +142,14 @@ def test_asyncio_ends_are_woken_by_a_peer_in_another_network_namespace(target):
         tx = shmkit.Sender.create(target, capacity=1024)
         p = peer(
             """
-            import sys, shmkit
+            import sys, time, shmkit
             rx = shmkit.Receiver.open(sys.argv[1], timeout=10)
             tx = shmkit.Sender.create(sys.argv[2], capacity=1024)
             print("ready", flush=True)
             for msg in rx:
+                # Longer than the waiting side's spin: it parks on its fd every time,
+                # and only the doorbell's ring wakes it.
+                time.sleep(0.001)
                 tx.send(msg)
             """,
             target,
@@ -158,7 +161,7 @@ def test_asyncio_ends_are_woken_by_a_peer_in_another_network_namespace(target):
         assert line == b"ready\n"
         rx = shmkit.Receiver.open(back, timeout=10)
         # One message at a time: each side parks on its readiness fd for every reply.
-        for i in range(500):
+        for i in range(200):
             await tx.send_async(b"%d" % i)
             assert await asyncio.wait_for(rx.recv_async(), 10) == b"%d" % i
         tx.close()
