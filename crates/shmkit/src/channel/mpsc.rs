@@ -1125,11 +1125,11 @@ impl Receiver {
             // The senders' deaths wake this park through the pidfd watcher; without
             // pidfds (or with the park table full) it naps for the liveness period.
             self.all_gone(true);
-            // A thread has one park slot, which names one watch: park for the one live
-            // sender (closed and dead lanes need no watching); with more than one, the
-            // others' deaths are found by the liveness period's naps.
+            // Park for every live sender's death (closed and dead lanes need no
+            // watching): the thread's own park slot for the first, a slot of its own
+            // for each other (one slot names one watch).
             let mut watched = true;
-            let mut parked = None;
+            let mut parked = Vec::new();
             let live = self.lanes[..shared.view().lanes_used() as usize]
                 .iter()
                 .enumerate()
@@ -1139,12 +1139,11 @@ impl Receiver {
                 })
                 .filter_map(|(_, l)| l.watch.as_ref().filter(|w| !w.is_dead()));
             for (n, w) in live.enumerate() {
-                if n > 0 {
-                    watched = false;
-                    break;
+                let p = if n == 0 { w.park(&me.futex) } else { w.park_also(&me.futex) };
+                match p {
+                    Some(p) => parked.push(p),
+                    None => watched = false,
                 }
-                parked = w.park(&me.futex);
-                watched = parked.is_some();
             }
             if !pidwatch::available() {
                 watched = false;

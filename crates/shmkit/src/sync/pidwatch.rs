@@ -136,6 +136,12 @@ impl PeerWatch {
         watchdog::park_for(futex, self.entry.id)
     }
 
+    /// [`park`](Self::park) for a second (third ...) peer of the same park, in a park
+    /// slot of its own: the thread's own slot already names the first.
+    pub fn park_also(&self, futex: &AtomicU32) -> Option<watchdog::Watched> {
+        watchdog::park_also_for(futex, self.entry.id)
+    }
+
     /// Rings doorbell `bell` when the peer dies (at once if it already has) until the
     /// returned subscription is dropped.
     pub fn ring_on_death(&self, bell: u64) -> DeathBell {

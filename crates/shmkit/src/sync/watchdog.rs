@@ -104,12 +104,17 @@ thread_local! {
 #[derive(Debug)]
 pub struct Watched {
     slot: &'static Slot,
+    /// A slot claimed for this park alone ([`park_also_for`]), given back on drop.
+    extra: bool,
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
         self.slot.addr.store(0, Ordering::Relaxed);
         self.slot.peer.store(0, Ordering::Relaxed);
+        if self.extra {
+            self.slot.owner.store(0, Ordering::Release);
+        }
     }
 }
 
@@ -137,7 +142,20 @@ pub fn park_for(futex: &AtomicU32, peer: u64) -> Option<Watched> {
     slot.peer.store(peer, Ordering::SeqCst);
     // SeqCst pairs with the watcher's SeqCst store of `dead` and its scan here.
     slot.addr.store(futex as *const AtomicU32 as usize, Ordering::SeqCst);
-    Some(Watched { slot })
+    Some(Watched { slot, extra: false })
+}
+
+/// [`park_for`] for one more peer of the same park: a thread waiting for the first of
+/// several peers to die (an MPSC receiver's senders) registers its futex once per
+/// peer, each in a slot of its own (the thread's own slot names one peer). `None`:
+/// every slot is taken.
+pub fn park_also_for(futex: &AtomicU32, peer: u64) -> Option<Watched> {
+    let slot = TABLE
+        .iter()
+        .find(|s| s.owner.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok())?;
+    slot.peer.store(peer, Ordering::SeqCst);
+    slot.addr.store(futex as *const AtomicU32 as usize, Ordering::SeqCst);
+    Some(Watched { slot, extra: true })
 }
 
 /// For the pidfd watcher: wakes every thread parked for entry `peer`; returns how many
@@ -164,7 +182,7 @@ pub fn watch(futex: &AtomicU32) -> Option<Watched> {
     // sees this address, or this thread sees IDLE below and wakes it.
     slot.addr.store(futex as *const AtomicU32 as usize, Ordering::SeqCst);
     if running() {
-        Some(Watched { slot })
+        Some(Watched { slot, extra: false })
     } else {
         slot.addr.store(0, Ordering::Relaxed);
         None
