@@ -355,7 +355,12 @@ fn two_users_of_a_group_share_a_channel_and_nothing_is_left_behind() {
         }
         let send_args = [&["send", target.as_str()][..], sender_create].concat();
         let mut send = as_user(A, GROUP, &send_args).stdin(Stdio::piped()).spawn().unwrap();
-        send.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let mut stdin = send.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        // The sender finishes only once the receiver has attached (else the receiver
+        // is the last one out: the next test's case).
+        attached(&target, "receiver");
+        drop(stdin);
         assert!(wait_within(send, 30).0.success());
         let (status, timed_out, out, err) = wait_within(recv, 30);
         assert!(!timed_out && status.success(), "{err}");
