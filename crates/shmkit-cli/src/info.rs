@@ -73,8 +73,13 @@ pub fn run(args: &Args) -> CliResult {
             out.push(("object", h.object.name().into()));
             out.push(("layout version", h.version.to_string()));
             out.push(("state", state::name(h.state).into()));
-            let alive = if info.view.creator_alive == Some(true) { "alive" } else { "dead" };
-            out.push(("created by", format!("pid {} ({alive})", h.creator_pid)));
+            let alive = match info.view.creator_alive {
+                Some(true) => "alive",
+                Some(false) => "dead",
+                None => "liveness unknown",
+            };
+            let foreign = crate::channel_view::foreign_note(h.creator_is_foreign());
+            out.push(("created by", format!("pid {}{foreign} ({alive})", h.creator_pid)));
             out.push(("created at", time_cell((h.created_ns / 1_000_000_000) as i64)));
             out.push(("header size", h.header_size.to_string()));
             if let Some(object) = &info.object {

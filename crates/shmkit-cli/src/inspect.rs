@@ -22,15 +22,21 @@ pub struct View {
 }
 
 impl View {
-    /// A one-cell summary for `ls`: `spsc v1 pid 123 alive`, `-` for foreign segments.
+    /// A one-cell summary for `ls`: `spsc v1 pid 123 alive`, `-` for foreign segments;
+    /// `pid 1*`: a pid of another PID namespace (a container's), as that one numbers it.
     pub fn summary(&self) -> String {
         match (&self.header, &self.invalid) {
             (Some(h), _) => format!(
-                "{} v{} pid {} {}",
+                "{} v{} pid {}{} {}",
                 h.object.name(),
                 h.version,
                 h.creator_pid,
-                if self.creator_alive == Some(true) { "alive" } else { "dead" }
+                if h.creator_is_foreign() { "*" } else { "" },
+                match self.creator_alive {
+                    Some(true) => "alive",
+                    Some(false) => "dead",
+                    None => "unknown",
+                }
             ),
             (None, Some(why)) if why.starts_with("shmkit") => why.clone(),
             _ => "-".into(),
@@ -54,7 +60,13 @@ pub fn inspect(seg: &Segment) -> View {
         Ok(h) => View {
             shmkit: true,
             invalid: None,
-            creator_alive: Some(layout::creator_liveness(seg, &h) == Liveness::Alive),
+            // None: a creator this process cannot judge (a pid of a namespace it
+            // cannot see, and no lease to ask).
+            creator_alive: match layout::creator_liveness(seg, &h) {
+                Liveness::Alive => Some(true),
+                Liveness::Dead => Some(false),
+                Liveness::Unknown => None,
+            },
             header: Some(h),
         },
         Err(e) => {

@@ -179,6 +179,10 @@ fn gc_on_the_host_spares_a_channel_whose_receiver_lives_in_a_pid_namespace() {
     assert_eq!(e["alive"], true, "a live end of another namespace is alive: {e}");
     let text = String::from_utf8(host(&["info", &target]).output().unwrap().stdout).unwrap();
     assert!(text.contains("pid 1 (other pid namespace) attached, alive"), "{text}");
+    assert!(text.contains("created by:      pid 1 (other pid namespace) (alive)"), "{text}");
+    let ls = String::from_utf8(host(&["ls"]).output().unwrap().stdout).unwrap();
+    let row = ls.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{ls}"));
+    assert!(row.contains("spsc v4 pid 1* alive"), "{row}");
     let gc = host(&["gc"]).output().unwrap();
     let said = String::from_utf8_lossy(&gc.stdout);
     assert!(gc.status.success() && exists(&name), "gc removed a live channel: {said}");
