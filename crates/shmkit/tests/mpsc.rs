@@ -87,8 +87,41 @@ fn peer_entry() {
                 }
             }
         }
+        // Attach, say so, and send nothing until killed.
+        "idle" => {
+            println!("peer:ready {}", tx.index());
+            loop {
+                std::thread::park();
+            }
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+#[test]
+fn a_receiver_learns_that_a_sender_which_never_sent_was_killed() {
+    let name: Name = format!("posix:/{}", unique("mpsc-idle")).parse().unwrap();
+    let mut rx = Receiver::create(&name, &config(4)).unwrap();
+    // The receiver parks first (starting the peer takes far longer), is woken by the
+    // sender's attach, finds nothing, and must watch the new sender from then on.
+    let receiving = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let started = Instant::now();
+        // At its deadline the wait looks once more and reports the death anyway: it
+        // must come from the death itself, long before that.
+        (rx.recv_timeout(&mut buf, T), started.elapsed() < T / 2)
+    });
+    let mut idle = peer_command("idle", &[name.to_string(), "0".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(idle.stdout.take().unwrap());
+    wait_for_line(&mut out, "peer:ready");
+    idle.kill().unwrap();
+    idle.wait().unwrap();
+    let (got, before_deadline) = receiving.join().unwrap();
+    assert_eq!(got, Err(RecvTimeoutError::Disconnected));
+    assert!(before_deadline, "the death was noticed only at the deadline");
 }
 
 /// Receives one message and checks it; returns its sender instance.

@@ -806,6 +806,9 @@ pub struct Receiver {
     flags: u32,
     /// Where pidfds are unavailable: when the senders' `/proc` entries were last read.
     last_liveness: Duration,
+    /// Bumped whenever a lane's watch is replaced (a sender came): a parked receiver
+    /// then goes round again to register its park with the new watch.
+    watch_epoch: u64,
     types: TypeCheck,
     /// Present in notifying mode (`channel::Notifying`).
     notify: Option<Box<Notifier>>,
@@ -858,6 +861,7 @@ impl Receiver {
             wait: WaitStrategy::default(),
             flags: 0,
             last_liveness: Duration::ZERO,
+            watch_epoch: 0,
             notify: None,
             quick_waits: 0,
             last_lane: 0,
@@ -1050,6 +1054,7 @@ impl Receiver {
             if l.attaches != attaches {
                 l.attaches = attaches;
                 l.watch = pidwatch::watch_endpoint(e);
+                self.watch_epoch += 1;
                 l.death = match (&l.watch, &self.notify) {
                     (Some(w), Some(n)) => Some(w.ring_on_death(n.bell().id())),
                     _ => None,
@@ -1157,19 +1162,23 @@ impl Receiver {
             };
             let notify = self.notify.take();
             let park = Park::of(me).with_bell(notify.as_deref().map(Notifier::bell));
+            let epoch = self.watch_epoch;
             let result = wait::wait_for(self.wait, me, park, None, step, |look| {
                 let exact = look == Look::Exact;
                 match self.look() {
-                    Ok(Some(found)) => Some(Ok(found)),
+                    Ok(Some(found)) => Some(Ok(Some(found))),
                     Err(f) => Some(Err(f)),
                     Ok(None) if exact && self.all_gone(false) => Some(Err(Fault::Disconnected)),
+                    // A sender attached while we slept: park again, watching it too.
+                    Ok(None) if exact && self.watch_epoch != epoch => Some(Ok(None)),
                     Ok(None) => None,
                 }
             });
             drop(parked);
             self.notify = notify;
             match result {
-                Ok(Ok(found)) => return Ok(found),
+                Ok(Ok(Some(found))) => return Ok(found),
+                Ok(Ok(None)) => {}
                 Ok(Err(Fault::Disconnected)) => {
                     // Everything they committed before going is delivered first.
                     return self.look()?.ok_or(Fault::Disconnected);
