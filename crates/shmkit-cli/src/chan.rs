@@ -182,9 +182,10 @@ pub fn finish(name: &Name, peer: u32) {
     let Ok(d) = seg.describe() else { return };
     // SAFETY: geteuid has no preconditions.
     let mine = d.uid == unsafe { libc::geteuid() };
+    let liveness = ep.liveness();
     let alive_peer = ep.state.load(std::sync::atomic::Ordering::Acquire) == ATTACHED
-        && ep.liveness() == Liveness::Alive;
-    let remove = match ep.liveness() {
+        && liveness == Liveness::Alive;
+    let remove = match liveness {
         Liveness::Dead => true,
         _ => mine && alive_peer && d.mode & 0o077 != 0,
     };

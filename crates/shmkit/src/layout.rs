@@ -135,6 +135,13 @@ pub struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
 
+impl Header {
+    /// Where the creating handle's lease is (`creator_pid`'s first byte).
+    fn creator_lease(&self) -> *const u8 {
+        (&self.creator_pid as *const AtomicU64).cast()
+    }
+}
+
 /// Values of [`Endpoint::state`].
 pub mod endpoint_state {
     /// Never attached.
@@ -342,12 +349,6 @@ impl Endpoint {
         peer::is_foreign(self.pid_ns.load(Ordering::Relaxed))
     }
 
-    /// Whether this record is in a segment whose records are leased (one with a
-    /// descriptor, mapped by this process).
-    pub fn is_leased(&self) -> bool {
-        lease::probe(self.address()).is_some()
-    }
-
     fn address(&self) -> *const u8 {
         (self as *const Endpoint).cast()
     }
@@ -420,8 +421,7 @@ impl HeaderInfo {
 /// lease is gone has closed its creating handle: that is `Dead` (it no longer holds the
 /// segment); without a descriptor (SysV) it is `Unknown`.
 pub fn creator_liveness(seg: &Segment, info: &HeaderInfo) -> peer::Liveness {
-    let leased =
-        header(seg).ok().and_then(|h| lease::probe((&h.creator_pid as *const AtomicU64).cast()));
+    let leased = header(seg).ok().and_then(|h| lease::probe(h.creator_lease()));
     if leased == Some(true) {
         return peer::Liveness::Alive;
     }
@@ -505,7 +505,7 @@ pub fn init<'a>(
     h.created_ns.store(now, Ordering::Relaxed);
     // The creating handle's lease on `creator_pid`: while it is held, gc knows the
     // creator lives, from any namespace. Best effort: without it the pid decides.
-    let _ = lease::take((&h.creator_pid as *const AtomicU64).cast());
+    let _ = lease::take(h.creator_lease());
     for (slot, value) in h.params.iter().zip(params.iter().chain(std::iter::repeat(&0))) {
         slot.store(*value, Ordering::Relaxed);
     }
@@ -625,7 +625,7 @@ pub fn wait_ready(seg: &Segment, timeout: Duration) -> Result<HeaderInfo> {
             let pid = h.creator_pid.load(Ordering::Relaxed);
             let start = h.creator_start.load(Ordering::Relaxed);
             let ns = h.creator_pid_ns.load(Ordering::Relaxed);
-            let leased = lease::probe((&h.creator_pid as *const AtomicU64).cast());
+            let leased = lease::probe(h.creator_lease());
             if let Ok(pid) = u32::try_from(pid) {
                 let dead = match leased {
                     Some(true) => false,

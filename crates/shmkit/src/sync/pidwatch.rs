@@ -264,11 +264,7 @@ pub fn watch_endpoint(e: &Endpoint) -> Option<PeerWatch> {
         return watch_lease(pid, start, ns, fd, offset);
     }
     match peer::translate(pid, start, ns) {
-        peer::Translated::Local(local) => {
-            let w = watcher()?;
-            let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
-            add(w, &mut state, (pid, start, ns, None), || open_checked(local, start))
-        }
+        peer::Translated::Local(local) => watch_locked((pid, start, ns, None), local),
         peer::Translated::Gone => Some(PeerWatch { entry: Arc::new(dead_entry(pid, start, ns)) }),
         peer::Translated::Invisible => None,
     }
@@ -327,7 +323,7 @@ pub fn watch(pid: u32, start: u64) -> Option<PeerWatch> {
     if let Ok(Some(w)) = recent {
         return Some(w);
     }
-    let found = watch_locked(pid, start)?;
+    let found = watch_locked((pid, start, peer::pid_ns(), None), pid)?;
     let _ = RECENT.try_with(|r| {
         if let Ok(mut r) = r.try_borrow_mut() {
             *r = Some((generation, found.clone()));
@@ -336,10 +332,12 @@ pub fn watch(pid: u32, start: u64) -> Option<PeerWatch> {
     Some(found)
 }
 
-fn watch_locked(pid: u32, start: u64) -> Option<PeerWatch> {
+/// The watch for `key` (a holder as its record names it), through the pidfd of the
+/// process our `/proc` calls `local`.
+fn watch_locked(key: Key, local: u32) -> Option<PeerWatch> {
     let w = watcher()?;
     let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
-    add(w, &mut state, (pid, start, peer::pid_ns(), None), || open_checked(pid, start))
+    add(w, &mut state, key, || open_checked(local, key.1))
 }
 
 /// What identifies a watch: pid, start time, namespace, and for a lease the object and
