@@ -27,8 +27,8 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use shmkit_core::channel::generic::{Failure, LoanEnd, RecvEnd, SendEnd};
 use shmkit_core::channel::{broadcast, mpsc, readiness_fd, rpc, spsc, NotifyEnd, WaitStrategy};
+use shmkit_core::channel::{End, Failure, LoanEnd, RecvEnd, SendEnd};
 use shmkit_core::{Error, Name};
 
 /// Success.
@@ -347,7 +347,7 @@ unsafe fn recv<R: RecvEnd>(
     timeout_ns: i64,
 ) -> Res {
     // SAFETY: per the conventions.
-    let h = unsafe { handle(h, R::WHAT) }?;
+    let h = unsafe { handle(h, <R as End>::WHAT) }?;
     if len.is_null() || (buf.is_null() && cap > 0) {
         return Err(invalid("buf (with cap > 0) or len is NULL"));
     }
@@ -395,7 +395,7 @@ unsafe fn recv_ref<R: RecvEnd>(
     timeout_ns: i64,
 ) -> Res {
     // SAFETY: per the conventions.
-    let h = unsafe { handle(h, R::WHAT) }?;
+    let h = unsafe { handle(h, <R as End>::WHAT) }?;
     if data.is_null() || len.is_null() {
         return Err(invalid("data or len is NULL"));
     }
@@ -425,7 +425,7 @@ unsafe fn send<S: SendEnd>(
     timeout_ns: i64,
 ) -> Res {
     // SAFETY: per the conventions.
-    let h = unsafe { handle(h, S::WHAT) }?;
+    let h = unsafe { handle(h, <S as End>::WHAT) }?;
     // SAFETY: `len` readable bytes.
     let msg = unsafe { bytes(data, len, "data") }?;
     let end = h.end()?;
@@ -443,7 +443,7 @@ unsafe fn loan<S: LoanEnd>(
     buf: *mut *mut c_void,
 ) -> Res {
     // SAFETY: per the conventions.
-    let h = unsafe { handle(h, S::WHAT) }?;
+    let h = unsafe { handle(h, <S as End>::WHAT) }?;
     if buf.is_null() {
         return Err(invalid("buf (an out-parameter) is NULL"));
     }
@@ -475,7 +475,7 @@ unsafe fn loan<S: LoanEnd>(
 
 unsafe fn commit<S: LoanEnd>(h: *mut Handle<S>, len: usize, abandon: bool) -> Res {
     // SAFETY: per the conventions.
-    let h = unsafe { handle(h, S::WHAT) }?;
+    let h = unsafe { handle(h, <S as End>::WHAT) }?;
     if h.lent.is_none() {
         return Err(invalid("no loan to commit or abandon"));
     }
@@ -781,7 +781,7 @@ pub unsafe extern "C" fn shmkit_receiver_set_wait(rx: *mut shmkit_receiver, wait
 #[no_mangle]
 pub unsafe extern "C" fn shmkit_receiver_max_message(rx: *const shmkit_receiver) -> usize {
     // SAFETY: per the conventions.
-    unsafe { rx.as_ref() }.map_or(0, |w| RecvEnd::max_message(&*w.0.end))
+    unsafe { rx.as_ref() }.map_or(0, |w| End::max_message(&*w.0.end))
 }
 
 /// Closes the end and frees the handle (a lent message is released first).

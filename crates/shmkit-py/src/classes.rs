@@ -5,7 +5,7 @@ use pyo3::types::PyBytes;
 
 use shmkit::channel::{broadcast, mpsc, spsc};
 
-use crate::ends::{strategy, RecvEnd, SendEnd};
+use crate::ends::{strategy, End};
 use crate::lend::{lock, shared, Loan, Message, Shared};
 use crate::ops::{self, name, open_retrying};
 
@@ -35,16 +35,16 @@ macro_rules! end_class {
             /// or "block" (sleep at once).
             fn set_wait(&self, wait: &str) -> PyResult<()> {
                 let wait = strategy(wait)?;
-                let what = <$rust as $end>::WHAT;
-                <$rust as $end>::set_wait_strategy(lock(&self.s, what)?.end(what)?, wait);
+                let what = <$rust as End>::WHAT;
+                <$rust as End>::set_wait_strategy(lock(&self.s, what)?.end(what)?, wait);
                 Ok(())
             }
 
             /// The largest message the channel carries.
             #[getter]
             fn max_message(&self) -> PyResult<usize> {
-                let what = <$rust as $end>::WHAT;
-                Ok(<$rust as $end>::max_message(lock(&self.s, what)?.end(what)?))
+                let what = <$rust as End>::WHAT;
+                Ok(<$rust as End>::max_message(lock(&self.s, what)?.end(what)?))
             }
 
             #[getter]
@@ -115,7 +115,7 @@ macro_rules! receiver_class {
             /// switches the end to notifying mode. Call try_recv until it returns None,
             /// then wait for the fd again; never read the fd yourself.
             fn fileno(&self) -> PyResult<i32> {
-                ops::fileno(&self.s, <$rust as RecvEnd>::WHAT)
+                ops::fileno(&self.s, <$rust as End>::WHAT)
             }
 
             /// `await rx.recv_async()`: the next message, waiting on the running asyncio
@@ -162,7 +162,7 @@ macro_rules! sender_class {
             /// The readiness fd (for select, selectors, asyncio): readable when there
             /// may be room or the receiving side is gone. See Receiver.fileno.
             fn fileno(&self) -> PyResult<i32> {
-                ops::fileno(&self.s, <$rust as SendEnd>::WHAT)
+                ops::fileno(&self.s, <$rust as End>::WHAT)
             }
 
             /// `await tx.send_async(data)`: sends, waiting for room on the running

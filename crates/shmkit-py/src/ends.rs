@@ -1,9 +1,9 @@
 //! The Rust ends the Python classes wrap, through the library's generic interface
-//! (`shmkit::channel::generic`), and what the Python constructors take.
+//! (`shmkit::channel::end`), and what the Python constructors take.
 
 use std::os::fd::RawFd;
 
-pub use shmkit::channel::generic::{LoanEnd, RecvEnd, SendEnd};
+pub use shmkit::channel::{End, LoanEnd, RecvEnd, SendEnd};
 use shmkit::channel::{NotifyEnd, WaitStrategy};
 
 use crate::errors::Fallible;

@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use shmkit::channel::{generic, rpc};
+use shmkit::channel::{end as generic, rpc};
 
 /// Which `shmkit` exception a failure raises.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +107,7 @@ impl From<shmkit::Error> for Failure {
     }
 }
 
-/// Every channel failure (`shmkit::channel::generic`).
+/// Every channel failure (`shmkit::channel::end`).
 impl From<generic::Failure> for Failure {
     fn from(e: generic::Failure) -> Failure {
         use generic::Failure as G;

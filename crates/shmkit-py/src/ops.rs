@@ -7,9 +7,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use shmkit::channel::generic::Failure as Fault;
+use shmkit::channel::Failure as Fault;
 
-use crate::ends::{LoanEnd, RecvEnd, SendEnd};
+use crate::ends::{End, LoanEnd, RecvEnd, SendEnd};
 use crate::errors::{lib, Failure, Kind};
 use crate::lend::{lock, Held, Lent, Loan, Message, SendGrant, Shared, State};
 use crate::wait::{blocking, deadline, SLICE};
@@ -45,7 +45,7 @@ unsafe fn next_grant<R: RecvEnd>(
 ) -> PyResult<Option<SendGrant<R::Grant<'static>>>> {
     // SAFETY: every reference made from `p` is dead when this returns, but for the
     // grant, which the caller handles as promised.
-    let p = EndPtr(unsafe { st.end_for_lending(R::WHAT)? } as *mut R);
+    let p = EndPtr(unsafe { st.end_for_lending(<R as End>::WHAT)? } as *mut R);
     // SAFETY: no other reference to the end is in use.
     let grant = match unsafe { p.get() }.try_recv_ref() {
         Ok(g) => SendGrant(g),
@@ -124,7 +124,7 @@ pub fn recv<R: RecvEnd>(
     wait: bool,
 ) -> PyResult<Option<Py<PyBytes>>> {
     deadline(timeout)?; // a bad timeout is refused even when no wait is needed
-    let mut st = lock(s, R::WHAT)?;
+    let mut st = lock(s, <R as End>::WHAT)?;
     take_next(py, &mut st, timeout, wait, |src| {
         Ok(PyBytes::new_with(py, src.len(), |dst| {
             copy(py, dst, src);
@@ -155,7 +155,7 @@ pub fn recv_into<R: RecvEnd>(
 ) -> PyResult<usize> {
     deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let buf = writable(buffer)?;
-    let mut st = lock(s, R::WHAT)?;
+    let mut st = lock(s, <R as End>::WHAT)?;
     let h = lend_next(py, &mut st, timeout, true)?.expect("a waiting receive returns a message");
     if h.len > buf.len_bytes() {
         st.held = Some(h);
@@ -185,7 +185,7 @@ pub fn recv_ref<R: RecvEnd>(
     wait: bool,
 ) -> PyResult<Option<Message>> {
     deadline(timeout)?; // a bad timeout is refused even when no wait is needed
-    let mut st = lock(s, R::WHAT)?;
+    let mut st = lock(s, <R as End>::WHAT)?;
     let Some(h) = lend_next(py, &mut st, timeout, wait)? else { return Ok(None) };
     let lent = Lent::new(s.clone(), h.ptr as *const u8, h.len, false);
     Ok(Some(Message { lent, sender: h.sender }))
@@ -252,8 +252,8 @@ pub fn send<S: SendEnd>(
     deadline(timeout)?; // a bad timeout is refused even when no wait is needed
     let payload = Payload::of(data)?;
     let msg = payload.bytes();
-    let mut st = lock(s, S::WHAT)?;
-    let end = st.end(S::WHAT)?;
+    let mut st = lock(s, <S as End>::WHAT)?;
+    let end = st.end(<S as End>::WHAT)?;
     let first = if msg.len() >= BIG { py.detach(|| end.try_send(msg)) } else { end.try_send(msg) };
     match first {
         Ok(()) => Ok(true),
@@ -274,8 +274,8 @@ pub fn loan<S: LoanEnd>(
     wait: bool,
 ) -> PyResult<Option<Loan>> {
     deadline(timeout)?; // a bad timeout is refused even when no wait is needed
-    let mut st = lock(s, S::WHAT)?;
-    let max = st.end(S::WHAT)?.max_message();
+    let mut st = lock(s, <S as End>::WHAT)?;
+    let max = st.end(<S as End>::WHAT)?.max_message();
     if len > max {
         return Err(Failure::new(
             Kind::TooLarge { len, max },
@@ -284,7 +284,7 @@ pub fn loan<S: LoanEnd>(
         .into());
     }
     // SAFETY: as in lend_next.
-    let p = EndPtr(unsafe { st.end_for_lending(S::WHAT)? } as *mut S);
+    let p = EndPtr(unsafe { st.end_for_lending(<S as End>::WHAT)? } as *mut S);
     // SAFETY: no other reference to the end is in use.
     let mut grant = match unsafe { p.get() }.try_loan(len) {
         Ok(g) => SendGrant(g),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shmkit::channel::broadcast::{self, Overflow};
-use shmkit::channel::{mpsc, Receiver};
+use shmkit::channel::{mpsc, Deadline, Failure, Receiver, RecvEnd, WaitStrategy};
 use shmkit::layout::{self, ObjectKind};
 use shmkit::typed::TypeTag;
 use shmkit::{Error, Name, Options, Segment};
@@ -32,11 +32,14 @@ pub struct Spec {
     pub key: String,
 }
 
-/// The local end an export reads.
-enum Source {
-    Broadcast(broadcast::Subscriber),
-    Spsc(Receiver),
-    Mpsc(mpsc::Receiver),
+/// The local end an export reads: any receiving end, through the end vocabulary.
+type Source = Box<dyn FnMut(&mut Vec<u8>, &mut u64) -> Option<Got> + Send>;
+
+/// `end` as a [`Source`], with the bridge's wait strategy; its limit goes in `export`.
+fn reading<R: RecvEnd>(mut end: R, wait: WaitStrategy, export: &mut Export) -> Source {
+    end.set_wait_strategy(wait);
+    export.max_message = end.max_message() as u64;
+    Box::new(move |buf, counter| next(&mut end, buf, counter))
 }
 
 /// What one receive from the local channel gave.
@@ -54,39 +57,24 @@ enum Got {
 /// How long a receive waits before the pump looks at its stop flag.
 const LOOK_AT_STOP: Duration = Duration::from_millis(100);
 
-impl Source {
-    /// Waits for the next message (the end's wait strategy: spin, then park on the
-    /// channel's futex), at most [`LOOK_AT_STOP`]: `None` if none came.
-    fn next(&mut self, buf: &mut Vec<u8>, counter: &mut u64) -> Option<Got> {
-        use shmkit::channel::RecvTimeoutError as E;
-        let simple = |r: Result<usize, E>, counter: &mut u64| match r {
-            Ok(_) => {
-                *counter += 1;
-                Some(Got::Message(*counter - 1))
-            }
-            Err(E::Timeout) => None,
-            Err(E::Disconnected) => Some(Got::Gone("its sender closed it".into())),
-            Err(E::PeerDead { pid }) => Some(Got::Gone(format!("its sender (pid {pid}) died"))),
-            Err(E::Corrupt { what }) => Some(Got::Fatal(format!("corrupt: {what}"))),
-        };
-        match self {
-            Source::Broadcast(sub) => {
-                use broadcast::RecvTimeoutError as B;
-                let position = sub.position();
-                match sub.recv_timeout(buf, LOOK_AT_STOP) {
-                    Ok(_) => Some(Got::Message(position)),
-                    Err(B::Timeout) => None,
-                    Err(B::Lagged { missed }) => Some(Got::Lagged(missed)),
-                    Err(B::Disconnected) => Some(Got::Gone("its publisher closed it".into())),
-                    Err(B::PeerDead { pid }) => {
-                        Some(Got::Gone(format!("its publisher (pid {pid}) died")))
-                    }
-                    Err(B::Corrupt { what }) => Some(Got::Fatal(format!("corrupt: {what}"))),
-                }
-            }
-            Source::Spsc(rx) => simple(rx.recv_timeout(buf, LOOK_AT_STOP), counter),
-            Source::Mpsc(rx) => simple(rx.recv_timeout(buf, LOOK_AT_STOP), counter),
+/// Waits for the next message (the end's wait strategy: spin, then park on the
+/// channel's futex), at most [`LOOK_AT_STOP`]: `None` if none came. A message is
+/// numbered by the channel's position where it has one (broadcast), else by `counter`.
+fn next<R: RecvEnd>(end: &mut R, buf: &mut Vec<u8>, counter: &mut u64) -> Option<Got> {
+    let position = end.position();
+    match end.recv_until(buf, Deadline::After(LOOK_AT_STOP)) {
+        Ok(_) => Some(Got::Message(position.unwrap_or_else(|| {
+            *counter += 1;
+            *counter - 1
+        }))),
+        Err(Failure::Timeout | Failure::Empty) => None,
+        Err(Failure::Lagged { missed }) => Some(Got::Lagged(missed)),
+        Err(Failure::PeerDead { pid }) => {
+            Some(Got::Gone(format!("its {} (pid {pid}) died", R::PEER)))
         }
+        Err(Failure::Disconnected) => Some(Got::Gone(format!("its {} closed it", R::PEER))),
+        Err(Failure::Corrupt { what }) => Some(Got::Fatal(format!("corrupt: {what}"))),
+        Err(other) => Some(Got::Fatal(other.to_string())),
     }
 }
 
@@ -140,26 +128,15 @@ async fn open(
         ObjectKind::Broadcast => {
             let sub = broadcast::Subscriber::from_segment(seg).map_err(attach)?;
             let geo = sub.geometry();
-            export.max_message = geo.max_message;
             export.slots = Some(geo.slots);
             export.overflow = geo.overflow.to_string();
-            let mut sub = sub;
-            sub.set_wait_strategy(wait);
-            Source::Broadcast(sub)
+            reading(sub, wait, &mut export)
         }
         ObjectKind::Spsc => {
-            let rx = Receiver::from_segment(seg).map_err(attach)?;
-            export.max_message = rx.max_message() as u64;
-            let mut rx = rx;
-            rx.set_wait_strategy(wait);
-            Source::Spsc(rx)
+            reading(Receiver::from_segment(seg).map_err(attach)?, wait, &mut export)
         }
         ObjectKind::Mpsc => {
-            let rx = mpsc::Receiver::from_segment(seg).map_err(attach)?;
-            export.max_message = rx.max_message() as u64;
-            let mut rx = rx;
-            rx.set_wait_strategy(wait);
-            Source::Mpsc(rx)
+            reading(mpsc::Receiver::from_segment(seg).map_err(attach)?, wait, &mut export)
         }
         other => {
             return Err(format!(
@@ -307,7 +284,7 @@ impl Pump {
         };
         let mut buf = Vec::new();
         loop {
-            let Some(got) = source.next(&mut buf, &mut self.counter) else {
+            let Some(got) = source(&mut buf, &mut self.counter) else {
                 if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                     return Stop::Fatal("the bridge is stopping".into());
                 }

@@ -1,14 +1,15 @@
-//! Async ends on tokio (cargo feature `tokio`): [`AsyncReceiver`] and [`AsyncSender`]
-//! over SPSC channels, [`AsyncSubscriber`] and [`AsyncPublisher`] over broadcast
-//! channels, [`AsyncClient`] and [`AsyncServer`] over rpc services,
-//! [`AsyncMpscReceiver`] and [`AsyncMpscSender`] over MPSC channels, and
-//! [`futures_core::Stream`] for receivers and subscribers.
+//! Async ends on tokio (cargo feature `tokio`): one adapter, [`Async<E>`], over every
+//! end of the [end vocabulary](crate::channel::end) — receivers and subscribers
+//! ([`RecvEnd`]: `recv`, `recv_ref`, and [`futures_core::Stream`]), senders and
+//! publishers ([`SendEnd`]: `send`), rpc clients (`call`) and servers (`serve`). The
+//! aliases ([`AsyncReceiver`], [`AsyncSubscriber`], ...) name its uses.
 //!
-//! Each wraps an end in notifying mode ([`Notifying`]) in a
+//! It wraps an end in notifying mode ([`Notifying`]) in a
 //! [`tokio::io::unix::AsyncFd`] on its doorbell. An operation first tries without
 //! waiting; only when the channel is empty (or full) does it spin briefly, as the
-//! end's wait strategy says, and then arm the end and await the doorbell. With traffic
-//! flowing, no epoll round trip and no system call is made per message.
+//! end's wait strategy says, on a look that never arms (`has_message`, `has_room`),
+//! and then arm the end and await the doorbell. With traffic flowing, no epoll round
+//! trip and no system call is made per message.
 //!
 //! Works on any tokio runtime with IO enabled (`current_thread` or multi-thread).
 //!
@@ -37,13 +38,10 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::channel::broadcast::{self, Publisher, Subscriber};
-use crate::channel::mpsc;
 use crate::channel::rpc::{CallError, Client, Server};
-use crate::channel::spsc::ReadGrant;
 use crate::channel::{
-    NotifyEnd, Notifying, Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError,
-    WaitStrategy,
+    broadcast, mpsc, spsc, End, Failure, FromFailure, NotifyEnd, Notifying, RecvEnd, SendEnd,
+    SendError, WaitStrategy,
 };
 use crate::error::Result;
 
@@ -79,7 +77,7 @@ fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
 /// then clears the readiness tokio saw. tokio clears only the event that woke us, not a
 /// newer one, so a ring that came in between is not lost. An error comes only from a
 /// runtime that is shutting down.
-fn poll_rung<E: crate::channel::NotifyEnd>(
+fn poll_rung<E: NotifyEnd>(
     fd: &mut AsyncFd<Notifying<E>>,
     cx: &mut Context<'_>,
 ) -> Poll<std::result::Result<(), String>> {
@@ -119,21 +117,16 @@ fn poll_op<E: NotifyEnd, T>(
     }
 }
 
-/// A non-waiting receive's outcome as a waiting receive's: `None` for `Empty` (which
-/// has armed a notifying end), the rest as `RecvError` (SPSC and MPSC share both).
-fn received<T>(
-    r: std::result::Result<T, TryRecvError>,
-) -> Option<std::result::Result<T, RecvError>> {
+/// A non-waiting operation's outcome as a waiting one's: `None` for `Empty`/`Full`
+/// (which has armed a notifying end), the rest as it is.
+fn waited<T>(r: std::result::Result<T, Failure>) -> Option<std::result::Result<T, Failure>> {
     match r {
-        Ok(v) => Some(Ok(v)),
-        Err(TryRecvError::Empty) => None,
-        Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
-        Err(TryRecvError::PeerDead { pid }) => Some(Err(RecvError::PeerDead { pid })),
-        Err(TryRecvError::Corrupt { what }) => Some(Err(RecvError::Corrupt { what })),
+        Err(Failure::Empty | Failure::Full) => None,
+        other => Some(other),
     }
 }
 
-fn async_fd<E: crate::channel::NotifyEnd>(end: E) -> Result<AsyncFd<Notifying<E>>> {
+fn async_fd<E: NotifyEnd>(end: E) -> Result<AsyncFd<Notifying<E>>> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(crate::Error::Runtime(
             "an async shmkit end must be made inside a tokio runtime".into(),
@@ -147,47 +140,78 @@ fn async_fd<E: crate::channel::NotifyEnd>(end: E) -> Result<AsyncFd<Notifying<E>
     })
 }
 
-/// The receiving end of an SPSC channel, awaited on a tokio runtime.
+/// An end awaited on a tokio runtime: what it does depends on the end ([`RecvEnd`]:
+/// `recv`, `recv_ref`, `Stream`; [`SendEnd`]: `send`; [`Client`]: `call`;
+/// [`Server`]: `serve`).
 #[derive(Debug)]
-pub struct AsyncReceiver {
-    inner: AsyncFd<Notifying<Receiver>>,
+pub struct Async<E: NotifyEnd> {
+    inner: AsyncFd<Notifying<E>>,
     wait: WaitStrategy,
 }
 
-impl AsyncReceiver {
-    /// Switches `rx` into notifying mode and registers its doorbell with the current
+/// The receiving end of an SPSC channel, awaited.
+pub type AsyncReceiver = Async<spsc::Receiver>;
+/// The sending end of an SPSC channel, awaited: a send waits for room without blocking
+/// the thread.
+pub type AsyncSender = Async<spsc::Sender>;
+/// A subscriber of a broadcast channel, awaited.
+pub type AsyncSubscriber = Async<broadcast::Subscriber>;
+/// The publisher of a broadcast channel, awaited: under backpressure a send waits for
+/// the slowest subscriber without blocking the thread (under `Overwrite` it never
+/// waits).
+pub type AsyncPublisher = Async<broadcast::Publisher>;
+/// The receiver of an MPSC channel, awaited.
+pub type AsyncMpscReceiver = Async<mpsc::Receiver>;
+/// One sender of an MPSC channel, awaited: a send waits for room in its lane.
+pub type AsyncMpscSender = Async<mpsc::Sender>;
+/// A client of an rpc service, awaited.
+pub type AsyncClient = Async<Client>;
+/// The server of an rpc service, awaited.
+pub type AsyncServer = Async<Server>;
+
+impl<E: End> Async<E> {
+    /// Switches `end` into notifying mode and registers its doorbell with the current
     /// tokio runtime (call from within one).
-    pub fn new(rx: Receiver) -> Result<AsyncReceiver> {
-        Ok(AsyncReceiver { inner: async_fd(rx)?, wait: WaitStrategy::default() })
+    pub fn new(end: E) -> Result<Async<E>> {
+        Ok(Async { inner: async_fd(end)?, wait: WaitStrategy::default() })
     }
 
     /// The end itself, for what does not wait (its segment, limits, counters).
-    pub fn get_ref(&self) -> &Receiver {
+    pub fn get_ref(&self) -> &E {
         self.inner.get_ref()
     }
 
-    /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]):
-    /// `BusySpin`/`Adaptive` spin, `Block` awaits at once.
+    /// The end itself, for its non-waiting operations (`try_recv`, `try_send` ...).
+    /// Its `try_*` calls keep the [`Notifying`] contract for this end.
+    pub fn get_mut(&mut self) -> &mut E {
+        self.inner.get_mut()
+    }
+
+    /// The end, still in notifying mode, deregistered from the runtime.
+    pub fn into_inner(self) -> E {
+        self.inner.into_inner().into_inner()
+    }
+
+    /// How long an operation spins before it awaits the doorbell (at most
+    /// [`MAX_SPIN`]): `BusySpin`/`Adaptive` spin, `Block` awaits at once.
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
         self.inner.get_mut().set_wait_strategy(wait);
     }
+}
 
-    /// The receiver itself, for its non-waiting operations (`try_recv`, `recv_ref`
-    /// ...). Its `try_*` calls keep the [`Notifying`] contract for this end.
-    pub fn get_mut(&mut self) -> &mut Receiver {
-        self.inner.get_mut()
-    }
-
+impl<E: RecvEnd> Async<E> {
     /// Receives the next message into `buf` (resized to it), waiting for one;
-    /// `Disconnected`/`PeerDead` once the sender is gone and every message it sent has
-    /// been received.
+    /// `Disconnected`/`PeerDead` once the sending side is gone and every message it
+    /// sent has been received (a broadcast subscriber also gets `Lagged`: the next call
+    /// goes on with the oldest message left).
     ///
     /// This method is cancel safe: a message is taken only by the synchronous
-    /// `try_recv` inside, so a future dropped before it completes (in `select!`, or
-    /// by a timeout) has taken nothing, and the next call gets the message.
+    /// non-waiting receive inside, so a future dropped before it completes (in
+    /// `select!`, or by a timeout) has taken nothing, and the next call gets the
+    /// message.
     #[inline]
-    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, E::RecvError> {
         std::future::poll_fn(|cx| self.poll_recv(cx, buf)).await
     }
 
@@ -201,10 +225,19 @@ impl AsyncReceiver {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
-    ) -> Poll<std::result::Result<usize, RecvError>> {
-        let rx = self.inner.get_mut();
-        if rx.has_message() {
-            if let Ok(n) = rx.try_recv(buf) {
+    ) -> Poll<std::result::Result<usize, E::RecvError>> {
+        self.poll_recv_failure(cx, buf).map_err(E::RecvError::from)
+    }
+
+    #[inline(always)]
+    fn poll_recv_failure(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<std::result::Result<usize, Failure>> {
+        let end = self.inner.get_mut();
+        if end.has_message() {
+            if let Ok(n) = end.recv_until(buf, crate::channel::Deadline::Now) {
                 return Poll::Ready(Ok(n));
             }
         }
@@ -217,103 +250,85 @@ impl AsyncReceiver {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
-    ) -> Poll<std::result::Result<usize, RecvError>> {
+    ) -> Poll<std::result::Result<usize, Failure>> {
         poll_op(
             &mut self.inner,
             cx,
             spin_budget(self.wait),
-            // The blocking receive's first looks (which keep a streaming sender's lines
-            // to itself), then plain ones.
-            |rx| rx.look_before_waiting() || rx.has_message(),
+            // The blocking receive's first looks (an SPSC receiver's keep a streaming
+            // sender's lines to itself), then plain ones.
+            |end| end.look_before_waiting() || end.has_message(),
             // `Empty` has armed: a message sent from now on rings the doorbell.
-            |rx| received(rx.try_recv(buf)),
-            |what| Err(RecvError::Corrupt { what }),
+            |end| waited(end.recv_until(buf, crate::channel::Deadline::Now)),
+            |what| Err(Failure::Corrupt { what }),
         )
     }
-}
 
-impl AsyncReceiver {
     /// Lends the next message in place (zero-copy), waiting for one; it is released
     /// when the grant is dropped.
     ///
     /// This method is cancel safe: nothing is taken until the grant is returned.
-    pub async fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
+    pub async fn recv_ref(&mut self) -> std::result::Result<E::Grant<'_>, E::RecvError> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await?;
         // The message `poll_message` saw is still there: only this end takes messages.
-        received(self.inner.get_mut().try_recv_ref())
-            .unwrap_or_else(|| Err(RecvError::Corrupt { what: "a seen message vanished".into() }))
+        match self.inner.get_mut().try_recv_ref() {
+            Err(Failure::Empty) => Err(Failure::corrupt("a seen message vanished").into()),
+            other => other.map_err(E::RecvError::from),
+        }
     }
 
     /// Ready once a message is there (not taken), or the channel has ended.
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), RecvError>> {
-        let rx = self.inner.get_mut();
-        if rx.has_message() {
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<(), E::RecvError>> {
+        if self.inner.get_mut().has_message() {
             return Poll::Ready(Ok(()));
         }
         poll_op(
             &mut self.inner,
             cx,
             spin_budget(self.wait),
-            |rx| rx.look_before_waiting() || rx.has_message(),
-            |rx| received(rx.peek_or_arm()),
-            |what| Err(RecvError::Corrupt { what }),
+            |end| end.look_before_waiting() || end.has_message(),
+            |end| match end.ready_or_arm() {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(f) => Some(Err(f)),
+            },
+            |what| Err(Failure::Corrupt { what }),
         )
+        .map_err(E::RecvError::from)
     }
 }
 
-impl futures_core::Stream for AsyncReceiver {
-    /// Each message as a new `Vec<u8>`; the stream ends when the sender has closed its
-    /// end (after its last message) and yields an error for anything else.
-    type Item = std::result::Result<Vec<u8>, RecvError>;
+impl<E: RecvEnd> futures_core::Stream for Async<E> {
+    /// Each message as a new `Vec<u8>` (or `Lagged`, for a subscriber, and the stream
+    /// goes on); the stream ends when the sending side has closed its end (after its
+    /// last message) and yields an error for anything else.
+    type Item = std::result::Result<Vec<u8>, E::RecvError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
         let mut buf = Vec::new();
-        match ready!(this.poll_recv(cx, &mut buf)) {
+        let this = self.get_mut();
+        match ready!(this.poll_recv_failure(cx, &mut buf)) {
             Ok(_) => Poll::Ready(Some(Ok(buf))),
-            Err(RecvError::Disconnected) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
+            Err(Failure::Disconnected) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
         }
     }
 }
 
-/// The sending end of an SPSC channel, awaited on a tokio runtime: a send waits for
-/// room in a full ring without blocking the thread.
-#[derive(Debug)]
-pub struct AsyncSender {
-    inner: AsyncFd<Notifying<Sender>>,
-    wait: WaitStrategy,
-}
+// Nothing in the adapter relies on being pinned (the end is moved into it and is never
+// borrowed across polls), whatever the end type.
+impl<E: NotifyEnd> Unpin for Async<E> {}
 
-impl AsyncSender {
-    /// Switches `tx` into notifying mode and registers its doorbell with the current
-    /// tokio runtime (call from within one).
-    pub fn new(tx: Sender) -> Result<AsyncSender> {
-        Ok(AsyncSender { inner: async_fd(tx)?, wait: WaitStrategy::default() })
-    }
-
-    /// The end itself, for what does not wait (its segment, limits, counters).
-    pub fn get_ref(&self) -> &Sender {
-        self.inner.get_ref()
-    }
-
-    /// How long a send into a full ring spins before it awaits room (at most
-    /// [`MAX_SPIN`]).
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.inner.get_mut().set_wait_strategy(wait);
-    }
-
-    /// The sender itself, for its non-waiting operations (`try_send`, `try_loan` ...).
-    pub fn get_mut(&mut self) -> &mut Sender {
-        self.inner.get_mut()
-    }
-
-    /// Sends `msg`, waiting for room while the ring is full.
+impl<E: SendEnd> Async<E> {
+    /// Sends `msg`, waiting for room while the ring is full (a broadcast publisher under
+    /// backpressure: for the slowest subscriber).
     ///
     /// This method is cancel safe: the message is written only by the synchronous
-    /// `try_send` inside, whole or not at all, so a future dropped before it completes
-    /// has sent nothing.
+    /// non-waiting send inside, whole or not at all, so a future dropped before it
+    /// completes has sent nothing.
     #[inline]
     pub async fn send<'a>(
         &mut self,
@@ -323,237 +338,42 @@ impl AsyncSender {
     }
 
     /// The send step behind [`send`](Self::send).
-    // Inlined down to a send that finds room (see `AsyncReceiver::poll_recv`).
+    // Inlined down to a send that finds room (see `poll_recv`).
     #[inline(always)]
     pub fn poll_send<'a>(
         &mut self,
         cx: &mut Context<'_>,
         msg: &'a [u8],
     ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
-        let tx = self.inner.get_mut();
-        if tx.has_room(msg.len()) && tx.try_send(msg).is_ok() {
+        let end = self.inner.get_mut();
+        if end.has_room(msg.len()) && end.try_send(msg).is_ok() {
             return Poll::Ready(Ok(()));
         }
-        self.poll_send_waiting(cx, msg)
+        self.poll_send_waiting(cx, msg).map_err(|f| SendError::from_failure(f, msg))
     }
 
     /// [`poll_send`](Self::poll_send) once the first look found no room.
     #[inline(never)]
-    fn poll_send_waiting<'a>(
+    fn poll_send_waiting(
         &mut self,
         cx: &mut Context<'_>,
-        msg: &'a [u8],
-    ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
+        msg: &[u8],
+    ) -> Poll<std::result::Result<(), Failure>> {
         // Spin on a look that does not arm (an armed `try_send` drains the doorbell, a
         // system call per look).
         poll_op(
             &mut self.inner,
             cx,
             spin_budget(self.wait),
-            |tx| tx.has_room(msg.len()),
-            |tx| match tx.try_send(msg) {
-                Ok(()) => Some(Ok(())),
-                // Armed: room freed from now on rings the doorbell.
-                Err(TrySendError::Full(_)) => None,
-                Err(e) => Some(Err(send_error(e))),
-            },
-            |what| Err(SendError::Corrupt { msg, what }),
+            |end| end.has_room(msg.len()),
+            // Armed on `Full`: room freed from now on rings the doorbell.
+            |end| waited(end.try_send(msg)),
+            |what| Err(Failure::Corrupt { what }),
         )
     }
 }
 
-/// A non-waiting send's failure (other than `Full`) as a waiting send's.
-fn send_error<M>(e: TrySendError<M>) -> SendError<M> {
-    match e {
-        // (Not reached: the callers wait on `Full`.)
-        TrySendError::Full(msg) => SendError::Corrupt { msg, what: "full".into() },
-        TrySendError::Disconnected(msg) => SendError::Disconnected(msg),
-        TrySendError::PeerDead { msg, pid } => SendError::PeerDead { msg, pid },
-        TrySendError::TooLarge { msg, max } => SendError::TooLarge { msg, max },
-        TrySendError::Corrupt { msg, what } => SendError::Corrupt { msg, what },
-    }
-}
-
-/// A subscriber of a broadcast channel, awaited on a tokio runtime.
-#[derive(Debug)]
-pub struct AsyncSubscriber {
-    inner: AsyncFd<Notifying<Subscriber>>,
-    wait: WaitStrategy,
-}
-
-impl AsyncSubscriber {
-    /// Switches `sub` into notifying mode and registers its doorbell with the current
-    /// tokio runtime (call from within one).
-    pub fn new(sub: Subscriber) -> Result<AsyncSubscriber> {
-        Ok(AsyncSubscriber { inner: async_fd(sub)?, wait: WaitStrategy::default() })
-    }
-
-    /// The end itself, for what does not wait (its segment, limits, counters).
-    pub fn get_ref(&self) -> &Subscriber {
-        self.inner.get_ref()
-    }
-
-    /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]).
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.inner.get_mut().set_wait_strategy(wait);
-    }
-
-    /// The subscriber itself, for its non-waiting operations.
-    pub fn get_mut(&mut self) -> &mut Subscriber {
-        self.inner.get_mut()
-    }
-
-    /// Receives the next message into `buf` (resized to it), waiting for one;
-    /// `Lagged` if it was overwritten before this subscriber got to it (the next call
-    /// continues with the oldest message left), `Disconnected`/`PeerDead` once the
-    /// publisher is gone and everything it published has been received.
-    ///
-    /// This method is cancel safe: a message is taken only by the synchronous
-    /// `try_recv` inside, so a future dropped before it completes has taken nothing.
-    pub async fn recv(
-        &mut self,
-        buf: &mut Vec<u8>,
-    ) -> std::result::Result<usize, broadcast::RecvError> {
-        std::future::poll_fn(|cx| self.poll_recv(cx, buf)).await
-    }
-
-    /// The receive step behind [`recv`](Self::recv) and the `Stream`.
-    pub fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut Vec<u8>,
-    ) -> Poll<std::result::Result<usize, broadcast::RecvError>> {
-        use broadcast::{RecvError as E, TryRecvError as T};
-        poll_op(
-            &mut self.inner,
-            cx,
-            spin_budget(self.wait),
-            |sub| sub.has_message(),
-            |sub| match sub.try_recv(buf) {
-                Ok(n) => Some(Ok(n)),
-                Err(T::Empty) => None,
-                Err(T::Lagged { missed }) => Some(Err(E::Lagged { missed })),
-                Err(T::Disconnected) => Some(Err(E::Disconnected)),
-                Err(T::PeerDead { pid }) => Some(Err(E::PeerDead { pid })),
-                Err(T::Corrupt { what }) => Some(Err(E::Corrupt { what })),
-            },
-            |what| Err(E::Corrupt { what }),
-        )
-    }
-}
-
-impl futures_core::Stream for AsyncSubscriber {
-    /// Each message as a new `Vec<u8>`, or `Lagged` (and the stream goes on); the stream
-    /// ends when the publisher has closed the channel (after its last message).
-    type Item = std::result::Result<Vec<u8>, broadcast::RecvError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut buf = Vec::new();
-        match ready!(self.get_mut().poll_recv(cx, &mut buf)) {
-            Ok(_) => Poll::Ready(Some(Ok(buf))),
-            Err(broadcast::RecvError::Disconnected) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-}
-
-/// The publisher of a broadcast channel, awaited on a tokio runtime: under
-/// backpressure a send waits for the slowest subscriber without blocking the thread
-/// (under `Overwrite` it never waits).
-#[derive(Debug)]
-pub struct AsyncPublisher {
-    inner: AsyncFd<Notifying<Publisher>>,
-    wait: WaitStrategy,
-}
-
-impl AsyncPublisher {
-    /// Switches `publisher` into notifying mode and registers its doorbell with the
-    /// current tokio runtime (call from within one).
-    pub fn new(publisher: Publisher) -> Result<AsyncPublisher> {
-        Ok(AsyncPublisher { inner: async_fd(publisher)?, wait: WaitStrategy::default() })
-    }
-
-    /// The end itself, for what does not wait (its segment, limits, counters).
-    pub fn get_ref(&self) -> &Publisher {
-        self.inner.get_ref()
-    }
-
-    /// How long a send spins for room before it awaits the doorbell (at most
-    /// [`MAX_SPIN`]).
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.inner.get_mut().set_wait_strategy(wait);
-    }
-
-    /// The publisher itself, for its non-waiting operations.
-    pub fn get_mut(&mut self) -> &mut Publisher {
-        self.inner.get_mut()
-    }
-
-    /// Publishes `msg`, waiting for room under backpressure.
-    ///
-    /// This method is cancel safe: the message is written only by the synchronous
-    /// `try_send` inside, whole or not at all.
-    pub async fn send<'a>(
-        &mut self,
-        msg: &'a [u8],
-    ) -> std::result::Result<(), SendError<&'a [u8]>> {
-        std::future::poll_fn(|cx| self.poll_send(cx, msg)).await
-    }
-
-    /// The send step behind [`send`](Self::send).
-    pub fn poll_send<'a>(
-        &mut self,
-        cx: &mut Context<'_>,
-        msg: &'a [u8],
-    ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
-        poll_op(
-            &mut self.inner,
-            cx,
-            spin_budget(self.wait),
-            |publisher| publisher.has_room_now(),
-            |publisher| match publisher.try_send(msg) {
-                Ok(()) => Some(Ok(())),
-                Err(TrySendError::Full(_)) => None,
-                Err(e) => Some(Err(send_error(e))),
-            },
-            |what| Err(SendError::Corrupt { msg, what }),
-        )
-    }
-}
-
-/// A client of an rpc service, awaited on a tokio runtime.
-#[derive(Debug)]
-pub struct AsyncClient {
-    inner: AsyncFd<Notifying<Client>>,
-    wait: WaitStrategy,
-}
-
-impl AsyncClient {
-    /// Switches `client` into notifying mode and registers its doorbell with the
-    /// current tokio runtime (call from within one).
-    pub fn new(client: Client) -> Result<AsyncClient> {
-        Ok(AsyncClient { inner: async_fd(client)?, wait: WaitStrategy::default() })
-    }
-
-    /// The end itself, for what does not wait (its segment, limits, counters).
-    pub fn get_ref(&self) -> &Client {
-        self.inner.get_ref()
-    }
-
-    /// How long a call spins for its reply before it awaits the doorbell (at most
-    /// [`MAX_SPIN`]).
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.inner.get_mut().set_wait_strategy(wait);
-    }
-
-    /// The client itself.
-    pub fn get_mut(&mut self) -> &mut Client {
-        self.inner.get_mut()
-    }
-
+impl Async<Client> {
     /// Sends `request` and waits for its reply, which is written to `reply` (resized).
     /// For a deadline, wrap the future in `tokio::time::timeout`.
     ///
@@ -591,29 +411,7 @@ impl AsyncClient {
     }
 }
 
-/// The server of an rpc service, awaited on a tokio runtime.
-#[derive(Debug)]
-pub struct AsyncServer {
-    inner: AsyncFd<Notifying<Server>>,
-}
-
-impl AsyncServer {
-    /// Switches `server` into notifying mode and registers its doorbell with the
-    /// current tokio runtime (call from within one).
-    pub fn new(server: Server) -> Result<AsyncServer> {
-        Ok(AsyncServer { inner: async_fd(server)? })
-    }
-
-    /// The end itself, for what does not wait (its segment, limits, counters).
-    pub fn get_ref(&self) -> &Server {
-        self.inner.get_ref()
-    }
-
-    /// The server itself.
-    pub fn get_mut(&mut self) -> &mut Server {
-        self.inner.get_mut()
-    }
-
+impl Async<Server> {
     /// Waits until there is at least one request, answers every request waiting
     /// then with `handler(request, reply)` (which runs on this task and should not
     /// block), and returns how many. Clients that connect, leave or die meanwhile are
@@ -649,133 +447,5 @@ impl AsyncServer {
             self.serve_some(&mut handler).await?;
             ::tokio::task::yield_now().await;
         }
-    }
-}
-
-/// The receiver of an MPSC channel, awaited on a tokio runtime.
-#[derive(Debug)]
-pub struct AsyncMpscReceiver {
-    inner: AsyncFd<Notifying<mpsc::Receiver>>,
-    wait: WaitStrategy,
-}
-
-impl AsyncMpscReceiver {
-    /// Switches `rx` into notifying mode and registers its doorbell with the current
-    /// tokio runtime (call from within one).
-    pub fn new(rx: mpsc::Receiver) -> Result<AsyncMpscReceiver> {
-        Ok(AsyncMpscReceiver { inner: async_fd(rx)?, wait: WaitStrategy::default() })
-    }
-
-    /// The receiver itself, for what does not wait.
-    pub fn get_ref(&self) -> &mpsc::Receiver {
-        self.inner.get_ref()
-    }
-
-    /// The receiver itself, for its non-waiting operations.
-    pub fn get_mut(&mut self) -> &mut mpsc::Receiver {
-        self.inner.get_mut()
-    }
-
-    /// How long a receive spins before it awaits the doorbell (at most [`MAX_SPIN`]).
-    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        self.wait = wait;
-        self.inner.get_mut().set_wait_strategy(wait);
-    }
-
-    /// Receives the next message from any sender into `buf`, waiting for one;
-    /// `Disconnected` once every sender that joined has gone and all they sent has been
-    /// received.
-    ///
-    /// This method is cancel safe: a message is taken only by the synchronous
-    /// `try_recv` inside.
-    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
-        std::future::poll_fn(|cx| self.poll_recv(cx, buf)).await
-    }
-
-    /// The receive step behind [`recv`](Self::recv) and the `Stream`.
-    pub fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut Vec<u8>,
-    ) -> Poll<std::result::Result<usize, RecvError>> {
-        poll_op(
-            &mut self.inner,
-            cx,
-            spin_budget(self.wait),
-            |rx| rx.has_message(),
-            |rx| received(rx.try_recv(buf)),
-            |what| Err(RecvError::Corrupt { what }),
-        )
-    }
-}
-
-impl futures_core::Stream for AsyncMpscReceiver {
-    /// Each message as a new `Vec<u8>`; the stream ends once every sender has gone.
-    type Item = std::result::Result<Vec<u8>, RecvError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut buf = Vec::new();
-        match ready!(self.get_mut().poll_recv(cx, &mut buf)) {
-            Ok(_) => Poll::Ready(Some(Ok(buf))),
-            Err(RecvError::Disconnected) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-}
-
-/// One sender of an MPSC channel, awaited on a tokio runtime: a send waits for room in
-/// its lane without blocking the thread.
-#[derive(Debug)]
-pub struct AsyncMpscSender {
-    inner: AsyncFd<Notifying<mpsc::Sender>>,
-    wait: WaitStrategy,
-}
-
-impl AsyncMpscSender {
-    /// Switches `tx` into notifying mode and registers its doorbell with the current
-    /// tokio runtime (call from within one).
-    pub fn new(tx: mpsc::Sender) -> Result<AsyncMpscSender> {
-        Ok(AsyncMpscSender { inner: async_fd(tx)?, wait: WaitStrategy::default() })
-    }
-
-    /// The sender itself, for what does not wait.
-    pub fn get_ref(&self) -> &mpsc::Sender {
-        self.inner.get_ref()
-    }
-
-    /// The sender itself, for its non-waiting operations.
-    pub fn get_mut(&mut self) -> &mut mpsc::Sender {
-        self.inner.get_mut()
-    }
-
-    /// Sends `msg`, waiting for room in this sender's lane.
-    ///
-    /// This method is cancel safe: the message is written only by the synchronous
-    /// `try_send` inside, whole or not at all.
-    pub async fn send<'a>(
-        &mut self,
-        msg: &'a [u8],
-    ) -> std::result::Result<(), SendError<&'a [u8]>> {
-        std::future::poll_fn(|cx| self.poll_send(cx, msg)).await
-    }
-
-    /// The send step behind [`send`](Self::send).
-    pub fn poll_send<'a>(
-        &mut self,
-        cx: &mut Context<'_>,
-        msg: &'a [u8],
-    ) -> Poll<std::result::Result<(), SendError<&'a [u8]>>> {
-        poll_op(
-            &mut self.inner,
-            cx,
-            spin_budget(self.wait),
-            |tx| tx.has_room(msg.len()),
-            |tx| match tx.try_send(msg) {
-                Ok(()) => Some(Ok(())),
-                Err(TrySendError::Full(_)) => None,
-                Err(e) => Some(Err(send_error(e))),
-            },
-            |what| Err(SendError::Corrupt { msg, what }),
-        )
     }
 }

@@ -341,3 +341,41 @@ fn an_async_mpsc_receiver_gets_every_senders_messages_in_order_through_cancellat
         println!("{} messages, {cancelled} receives cancelled", 3 * COUNT);
     });
 }
+
+/// The one adapter lends in place for every receiving end (before it, only the SPSC
+/// receiver's async form could): a subscriber and an MPSC receiver each get every
+/// message of a publisher/sender process zero-copy, then the end of the channel.
+#[test]
+fn the_generic_adapter_lends_in_place_from_subscribers_and_mpsc_receivers() {
+    const COUNT: u64 = 2_000;
+    let (nb, nm) = (name("arefb"), name("arefm"));
+    runtime().block_on(async {
+        let sub = Subscriber::create(&nb, &config(Overflow::Backpressure, 16)).unwrap();
+        let mut sub: shmkit::tokio::Async<Subscriber> = AsyncSubscriber::new(sub).unwrap();
+        let mut child = spawn("publish", &[nb.to_string(), COUNT.to_string()]);
+        let mut scratch = Vec::new();
+        for seq in 0..COUNT {
+            let grant = tokio::time::timeout(T, sub.recv_ref()).await.expect("no message in T");
+            let grant = grant.unwrap_or_else(|e| panic!("recv_ref {seq}: {e}"));
+            check_msg(seq, MAX, &grant, &mut scratch).unwrap();
+        }
+        assert!(child.wait().unwrap().success());
+        let end = tokio::time::timeout(T, sub.recv_ref()).await.unwrap().map(|g| g.to_vec());
+        assert_eq!(end, Err(RecvError::Disconnected));
+
+        let config = shmkit::channel::mpsc::Config { max_message: Some(MAX), ..Default::default() };
+        let rx = shmkit::channel::mpsc::Receiver::create(&nm, &config).unwrap();
+        let mut rx = shmkit::tokio::AsyncMpscReceiver::new(rx).unwrap();
+        let mut child = spawn("mpsc-send", &[nm.to_string(), COUNT.to_string(), "3".into()]);
+        let mut want = Vec::new();
+        for seq in 0..COUNT {
+            let grant = tokio::time::timeout(T, rx.recv_ref()).await.expect("no message in T");
+            let grant = grant.unwrap_or_else(|e| panic!("recv_ref {seq}: {e}"));
+            mpsc_msg(3, seq, &mut want);
+            assert_eq!(&*grant, &want[..], "message {seq}");
+        }
+        assert!(child.wait().unwrap().success());
+        let end = tokio::time::timeout(T, rx.recv_ref()).await.unwrap().map(|g| g.to_vec());
+        assert_eq!(end, Err(shmkit::channel::RecvError::Disconnected));
+    });
+}

@@ -53,8 +53,9 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::end::{recv_forms, send_forms};
 use super::ring::{prefetch, Refresh};
-use super::{recv_error, Fault, SendError, SendTimeoutError, TrySendError};
+use super::{recv_error, Deadline, End, Failure, FromFailure, RecvEnd, SendEnd, SendError};
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_flags, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
@@ -782,30 +783,21 @@ impl Publisher {
         self.send(value.as_bytes()).map_err(|e| TypedError::Channel(e.without_message()))
     }
 
-    /// Publishes `msg`; under backpressure waits as long as the slowest live subscriber
-    /// needs. A send that finds the ring full resumes once half of it is free
-    /// ([`refill`]), not at the first free slot: the publisher is woken once per half
-    /// ring, then publishes in a burst.
-    pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
-        self.push(msg, Some(None)).map_err(|f| SendError::from_fault(f, msg))
-    }
+    // `send` (under backpressure as long as the slowest live subscriber needs; a send
+    // that finds the ring full resumes once half of it is free, [`refill`], not at the
+    // first free slot: the publisher is woken once per half ring, then publishes in a
+    // burst), `try_send` (never waits under `Overwrite`), `send_timeout` and
+    // `send_deadline` (half a ring, as `send`; at the deadline any free slot will do).
+    send_forms!();
 
-    /// Publishes `msg` if that needs no waiting (always, under `Overwrite`).
-    pub fn try_send<'a>(
+    /// The core send of every form.
+    #[inline(always)]
+    fn send_until_as<'a, E: FromFailure<&'a [u8]>>(
         &mut self,
         msg: &'a [u8],
-    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
-        self.push(msg, None).map_err(|f| TrySendError::from_fault(f, msg))
-    }
-
-    /// Publishes `msg`, waiting at most `timeout` for room (half a ring, as
-    /// [`send`](Self::send) does; at the deadline any free slot will do).
-    pub fn send_timeout<'a>(
-        &mut self,
-        msg: &'a [u8],
-        timeout: Duration,
-    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
-        self.push(msg, Some(Some(timeout))).map_err(|f| SendTimeoutError::from_fault(f, msg))
+        deadline: Deadline,
+    ) -> std::result::Result<(), E> {
+        self.push(msg, deadline).map_err(|f| E::from_failure(f, msg))
     }
 
     /// Publishes one message made of `parts`, in order (a gathering write, as
@@ -817,19 +809,19 @@ impl Publisher {
         let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
         let max = self.shared.geo.max_message;
         if len as u64 > max {
-            return Err(SendError::from_fault(Fault::TooLarge(len, max as usize), ()));
+            return Err(SendError::from_failure(Failure::TooLarge { max: max as usize }, ()));
         }
         let sent = if self.shared.geo.overflow == Overflow::Backpressure {
-            self.push_slot(Parts::Gathered(parts, len), len as u32, Some(None))
+            self.push_slot(Parts::Gathered(parts, len), len as u32, Deadline::Never)
         } else {
             let mut joined = std::mem::take(&mut self.joined);
             joined.clear();
             parts.iter().for_each(|p| joined.extend_from_slice(p));
-            let sent = self.push_slot(Parts::One(&joined), len as u32, Some(None));
+            let sent = self.push_slot(Parts::One(&joined), len as u32, Deadline::Never);
             self.joined = joined;
             sent
         };
-        sent.map_err(|f| SendError::from_fault(f, ()))
+        sent.map_err(|f| SendError::from_failure(f, ()))
     }
 
     /// Tells every subscriber that `missed` messages were lost before they reached
@@ -843,8 +835,8 @@ impl Publisher {
         if missed == 0 {
             return Ok(());
         }
-        self.push_slot(Parts::One(&missed.to_ne_bytes()), LOSS_MARK, Some(None))
-            .map_err(|f| SendError::from_fault(f, missed))
+        self.push_slot(Parts::One(&missed.to_ne_bytes()), LOSS_MARK, Deadline::Never)
+            .map_err(|f| SendError::from_failure(f, missed))
     }
 
     /// The two words this channel keeps for its publishing process (zero until set):
@@ -862,18 +854,13 @@ impl Publisher {
         line.user[1].store(words[1], Ordering::Release);
     }
 
-    /// `wait`: None = do not wait, Some(None) = forever, Some(Some(t)) = up to t.
     #[inline(always)]
-    fn push(
-        &mut self,
-        msg: &[u8],
-        wait: Option<Option<Duration>>,
-    ) -> std::result::Result<(), Fault> {
+    fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Failure> {
         let max = self.shared.geo.max_message;
         if msg.len() as u64 > max {
-            return Err(Fault::TooLarge(msg.len(), max as usize));
+            return Err(Failure::TooLarge { max: max as usize });
         }
-        self.push_slot(Parts::One(msg), msg.len() as u32, wait)
+        self.push_slot(Parts::One(msg), msg.len() as u32, deadline)
     }
 
     /// Publishes a slot holding `msg`, with `len` in its length word: `msg.len()`
@@ -885,11 +872,11 @@ impl Publisher {
         &mut self,
         msg: Parts<'_>,
         len: u32,
-        wait: Option<Option<Duration>>,
-    ) -> std::result::Result<(), Fault> {
+        deadline: Deadline,
+    ) -> std::result::Result<(), Failure> {
         let geo = self.shared.geo;
         if geo.overflow == Overflow::Backpressure && self.head - self.slowest >= geo.slots {
-            self.make_room(wait)?;
+            self.make_room(deadline)?;
         }
         let pos = self.head;
         let (slot, data) = self.shared.view().slot(pos);
@@ -968,8 +955,7 @@ impl Publisher {
 
     /// Whether a send would not have to wait now, by a look that never arms a
     /// notifying end: what an async send spins on.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn has_room_now(&mut self) -> bool {
+    pub fn has_room_now(&mut self) -> bool {
         self.shared.geo.overflow == Overflow::Overwrite
             || self.head - self.slowest < self.shared.geo.slots
             || self.has_room(Refresh::Hint)
@@ -994,16 +980,16 @@ impl Publisher {
     }
 
     /// Backpressure: waits until the slot for `head` is free of live readers.
-    fn make_room(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(), Fault> {
+    fn make_room(&mut self, deadline: Deadline) -> std::result::Result<(), Failure> {
         if self.has_room(Refresh::Hint) || self.has_room(Refresh::Exact) {
             return Ok(());
         }
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
-        let Some(timeout) = wait else {
+        let Some(timeout) = deadline.timeout() else {
             return match self.notify.take() {
                 Some(notify) => self.arm_for_room(notify),
-                None => Err(Fault::Full),
+                None => Err(Failure::Full),
             };
         };
         let deadline = deadline_of(timeout);
@@ -1019,7 +1005,7 @@ impl Publisher {
         me: &Endpoint,
         bell: Option<&Doorbell>,
         deadline: Option<Instant>,
-    ) -> std::result::Result<(), Fault> {
+    ) -> std::result::Result<(), Failure> {
         let shared = self.shared.clone();
         self.set_wake_at();
         loop {
@@ -1047,7 +1033,7 @@ impl Publisher {
                 Ok(false) => continue,
                 // At the deadline one free slot is enough.
                 Err(Stop::Timeout) if self.has_room(Refresh::Exact) => return Ok(()),
-                Err(Stop::Timeout) => return Err(Fault::Timeout),
+                Err(Stop::Timeout) => return Err(Failure::Timeout),
                 // Skip the dead until a new subscriber takes the record over.
                 Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
                 Err(Stop::Closed) => {}
@@ -1063,7 +1049,7 @@ impl Publisher {
     /// Notifying mode, not waiting: arms the publisher so that the laggard's next read
     /// (or its death, or its leaving) rings the doorbell, and reports `Full`, unless
     /// the look after arming finds room.
-    fn arm_for_room(&mut self, mut notify: Box<Notifier>) -> std::result::Result<(), Fault> {
+    fn arm_for_room(&mut self, mut notify: Box<Notifier>) -> std::result::Result<(), Failure> {
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
         // The doorbell rings once the laggard reaches `wake_at` (half a ring free);
@@ -1076,7 +1062,7 @@ impl Publisher {
             let room = || self.has_room(Refresh::Exact).then_some(());
             match notify.arm(Park::of(me), me, Some(peer), room) {
                 Ok(Some(())) => break Ok(()),
-                Ok(None) => break Err(Fault::Full),
+                Ok(None) => break Err(Failure::Full),
                 // Skip the dead until a new subscriber takes the record over.
                 Err(Stop::Dead(_)) => self.dead[laggard as usize] = attaches,
                 Err(_) => {}
@@ -1136,7 +1122,7 @@ enum Step {
     /// The message at the cursor is whole: its `seq` and length.
     Ready(u64, usize),
     Empty,
-    Fault(Fault),
+    Failed(Failure),
 }
 
 /// A subscribing end. Dropping it frees its subscriber record.
@@ -1261,23 +1247,29 @@ impl Subscriber {
         self.shared.view().publisher_line().head.load(Ordering::Acquire).saturating_sub(self.cursor)
     }
 
-    /// Receives the next message into `buf` (resized to fit), waiting for one.
-    pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
-        self.take(buf, Some(None)).map_err(RecvError::from_fault)
-    }
+    // Lending (`recv_ref`...) is in place under `Backpressure` (the slot cannot be
+    // reused before the grant is dropped), a validated copy under `Overwrite`.
+    recv_forms!(ReadGrant, RecvError, TryRecvError, RecvTimeoutError);
 
-    /// Receives the next message if there is one now.
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, TryRecvError> {
-        self.take(buf, None).map_err(TryRecvError::from_fault)
-    }
-
-    /// Receives the next message, waiting at most `timeout`.
-    pub fn recv_timeout(
+    /// The core copying receive of every form.
+    fn recv_until_as<E: From<Failure>>(
         &mut self,
         buf: &mut Vec<u8>,
-        timeout: Duration,
-    ) -> std::result::Result<usize, RecvTimeoutError> {
-        self.take(buf, Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
+        deadline: Deadline,
+    ) -> std::result::Result<usize, E> {
+        self.take(buf, deadline).map_err(E::from)
+    }
+
+    /// The core lending receive of every form.
+    // Inlined down to the slot's `seq` check, as `spsc::Receiver::recv_ref`: a grant
+    // returned through calls is loaded back from the stack whole after being stored in
+    // pieces, a stall that costs more than the rest of a receive.
+    #[inline(always)]
+    fn recv_ref_until_as<E: From<Failure>>(
+        &mut self,
+        deadline: Deadline,
+    ) -> std::result::Result<ReadGrant<'_>, E> {
+        self.lend(deadline).map_err(E::from)
     }
 
     /// Fails with `Incompatible { field: "message type" }` unless the channel carries
@@ -1303,52 +1295,21 @@ impl Subscriber {
         })
     }
 
-    /// Lends the next message: in place under `Backpressure` (the slot cannot be reused
-    /// before the grant is dropped), as a validated copy under `Overwrite`.
-    // Inlined down to the slot's `seq` check, as `spsc::Receiver::recv_ref`: a grant
-    // returned through calls is loaded back from the stack whole after being stored in
-    // pieces, a stall that costs more than the rest of a receive.
     #[inline(always)]
-    pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
-        self.lend(Some(None)).map_err(RecvError::from_fault)
-    }
-
-    /// [`recv_ref`](Self::recv_ref) without waiting.
-    #[inline(always)]
-    pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
-        self.lend(None).map_err(TryRecvError::from_fault)
-    }
-
-    /// [`recv_ref`](Self::recv_ref) waiting at most `timeout`.
-    #[inline(always)]
-    pub fn recv_ref_timeout(
-        &mut self,
-        timeout: Duration,
-    ) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
-        self.lend(Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
-    }
-
-    #[inline(always)]
-    fn lend(
-        &mut self,
-        wait: Option<Option<Duration>>,
-    ) -> std::result::Result<ReadGrant<'_>, Fault> {
+    fn lend(&mut self, deadline: Deadline) -> std::result::Result<ReadGrant<'_>, Failure> {
         if self.shared.geo.overflow == Overflow::Overwrite {
-            return self.lend_copy(wait);
+            return self.lend_copy(deadline);
         }
-        let (_, len) = self.next(wait)?;
+        let (_, len) = self.next(deadline)?;
         let (_, data) = self.shared.view().slot(self.cursor);
         Ok(ReadGrant(Lent::InPlace { sub: self, data, len }))
     }
 
     /// [`Subscriber::lend`] under `Overwrite`: a validated copy.
     #[inline(never)]
-    fn lend_copy(
-        &mut self,
-        wait: Option<Option<Duration>>,
-    ) -> std::result::Result<ReadGrant<'_>, Fault> {
+    fn lend_copy(&mut self, deadline: Deadline) -> std::result::Result<ReadGrant<'_>, Failure> {
         let mut copy = std::mem::take(&mut self.copy);
-        let got = self.take(&mut copy, wait);
+        let got = self.take(&mut copy, deadline);
         self.copy = copy;
         got?;
         Ok(ReadGrant(Lent::Copy(&self.copy)))
@@ -1358,10 +1319,10 @@ impl Subscriber {
     fn take(
         &mut self,
         buf: &mut Vec<u8>,
-        wait: Option<Option<Duration>>,
-    ) -> std::result::Result<usize, Fault> {
+        deadline: Deadline,
+    ) -> std::result::Result<usize, Failure> {
         loop {
-            let (seq, len) = self.next(wait)?;
+            let (seq, len) = self.next(deadline)?;
             let (slot, data) = self.shared.view().slot(self.cursor);
             buf.clear();
             buf.reserve(len);
@@ -1384,7 +1345,7 @@ impl Subscriber {
 
     /// Waits (as `wait` says) for the message at the cursor to be whole.
     #[inline(always)]
-    fn next(&mut self, wait: Option<Option<Duration>>) -> std::result::Result<(u64, usize), Fault> {
+    fn next(&mut self, deadline: Deadline) -> std::result::Result<(u64, usize), Failure> {
         // The message is there: what `look` finds first, without a call.
         let geo = self.shared.geo;
         let (slot, _) = self.shared.view().slot(self.cursor);
@@ -1395,24 +1356,21 @@ impl Subscriber {
                 return Ok((seq, len as usize));
             }
         }
-        self.next_wait(wait)
+        self.next_wait(deadline)
     }
 
     /// [`Subscriber::next`] once the message is not (visibly) there.
     #[inline(never)]
-    fn next_wait(
-        &mut self,
-        wait: Option<Option<Duration>>,
-    ) -> std::result::Result<(u64, usize), Fault> {
+    fn next_wait(&mut self, deadline: Deadline) -> std::result::Result<(u64, usize), Failure> {
         // A quick first look: a message that is there is taken without reading `head`;
         // not waiting, the look must be exact.
-        let first = if wait.is_some() { Look::Quick } else { Look::Exact };
+        let first = if deadline == Deadline::Now { Look::Exact } else { Look::Quick };
         let found = match self.look(first) {
             Step::Ready(seq, len) => return Ok((seq, len)),
-            Step::Fault(f) => return Err(f),
-            Step::Empty => match wait {
+            Step::Failed(f) => return Err(f),
+            Step::Empty => match deadline.timeout() {
                 None if self.notify.is_some() => return self.arm_for_message(),
-                None => return Err(Fault::Empty),
+                None => return Err(Failure::Empty),
                 Some(timeout) => timeout,
             },
         };
@@ -1429,22 +1387,17 @@ impl Subscriber {
         {
             Step::Empty => None,
             Step::Ready(seq, len) => Some(Ok((seq, len))),
-            Step::Fault(f) => Some(Err(f)),
+            Step::Failed(f) => Some(Err(f)),
         });
         self.notify = notify;
-        match result {
-            Ok(r) => r,
-            Err(Stop::Timeout) => Err(Fault::Timeout),
-            Err(Stop::Closed) => Err(Fault::Disconnected),
-            Err(Stop::Dead(pid)) => Err(Fault::PeerDead(pid)),
-        }
+        result.unwrap_or_else(|stop| Err(Failure::from_stop(stop)))
     }
 
     /// Notifying mode, not waiting: arms this subscriber on the shared park so that the
     /// next message (or the publisher's close or death) rings its doorbell, and reports
     /// `Empty`, unless the look after arming finds the message.
     #[cold]
-    fn arm_for_message(&mut self) -> std::result::Result<(u64, usize), Fault> {
+    fn arm_for_message(&mut self) -> std::result::Result<(u64, usize), Failure> {
         let mut notify = self.notify.take().expect("notifying mode");
         let shared = self.shared.clone();
         let me = shared.view().endpoint(self.index);
@@ -1453,15 +1406,15 @@ impl Subscriber {
         let result = notify.arm(park, me, Some(publisher), || match self.look(Look::Exact) {
             Step::Empty => None,
             Step::Ready(seq, len) => Some(Ok((seq, len))),
-            Step::Fault(f) => Some(Err(f)),
+            Step::Failed(f) => Some(Err(f)),
         });
         self.notify = Some(notify);
         match result {
             Ok(Some(found)) => found,
-            Ok(None) => Err(Fault::Empty),
-            Err(Stop::Closed) => Err(Fault::Disconnected),
-            Err(Stop::Dead(pid)) => Err(Fault::PeerDead(pid)),
-            Err(Stop::Timeout) => Err(Fault::Empty),
+            Ok(None) => Err(Failure::Empty),
+            Err(Stop::Closed) => Err(Failure::Disconnected),
+            Err(Stop::Dead(pid)) => Err(Failure::PeerDead { pid }),
+            Err(Stop::Timeout) => Err(Failure::Empty),
         }
     }
 
@@ -1493,7 +1446,9 @@ impl Subscriber {
             // `head = c - 1`: head is at least c - 1, and c - 1 or c means message c is
             // not published yet.
             if head.saturating_add(1) < c || head >= 1 << 62 {
-                return Step::Fault(Fault::Corrupt(format!("head {head}, subscriber cursor {c}")));
+                return Step::Failed(Failure::corrupt(format!(
+                    "head {head}, subscriber cursor {c}"
+                )));
             }
             if head <= c {
                 return Step::Empty;
@@ -1517,7 +1472,7 @@ impl Subscriber {
             // as we looked: then judge it by its new sequence number, below.
             seq = slot.seq.load(Ordering::Acquire);
             if seq == want {
-                return Step::Fault(Fault::Corrupt(format!("message {c} claims {len} bytes")));
+                return Step::Failed(Failure::corrupt(format!("message {c} claims {len} bytes")));
             }
         }
         // A later lap owns the slot: message (seq - 1) / 2 is there or being written,
@@ -1528,7 +1483,7 @@ impl Subscriber {
                 return self.skip_to(lap + 1 - geo.slots);
             }
         }
-        Step::Fault(Fault::Corrupt(format!(
+        Step::Failed(Failure::corrupt(format!(
             "slot of message {c} has sequence {seq}, expected {want}"
         )))
     }
@@ -1554,7 +1509,7 @@ impl Subscriber {
         self.cursor += 1;
         line.cursor.store(self.cursor, Ordering::Release);
         self.notify_publisher();
-        Some(Step::Fault(Fault::Lagged(missed)))
+        Some(Step::Failed(Failure::Lagged { missed }))
     }
 
     fn skip_to(&mut self, to: u64) -> Step {
@@ -1565,7 +1520,7 @@ impl Subscriber {
         line.cursor.store(to, Ordering::Release);
         self.hinted = to;
         line.hint.store(to, Ordering::Release);
-        Step::Fault(Fault::Lagged(missed))
+        Step::Failed(Failure::Lagged { missed })
     }
 
     /// Done with the message at the cursor.
@@ -1732,6 +1687,89 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
     })
 }
 
+impl Subscriber {
+    /// Whether a message is there (`Ok(true)`), without taking it; `Ok(false)` when
+    /// none is, which in notifying mode has armed the subscriber as an empty
+    /// `try_recv` does. A lag is reported (and skipped) as a receive would.
+    pub fn ready_or_arm(&mut self) -> std::result::Result<bool, Failure> {
+        match self.next(Deadline::Now) {
+            Ok(_) => Ok(true),
+            Err(Failure::Empty) => Ok(false),
+            Err(f) => Err(f),
+        }
+    }
+}
+
+impl End for Subscriber {
+    const WHAT: &'static str = "subscriber";
+
+    fn max_message(&self) -> usize {
+        Subscriber::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Subscriber::set_wait_strategy(self, wait)
+    }
+}
+
+impl RecvEnd for Subscriber {
+    type Grant<'a> = ReadGrant<'a>;
+    type RecvError = RecvError;
+    const PEER: &'static str = "publisher";
+
+    #[inline(always)]
+    fn recv_ref_until(
+        &mut self,
+        deadline: Deadline,
+    ) -> std::result::Result<ReadGrant<'_>, Failure> {
+        self.recv_ref_until_as(deadline)
+    }
+
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> std::result::Result<usize, Failure> {
+        self.recv_until_as(buf, deadline)
+    }
+
+    fn has_message(&mut self) -> bool {
+        Subscriber::has_message(self)
+    }
+
+    fn ready_or_arm(&mut self) -> std::result::Result<bool, Failure> {
+        Subscriber::ready_or_arm(self)
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.cursor)
+    }
+}
+
+impl End for Publisher {
+    const WHAT: &'static str = "publisher";
+
+    fn max_message(&self) -> usize {
+        Publisher::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Publisher::set_wait_strategy(self, wait)
+    }
+}
+
+impl SendEnd for Publisher {
+    #[inline(always)]
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Failure> {
+        self.push(msg, deadline)
+    }
+
+    /// Room for one more message (every message takes one slot whatever its length).
+    fn has_room(&mut self, _len: usize) -> bool {
+        self.has_room_now()
+    }
+}
+
 impl super::notifying::NotifyEnd for Subscriber {
     fn enable_notify(&mut self) -> Result<()> {
         if self.notify.is_none() {
@@ -1765,6 +1803,7 @@ impl super::notifying::NotifyEnd for Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::{SendTimeoutError, TrySendError};
 
     fn channel(
         slots: usize,

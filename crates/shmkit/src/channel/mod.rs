@@ -14,7 +14,7 @@
 //! Send errors hand the message back.
 
 pub mod broadcast;
-pub mod generic;
+pub mod end;
 pub mod mpsc;
 pub mod notifying;
 pub mod ring;
@@ -22,23 +22,25 @@ pub mod rpc;
 pub mod spsc;
 
 pub use crate::sync::wait::WaitStrategy;
+pub use end::{Deadline, End, Failure, LoanEnd, RecvEnd, SendEnd};
 pub use notifying::{readiness_fd, NotifyEnd, Notifying};
 pub use spsc::{Config, ReadGrant, Receiver, Sender, WriteGrant};
 
 use std::fmt;
 
-/// Why a channel operation cannot complete, without the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Fault {
-    Full,
-    Empty,
-    Timeout,
-    Disconnected,
-    PeerDead(u32),
-    TooLarge(usize, usize),
-    Corrupt(String),
-    /// A broadcast subscriber fell a ring behind and skipped this many messages.
-    Lagged(u64),
+/// How an end's typed send error is made from a core operation's [`Failure`] and the
+/// message that was not sent.
+pub trait FromFailure<T> {
+    /// `failure` with `msg` handed back. An outcome the form cannot have (e.g. `Full`
+    /// for a send that waits) becomes `Corrupt`, never a panic.
+    fn from_failure(failure: Failure, msg: T) -> Self;
+}
+
+impl<T> FromFailure<T> for Failure {
+    /// The outcome itself; the message is dropped.
+    fn from_failure(failure: Failure, _msg: T) -> Self {
+        failure
+    }
 }
 
 macro_rules! send_error {
@@ -85,15 +87,30 @@ macro_rules! send_error {
                 matches!(self, $name::Disconnected(_) | $name::PeerDead { .. })
             }
 
+        }
+
+        impl<T> FromFailure<T> for $name<T> {
             #[allow(unreachable_patterns)]
-            pub(crate) fn from_fault(fault: Fault, msg: T) -> Self {
-                match fault {
-                    $(Fault::$variant => $name::$variant(msg),)*
-                    Fault::Disconnected => $name::Disconnected(msg),
-                    Fault::PeerDead(pid) => $name::PeerDead { msg, pid },
-                    Fault::TooLarge(_, max) => $name::TooLarge { msg, max },
-                    Fault::Corrupt(what) => $name::Corrupt { msg, what },
-                    other => unreachable!("{other:?} is not a send outcome"),
+            fn from_failure(failure: Failure, msg: T) -> Self {
+                match failure {
+                    $(Failure::$variant => $name::$variant(msg),)*
+                    Failure::Disconnected => $name::Disconnected(msg),
+                    Failure::PeerDead { pid } => $name::PeerDead { msg, pid },
+                    Failure::TooLarge { max } => $name::TooLarge { msg, max },
+                    Failure::Corrupt { what } => $name::Corrupt { msg, what },
+                    other => $name::Corrupt { msg, what: format!("{other} is not a send outcome") },
+                }
+            }
+        }
+
+        impl<T> From<$name<T>> for Failure {
+            fn from(e: $name<T>) -> Failure {
+                match e {
+                    $($name::$variant(_) => Failure::$variant,)*
+                    $name::Disconnected(_) => Failure::Disconnected,
+                    $name::PeerDead { pid, .. } => Failure::PeerDead { pid },
+                    $name::TooLarge { max, .. } => Failure::TooLarge { max },
+                    $name::Corrupt { what, .. } => Failure::Corrupt { what },
                 }
             }
         }
@@ -177,15 +194,34 @@ macro_rules! recv_error {
                 matches!(self, $name::Disconnected | $name::PeerDead { .. })
             }
 
+        }
+
+        impl From<$crate::channel::Failure> for $name {
+            /// An outcome the form cannot have (e.g. `Empty` for a receive that waits)
+            /// becomes `Corrupt`, never a panic.
             #[allow(unreachable_patterns)]
-            pub(crate) fn from_fault(fault: Fault) -> Self {
-                match fault {
-                    $(Fault::$variant => $name::$variant,)*
-                    $(Fault::Lagged(missed) => $name::$lagged { missed },)?
-                    Fault::Disconnected => $name::Disconnected,
-                    Fault::PeerDead(pid) => $name::PeerDead { pid },
-                    Fault::Corrupt(what) => $name::Corrupt { what },
-                    other => unreachable!("{other:?} is not a receive outcome"),
+            fn from(failure: $crate::channel::Failure) -> Self {
+                use $crate::channel::Failure;
+                match failure {
+                    $(Failure::$variant => $name::$variant,)*
+                    $(Failure::Lagged { missed } => $name::$lagged { missed },)?
+                    Failure::Disconnected => $name::Disconnected,
+                    Failure::PeerDead { pid } => $name::PeerDead { pid },
+                    Failure::Corrupt { what } => $name::Corrupt { what },
+                    other => $name::Corrupt { what: format!("{other} is not a receive outcome") },
+                }
+            }
+        }
+
+        impl From<$name> for $crate::channel::Failure {
+            fn from(e: $name) -> Self {
+                use $crate::channel::Failure;
+                match e {
+                    $($name::$variant => Failure::$variant,)*
+                    $($name::$lagged { missed } => Failure::Lagged { missed },)?
+                    $name::Disconnected => Failure::Disconnected,
+                    $name::PeerDead { pid } => Failure::PeerDead { pid },
+                    $name::Corrupt { what } => Failure::Corrupt { what },
                 }
             }
         }

@@ -94,6 +94,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::end::{loan_forms, recv_forms, send_forms};
 use super::ring::{
     self, Consumer, Frame, Geometry, Producer, Refresh, Reservation, ReserveError, RingMemory,
 };
@@ -102,7 +103,8 @@ use super::spsc::{
     STREAM_STILL_LOOKS, STREAM_STREAK,
 };
 use super::{
-    Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    Deadline, End, Failure, FromFailure, LoanEnd, RecvEnd, RecvError, RecvTimeoutError, SendEnd,
+    SendError, TryRecvError,
 };
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
@@ -110,7 +112,7 @@ use crate::segment::{Name, Options, Segment};
 use crate::sync::notify::{Doorbell, Notifier};
 use crate::sync::peer::Liveness;
 use crate::sync::pidwatch::{self, DeathBell, PeerWatch};
-use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Park, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the receiver; senders are 1..=N.
@@ -436,17 +438,6 @@ unsafe impl RingMemory for Lane<'_> {
     }
 }
 
-fn stop_fault(stop: Stop) -> Fault {
-    match stop {
-        Stop::Timeout => Fault::Timeout,
-        Stop::Closed => Fault::Disconnected,
-        Stop::Dead(pid) => Fault::PeerDead(pid),
-    }
-}
-
-/// `None`: do not wait; `Some(None)`: wait for good; `Some(Some(t))`: up to `t`.
-type Wait = Option<Option<Duration>>;
-
 /// One sender. Dropping it closes its record; the receiver still gets everything it
 /// sent.
 #[derive(Debug)]
@@ -545,8 +536,10 @@ impl Sender {
 
     /// Whether a message of `len` bytes fits in our lane now, by a look that never arms
     /// a notifying end (what an async send spins on).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn has_room(&mut self, len: usize) -> bool {
+    /// Whether a message of `len` bytes fits in our lane now, by a look that never
+    /// arms a notifying end; a message the channel can never take "fits" (the send
+    /// that follows reports why).
+    pub fn has_room(&mut self, len: usize) -> bool {
         let lane = self.shared.view().lane(self.index - 1);
         len as u64 > self.shared.shape.ring.max_message
             || !matches!(
@@ -570,60 +563,32 @@ impl Sender {
         self.send(value.as_bytes()).map_err(|e| TypedError::Channel(e.without_message()))
     }
 
-    /// Sends `msg`, waiting for room in our lane.
-    #[inline]
-    pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
-        self.push(msg, Some(None)).map_err(|f| SendError::from_fault(f, msg))
-    }
+    send_forms!();
+    loan_forms!(WriteGrant);
 
-    /// Sends `msg` if our lane has room now.
-    #[inline]
-    pub fn try_send<'a>(
+    /// The core send of every form.
+    #[inline(always)]
+    fn send_until_as<'a, E: FromFailure<&'a [u8]>>(
         &mut self,
         msg: &'a [u8],
-    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
-        self.push(msg, None).map_err(|f| TrySendError::from_fault(f, msg))
+        deadline: Deadline,
+    ) -> std::result::Result<(), E> {
+        self.push(msg, deadline).map_err(|f| E::from_failure(f, msg))
     }
 
-    /// Sends `msg`, waiting at most `timeout` for room.
-    pub fn send_timeout<'a>(
-        &mut self,
-        msg: &'a [u8],
-        timeout: Duration,
-    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
-        self.push(msg, Some(Some(timeout))).map_err(|f| SendTimeoutError::from_fault(f, msg))
-    }
-
-    /// Lends a writable slice of `len` bytes in our lane, waiting for room;
-    /// [`WriteGrant::commit`] publishes it, dropping the grant abandons it.
-    pub fn loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, SendError<usize>> {
-        let r = self.reserve(len, Some(None)).map_err(|f| SendError::from_fault(f, len))?;
-        Ok(WriteGrant { sender: self, reservation: r })
-    }
-
-    /// [`Sender::loan`] without waiting.
-    pub fn try_loan(
+    /// The core loan of every form.
+    #[inline(always)]
+    fn loan_until_as<E: FromFailure<usize>>(
         &mut self,
         len: usize,
-    ) -> std::result::Result<WriteGrant<'_>, TrySendError<usize>> {
-        let r = self.reserve(len, None).map_err(|f| TrySendError::from_fault(f, len))?;
-        Ok(WriteGrant { sender: self, reservation: r })
-    }
-
-    /// [`Sender::loan`] waiting at most `timeout` for room.
-    pub fn loan_timeout(
-        &mut self,
-        len: usize,
-        timeout: Duration,
-    ) -> std::result::Result<WriteGrant<'_>, SendTimeoutError<usize>> {
-        let r = self
-            .reserve(len, Some(Some(timeout)))
-            .map_err(|f| SendTimeoutError::from_fault(f, len))?;
+        deadline: Deadline,
+    ) -> std::result::Result<WriteGrant<'_>, E> {
+        let r = self.reserve(len, deadline).map_err(|f| E::from_failure(f, len))?;
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
     #[inline(always)]
-    fn push(&mut self, msg: &[u8], wait: Wait) -> std::result::Result<(), Fault> {
+    fn push(&mut self, msg: &[u8], wait: Deadline) -> std::result::Result<(), Failure> {
         let r = self.reserve(msg.len(), wait)?;
         let lane = self.shared.view().lane(self.index - 1);
         let before = self.producer.head();
@@ -658,13 +623,13 @@ impl Sender {
 
     /// Room for `len` bytes in our lane: inlined when there is room at once.
     #[inline(always)]
-    fn reserve(&mut self, len: usize, wait: Wait) -> std::result::Result<Reservation, Fault> {
+    fn reserve(&mut self, len: usize, wait: Deadline) -> std::result::Result<Reservation, Failure> {
         let shared = &*self.shared;
         if len as u64 <= shared.shape.ring.max_message
             && !wait::peer_closed(shared.view().endpoint(RECEIVER))
         {
             let lane = shared.view().lane(self.index - 1);
-            let refresh = if wait.is_some() { Refresh::Hint } else { Refresh::Exact };
+            let refresh = if wait == Deadline::Now { Refresh::Exact } else { Refresh::Hint };
             if let Ok(r) = self.producer.try_reserve_with(&lane, len as u64, refresh) {
                 return Ok(r);
             }
@@ -673,25 +638,29 @@ impl Sender {
     }
 
     #[inline(never)]
-    fn reserve_slow(&mut self, len: usize, wait: Wait) -> std::result::Result<Reservation, Fault> {
+    fn reserve_slow(
+        &mut self,
+        len: usize,
+        wait: Deadline,
+    ) -> std::result::Result<Reservation, Failure> {
         let shared = &*self.shared;
         if len as u64 > shared.shape.ring.max_message {
-            return Err(Fault::TooLarge(len, shared.shape.ring.max_message as usize));
+            return Err(Failure::TooLarge { max: shared.shape.ring.max_message as usize });
         }
         let receiver = shared.view().endpoint(RECEIVER);
         if wait::peer_closed(receiver) {
-            return Err(Fault::Disconnected);
+            return Err(Failure::Disconnected);
         }
         let lane = shared.view().lane(self.index - 1);
         loop {
-            let refresh = if wait.is_some() { Refresh::Hint } else { Refresh::Exact };
+            let refresh = if wait == Deadline::Now { Refresh::Exact } else { Refresh::Hint };
             match self.producer.try_reserve_with(&lane, len as u64, refresh) {
                 Ok(r) => return Ok(r),
-                Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
+                Err(ReserveError::Corrupt(what)) => return Err(Failure::Corrupt { what }),
                 Err(ReserveError::Full) => {}
             }
             let me = shared.view().endpoint(self.index);
-            let Some(timeout) = wait else {
+            let Some(timeout) = wait.timeout() else {
                 if let Some(notify) = self.notify.as_deref_mut() {
                     // Notifying mode: arm, so that the receiver's next release rings us.
                     let producer = &mut self.producer;
@@ -699,18 +668,18 @@ impl Sender {
                     {
                         Ok(r) => Some(Ok(r)),
                         Err(ReserveError::Full) => None,
-                        Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                        Err(ReserveError::Corrupt(what)) => Some(Err(Failure::Corrupt { what })),
                     };
                     return match notify.arm(Park::of(me), me, Some(receiver), room) {
                         Ok(Some(r)) => r,
-                        Ok(None) => Err(Fault::Full),
-                        Err(stop) => Err(stop_fault(stop)),
+                        Ok(None) => Err(Failure::Full),
+                        Err(stop) => Err(Failure::from_stop(stop)),
                     };
                 }
                 // Not waiting: a receiver that died cannot make room.
                 return match wait::peer_gone(receiver) {
-                    Some(stop) => Err(stop_fault(stop)),
-                    None => Err(Fault::Full),
+                    Some(stop) => Err(Failure::from_stop(stop)),
+                    None => Err(Failure::Full),
                 };
             };
             let producer = &mut self.producer;
@@ -722,11 +691,11 @@ impl Sender {
                 {
                     Ok(_) => Some(Ok(())),
                     Err(ReserveError::Full) => None,
-                    Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                    Err(ReserveError::Corrupt(what)) => Some(Err(Failure::Corrupt { what })),
                 });
             match result {
                 Ok(r) => r?,
-                Err(stop) => return Err(stop_fault(stop)),
+                Err(stop) => return Err(Failure::from_stop(stop)),
             }
         }
     }
@@ -926,49 +895,44 @@ impl Receiver {
         self.types.check::<T>()
     }
 
-    /// Receives the next message from any sender into `buf` (resized to it), waiting
-    /// for one; `Disconnected` once every sender that attached has gone and everything
-    /// they sent has been received.
-    pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
-        self.take(buf, Some(None)).map_err(RecvError::from_fault)
-    }
+    // `recv` waits for a message from any sender; `Disconnected` once every sender
+    // that attached has gone and everything they sent has been received. A lent
+    // message's [`ReadGrant::sender`] says which record sent it.
+    recv_forms!(ReadGrant, RecvError, TryRecvError, RecvTimeoutError);
 
-    /// Receives the next message if there is one now.
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, TryRecvError> {
-        self.take(buf, None).map_err(TryRecvError::from_fault)
-    }
-
-    /// Receives the next message, waiting at most `timeout`.
-    pub fn recv_timeout(
+    /// The core copying receive of every form.
+    fn recv_until_as<E: From<Failure>>(
         &mut self,
         buf: &mut Vec<u8>,
-        timeout: Duration,
-    ) -> std::result::Result<usize, RecvTimeoutError> {
-        self.take(buf, Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)
+        deadline: Deadline,
+    ) -> std::result::Result<usize, E> {
+        self.take(buf, deadline).map_err(E::from)
     }
 
-    /// Lends the next message in place, waiting for one; it is released when the grant
-    /// drops. [`ReadGrant::sender`] says which record sent it.
+    /// The core lending receive of every form.
     #[inline(always)]
-    pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
-        let (lane, frame) = self.next_frame(Some(None)).map_err(RecvError::from_fault)?;
-        Ok(ReadGrant { receiver: self, lane, frame })
-    }
-
-    /// [`Receiver::recv_ref`] without waiting.
-    pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
-        let (lane, frame) = self.next_frame(None).map_err(TryRecvError::from_fault)?;
-        Ok(ReadGrant { receiver: self, lane, frame })
-    }
-
-    /// [`Receiver::recv_ref`] waiting at most `timeout`.
-    pub fn recv_ref_timeout(
+    fn recv_ref_until_as<E: From<Failure>>(
         &mut self,
-        timeout: Duration,
-    ) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
-        let (lane, frame) =
-            self.next_frame(Some(Some(timeout))).map_err(RecvTimeoutError::from_fault)?;
+        deadline: Deadline,
+    ) -> std::result::Result<ReadGrant<'_>, E> {
+        let (lane, frame) = self.next_frame(deadline).map_err(E::from)?;
         Ok(ReadGrant { receiver: self, lane, frame })
+    }
+
+    /// Whether a message is there (`Ok(true)`), without taking it; `Ok(false)` when
+    /// none is, which in notifying mode has armed the receiver as an empty `try_recv`
+    /// does.
+    pub fn ready_or_arm(&mut self) -> std::result::Result<bool, Failure> {
+        // A look advances the turn to the lane after the one it found; only a receive
+        // may (see `has_message`).
+        let next = self.next;
+        let found = match self.next_frame(Deadline::Now) {
+            Ok(_) => Ok(true),
+            Err(Failure::Empty) => Ok(false),
+            Err(f) => Err(f),
+        };
+        self.next = next;
+        found
     }
 
     /// Receives the next message as a `T`, waiting for one (a message of another
@@ -984,7 +948,7 @@ impl Receiver {
         })
     }
 
-    fn take(&mut self, buf: &mut Vec<u8>, wait: Wait) -> std::result::Result<usize, Fault> {
+    fn take(&mut self, buf: &mut Vec<u8>, wait: Deadline) -> std::result::Result<usize, Failure> {
         let (lane, frame) = self.next_frame(wait)?;
         let len = frame.len as usize;
         buf.clear();
@@ -1009,7 +973,7 @@ impl Receiver {
     }
 
     /// One look over the lanes in use, from `next` round: the first message found.
-    fn look(&mut self) -> std::result::Result<Option<(u32, Frame)>, Fault> {
+    fn look(&mut self) -> std::result::Result<Option<(u32, Frame)>, Failure> {
         let used = self.shared.view().lanes_used();
         for k in 0..used {
             let lane = (self.next + k) % used;
@@ -1020,7 +984,7 @@ impl Receiver {
                     return Ok(Some((lane, frame)));
                 }
                 Ok(None) => {}
-                Err(what) => return Err(Fault::Corrupt(format!("lane {lane}: {what}"))),
+                Err(what) => return Err(Failure::corrupt(format!("lane {lane}: {what}"))),
             }
         }
         Ok(None)
@@ -1076,7 +1040,7 @@ impl Receiver {
     /// a call, the frame goes through the stack in pieces the caller loads back whole:
     /// `ring::Consumer::peek_message`), a call otherwise.
     #[inline(always)]
-    fn next_frame(&mut self, wait: Wait) -> std::result::Result<(u32, Frame), Fault> {
+    fn next_frame(&mut self, wait: Deadline) -> std::result::Result<(u32, Frame), Failure> {
         let lane = self.next;
         if lane < self.shared.shape.lanes {
             let mem = self.shared.view().lane(lane);
@@ -1090,14 +1054,14 @@ impl Receiver {
     }
 
     #[inline(never)]
-    fn next_frame_slow(&mut self, wait: Wait) -> std::result::Result<(u32, Frame), Fault> {
+    fn next_frame_slow(&mut self, wait: Deadline) -> std::result::Result<(u32, Frame), Failure> {
         if let Some(found) = self.look()? {
             return Ok(found);
         }
         // Plain looks first, for a strategy that spins: setting up a wait (the senders'
         // liveness, the pidfd watcher's park registrations, clocks) costs more than a
         // look, and a reply usually comes within these (as the SPSC receiver does).
-        if wait.is_some() && !self.wait.budget().0.is_zero() {
+        if wait != Deadline::Now && !self.wait.budget().0.is_zero() {
             if self.quick_waits >= STREAM_STREAK {
                 self.keep_behind();
             }
@@ -1112,16 +1076,16 @@ impl Receiver {
             }
             self.quick_waits = 0;
         }
-        let Some(timeout) = wait else {
+        let Some(timeout) = wait.timeout() else {
             if self.notify.is_some() {
                 return self.arm_for_message();
             }
             // Nothing now: report the end if every sender has gone (and, with that
             // known, look once more for what they sent last).
             if self.all_gone(false) {
-                return self.look()?.ok_or(Fault::Disconnected);
+                return self.look()?.ok_or(Failure::Disconnected);
             }
-            return Err(Fault::Empty);
+            return Err(Failure::Empty);
         };
         let shared = self.shared.clone();
         let me = shared.view().endpoint(RECEIVER);
@@ -1168,7 +1132,7 @@ impl Receiver {
                 match self.look() {
                     Ok(Some(found)) => Some(Ok(Some(found))),
                     Err(f) => Some(Err(f)),
-                    Ok(None) if exact && self.all_gone(false) => Some(Err(Fault::Disconnected)),
+                    Ok(None) if exact && self.all_gone(false) => Some(Err(Failure::Disconnected)),
                     // A sender attached while we slept: park again, watching it too.
                     Ok(None) if exact && self.watch_epoch != epoch => Some(Ok(None)),
                     Ok(None) => None,
@@ -1179,14 +1143,14 @@ impl Receiver {
             match result {
                 Ok(Ok(Some(found))) => return Ok(found),
                 Ok(Ok(None)) => {}
-                Ok(Err(Fault::Disconnected)) => {
+                Ok(Err(Failure::Disconnected)) => {
                     // Everything they committed before going is delivered first.
-                    return self.look()?.ok_or(Fault::Disconnected);
+                    return self.look()?.ok_or(Failure::Disconnected);
                 }
                 Ok(Err(f)) => return Err(f),
                 Err(_) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(Fault::Timeout);
+                        return Err(Failure::Timeout);
                     }
                 }
             }
@@ -1237,11 +1201,11 @@ impl Receiver {
     /// sender's close or death) rings its doorbell, and reports `Empty`, unless the
     /// look after arming finds a message or the end of every sender.
     #[cold]
-    fn arm_for_message(&mut self) -> std::result::Result<(u32, Frame), Fault> {
+    fn arm_for_message(&mut self) -> std::result::Result<(u32, Frame), Failure> {
         // Subscribe the doorbell to the deaths of the senders attached now.
         let gone = self.all_gone(false);
         if gone {
-            return self.look()?.ok_or(Fault::Disconnected);
+            return self.look()?.ok_or(Failure::Disconnected);
         }
         let mut notify = self.notify.take().expect("notifying mode");
         let shared = self.shared.clone();
@@ -1249,16 +1213,101 @@ impl Receiver {
         let armed = notify.arm(Park::of(me), me, None, || match self.look() {
             Ok(Some(found)) => Some(Ok(found)),
             Err(f) => Some(Err(f)),
-            Ok(None) if self.all_gone(false) => Some(Err(Fault::Disconnected)),
+            Ok(None) if self.all_gone(false) => Some(Err(Failure::Disconnected)),
             Ok(None) => None,
         });
         self.notify = Some(notify);
         match armed {
-            Ok(Some(Err(Fault::Disconnected))) => self.look()?.ok_or(Fault::Disconnected),
+            Ok(Some(Err(Failure::Disconnected))) => self.look()?.ok_or(Failure::Disconnected),
             Ok(Some(result)) => result,
-            Ok(None) => Err(Fault::Empty),
-            Err(stop) => Err(stop_fault(stop)),
+            Ok(None) => Err(Failure::Empty),
+            Err(stop) => Err(Failure::from_stop(stop)),
         }
+    }
+}
+
+impl End for Receiver {
+    const WHAT: &'static str = "receiver";
+
+    fn max_message(&self) -> usize {
+        Receiver::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Receiver::set_wait_strategy(self, wait)
+    }
+}
+
+impl RecvEnd for Receiver {
+    type Grant<'a> = ReadGrant<'a>;
+    type RecvError = RecvError;
+    const PEER: &'static str = "sender";
+
+    #[inline(always)]
+    fn recv_ref_until(
+        &mut self,
+        deadline: Deadline,
+    ) -> std::result::Result<ReadGrant<'_>, Failure> {
+        self.recv_ref_until_as(deadline)
+    }
+
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> std::result::Result<usize, Failure> {
+        self.recv_until_as(buf, deadline)
+    }
+
+    fn has_message(&mut self) -> bool {
+        Receiver::has_message(self)
+    }
+
+    fn ready_or_arm(&mut self) -> std::result::Result<bool, Failure> {
+        Receiver::ready_or_arm(self)
+    }
+
+    fn sender(grant: &ReadGrant<'_>) -> u32 {
+        grant.sender()
+    }
+}
+
+impl End for Sender {
+    const WHAT: &'static str = "sender";
+
+    fn max_message(&self) -> usize {
+        Sender::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Sender::set_wait_strategy(self, wait)
+    }
+}
+
+impl SendEnd for Sender {
+    #[inline(always)]
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Failure> {
+        self.push(msg, deadline)
+    }
+
+    fn has_room(&mut self, len: usize) -> bool {
+        Sender::has_room(self, len)
+    }
+}
+
+impl LoanEnd for Sender {
+    type Loan<'a> = WriteGrant<'a>;
+
+    fn loan_until(
+        &mut self,
+        len: usize,
+        deadline: Deadline,
+    ) -> std::result::Result<WriteGrant<'_>, Failure> {
+        self.loan_until_as(len, deadline)
+    }
+
+    fn commit(loan: WriteGrant<'_>, len: usize) {
+        loan.commit(len)
     }
 }
 
@@ -1423,6 +1472,7 @@ pub fn local(config: &Config, senders: usize) -> Result<(Receiver, Vec<Sender>)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::TrySendError;
 
     fn config() -> Config {
         Config { senders: 4, capacity: 1024, ..Config::default() }

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use super::notifying::NotifyEnd;
 use super::spsc::{self, Config as ChannelConfig};
-use super::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use super::{
+    Deadline, End, Failure, Receiver, RecvTimeoutError, SendEnd, Sender, TryRecvError, TrySendError,
+};
 use crate::error::{Error, Result};
 use crate::layout::{self, endpoint_state, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{posix, Name, Options, Segment};
@@ -320,6 +322,27 @@ impl Client {
         reply: &mut Vec<u8>,
         timeout: Duration,
     ) -> std::result::Result<(), CallError> {
+        self.call_until(request, reply, Deadline::After(timeout))
+    }
+
+    /// [`call`](Self::call) waiting until `deadline` at most.
+    pub fn call_deadline(
+        &mut self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> std::result::Result<(), CallError> {
+        self.call_until(request, reply, Deadline::At(deadline))
+    }
+
+    /// The core call of every form: sends `request`, then waits for its reply until
+    /// `deadline` ([`Deadline::Now`] still sends, then looks once for the reply).
+    pub fn call_until(
+        &mut self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> std::result::Result<(), CallError> {
         if request.len() > self.max_message() {
             return Err(CallError::TooLarge { len: request.len(), max: self.max_message() });
         }
@@ -328,12 +351,15 @@ impl Client {
         }
         self.frame(request);
         self.unsent = false;
-        let deadline = Instant::now() + timeout;
-        self.tx.send_timeout(&self.out, timeout).map_err(|e| match e.without_message() {
-            super::SendTimeoutError::Timeout(()) => CallError::Timeout,
-            super::SendTimeoutError::Corrupt { what, .. } => CallError::Corrupt { what },
-            _ => self.server_gone().unwrap_or(CallError::Disconnected),
-        })?;
+        // For good: a deadline a century away.
+        let deadline = deadline.instant().unwrap_or_else(far_future);
+        SendEnd::send_until(&mut *self.tx, &self.out, Deadline::At(deadline)).map_err(
+            |f| match f {
+                Failure::Timeout | Failure::Full => CallError::Timeout,
+                Failure::Corrupt { what } => CallError::Corrupt { what },
+                _ => self.server_gone().unwrap_or(CallError::Disconnected),
+            },
+        )?;
         wait::notify(self.registry.endpoint(SERVER), self.flags);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -394,8 +420,7 @@ impl Client {
 
     /// Whether [`try_reply`](Self::try_reply) may find the reply now, by a look that
     /// never arms: what an async call spins on.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn has_reply(&mut self) -> bool {
+    pub fn has_reply(&mut self) -> bool {
         !self.unsent && self.rx.has_message()
     }
 
@@ -514,6 +539,36 @@ impl Client {
         });
         self.reply = reply;
         value
+    }
+}
+
+/// An instant no call waits for (a century from now): "for good".
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 86_400)).unwrap_or(now)
+}
+
+impl End for Client {
+    const WHAT: &'static str = "client";
+
+    fn max_message(&self) -> usize {
+        Client::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Client::set_wait_strategy(self, wait)
+    }
+}
+
+impl End for Server {
+    const WHAT: &'static str = "server";
+
+    fn max_message(&self) -> usize {
+        Server::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Server::set_wait_strategy(self, wait)
     }
 }
 

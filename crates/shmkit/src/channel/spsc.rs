@@ -30,17 +30,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::end::{loan_forms, recv_forms, send_forms};
 use super::ring::{
     self, Consumer, Frame, Geometry, Producer, Refresh, Reservation, ReserveError, RingMemory,
 };
 use super::{
-    Fault, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    Deadline, End, Failure, FromFailure, LoanEnd, RecvEnd, RecvError, RecvTimeoutError, SendEnd,
+    SendError, TryRecvError,
 };
 use crate::error::{Error, Result};
 use crate::layout::{self, Endpoint, HeaderInfo, ObjectKind};
 use crate::segment::{Name, Options, Segment};
 use crate::sync::notify::{Doorbell, Notifier};
-use crate::sync::wait::{self, Look, Park, Stop, WaitStrategy};
+use crate::sync::wait::{self, Look, Park, WaitStrategy};
 use crate::typed::{TypeCheck, TypeTag, TypedError};
 
 /// Endpoint index of the sender.
@@ -55,6 +57,14 @@ pub const CONSUMER_LINE: usize = 384;
 pub const RING: usize = 512;
 /// How often a non-blocking send that finds the ring full may read the consumer's exact
 /// position ([`Sender::try_send`]).
+///
+/// With the receiver in another process, `Full` from a send that does not wait means
+/// the ring had no room for the message at some moment within this period: a caller
+/// retrying in a loop reads the consumer's exact position at most once per period and
+/// the coarse release hint in between, so that it does not take the consumer's cache
+/// line away before every message the consumer releases (docs/PERFORMANCE.md has the
+/// streaming figures). With both ends in this process (see [`pair`]) every `Full` is
+/// exact.
 pub const TRY_EXACT_PERIOD: Duration = Duration::from_micros(1);
 /// How far apart the sender's [`ProducerLine::publish_hint`]s are, in bytes: 1 KiB, or
 /// a sixteenth of a smaller ring.
@@ -384,41 +394,6 @@ fn positions(shared: &Shared) -> Result<(u64, u64)> {
     Ok((w, r))
 }
 
-/// When a blocking call gives up.
-#[derive(Debug, Clone, Copy)]
-enum Deadline {
-    /// Do not wait.
-    Now,
-    /// Wait as long as it takes.
-    Never,
-    /// Wait this long. The clock is read only on the slow path, never when the
-    /// operation completes at once or within the first spins.
-    After(Duration),
-}
-
-impl Deadline {
-    fn after(timeout: Duration) -> Deadline {
-        Deadline::After(timeout)
-    }
-
-    /// `None` for [`Deadline::Now`], else the timeout (`Some(None)`: none).
-    fn timeout(self) -> Option<Option<Duration>> {
-        match self {
-            Deadline::Now => None,
-            Deadline::Never => Some(None),
-            Deadline::After(t) => Some(Some(t)),
-        }
-    }
-}
-
-fn stop_fault(stop: Stop) -> Fault {
-    match stop {
-        Stop::Timeout => Fault::Timeout,
-        Stop::Closed => Fault::Disconnected,
-        Stop::Dead(pid) => Fault::PeerDead(pid),
-    }
-}
-
 /// What each end keeps about its own endpoint: shared by [`Sender`] and [`Receiver`].
 #[derive(Debug)]
 struct Side {
@@ -561,8 +536,7 @@ impl Sender {
     /// Whether a message of `len` bytes fits now, by a look that never arms a
     /// notifying end: what an async send spins on. A message the channel can never take
     /// "fits" (the send that follows reports why).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn has_room(&mut self, len: usize) -> bool {
+    pub fn has_room(&mut self, len: usize) -> bool {
         len as u64 > self.shared.geo.max_message
             || !matches!(
                 self.producer.try_reserve_with(&*self.shared, len as u64, Refresh::Hint),
@@ -610,70 +584,33 @@ impl Sender {
         self.send(value.as_bytes()).map_err(|e| TypedError::Channel(e.without_message()))
     }
 
-    /// Sends `msg`, waiting for room as long as it takes.
-    #[inline]
-    pub fn send<'a>(&mut self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
-        self.push(msg, Deadline::Never).map_err(|f| SendError::from_fault(f, msg))
-    }
+    send_forms!();
+    loan_forms!(WriteGrant);
 
-    /// Sends `msg` if there is room now.
-    ///
-    /// With the receiver in another process, `Full` means the ring had no room for
-    /// `msg` at some moment in the last microsecond: a caller retrying in a loop reads
-    /// the consumer's exact position at most once per [`TRY_EXACT_PERIOD`] and the
-    /// coarse release hint in between, so that it does not take the consumer's cache
-    /// line away before every message the consumer releases (measured: streaming by
-    /// spinning on `try_send` went from 12 to 28 M msg/s). With both ends in this
-    /// process (see [`pair`]) every `Full` is exact.
-    #[inline]
-    pub fn try_send<'a>(
+    /// The core send of every form: [`TRY_EXACT_PERIOD`] says what a `Full` from a
+    /// send that does not wait means.
+    #[inline(always)]
+    fn send_until_as<'a, E: FromFailure<&'a [u8]>>(
         &mut self,
         msg: &'a [u8],
-    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
-        self.push(msg, Deadline::Now).map_err(|f| TrySendError::from_fault(f, msg))
+        deadline: Deadline,
+    ) -> std::result::Result<(), E> {
+        self.push(msg, deadline).map_err(|f| E::from_failure(f, msg))
     }
 
-    /// Sends `msg`, waiting at most `timeout` for room.
-    #[inline]
-    pub fn send_timeout<'a>(
-        &mut self,
-        msg: &'a [u8],
-        timeout: Duration,
-    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
-        self.push(msg, Deadline::after(timeout)).map_err(|f| SendTimeoutError::from_fault(f, msg))
-    }
-
-    /// Lends a writable slice of `len` bytes inside the ring, waiting for room;
-    /// [`WriteGrant::commit`] publishes it, dropping the grant abandons it.
-    #[inline]
-    pub fn loan(&mut self, len: usize) -> std::result::Result<WriteGrant<'_>, SendError<usize>> {
-        let r = self.reserve(len, Deadline::Never).map_err(|f| SendError::from_fault(f, len))?;
-        Ok(WriteGrant { sender: self, reservation: r })
-    }
-
-    /// [`Sender::loan`] without waiting.
-    pub fn try_loan(
+    /// The core loan of every form.
+    #[inline(always)]
+    fn loan_until_as<E: FromFailure<usize>>(
         &mut self,
         len: usize,
-    ) -> std::result::Result<WriteGrant<'_>, TrySendError<usize>> {
-        let r = self.reserve(len, Deadline::Now).map_err(|f| TrySendError::from_fault(f, len))?;
-        Ok(WriteGrant { sender: self, reservation: r })
-    }
-
-    /// [`Sender::loan`] waiting at most `timeout`.
-    pub fn loan_timeout(
-        &mut self,
-        len: usize,
-        timeout: Duration,
-    ) -> std::result::Result<WriteGrant<'_>, SendTimeoutError<usize>> {
-        let r = self
-            .reserve(len, Deadline::after(timeout))
-            .map_err(|f| SendTimeoutError::from_fault(f, len))?;
+        deadline: Deadline,
+    ) -> std::result::Result<WriteGrant<'_>, E> {
+        let r = self.reserve(len, deadline).map_err(|f| E::from_failure(f, len))?;
         Ok(WriteGrant { sender: self, reservation: r })
     }
 
     #[inline(always)]
-    fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Fault> {
+    fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Failure> {
         let r = self.reserve(msg.len(), deadline)?;
         let before = self.producer.head();
         self.producer.write(&*self.shared, r, msg);
@@ -704,21 +641,21 @@ impl Sender {
         &mut self,
         len: usize,
         deadline: Deadline,
-    ) -> std::result::Result<Reservation, Fault> {
+    ) -> std::result::Result<Reservation, Failure> {
         let shared = &*self.shared;
         if len as u64 > shared.geo.max_message {
-            return Err(Fault::TooLarge(len, shared.geo.max_message as usize));
+            return Err(Failure::TooLarge { max: shared.geo.max_message as usize });
         }
         let receiver = shared.endpoint(RECEIVER);
         if wait::peer_closed(receiver) {
-            return Err(Fault::Disconnected);
+            return Err(Failure::Disconnected);
         }
         // Look at the release hint first, leaving the consumer's position line alone
         // (`ring` docs).
         loop {
             match self.producer.try_reserve_with(&*self.shared, len as u64, Refresh::Hint) {
                 Ok(r) => return Ok(r),
-                Err(ReserveError::Corrupt(what)) => return Err(Fault::Corrupt(what)),
+                Err(ReserveError::Corrupt(what)) => return Err(Failure::Corrupt { what }),
                 // Reserved again above once there is room, rather than returned from
                 // the call: see `Receiver::next_frame`.
                 Err(ReserveError::Full) => self.reserve_wait(len, deadline)?,
@@ -729,7 +666,7 @@ impl Sender {
     /// [`Sender::reserve`] once the ring looks full: waits (or, by the deadline, does
     /// not) until the producer has seen room for `len` bytes.
     #[inline(never)]
-    fn reserve_wait(&mut self, len: usize, deadline: Deadline) -> std::result::Result<(), Fault> {
+    fn reserve_wait(&mut self, len: usize, deadline: Deadline) -> std::result::Result<(), Failure> {
         let shared = &*self.shared;
         let receiver = shared.endpoint(RECEIVER);
         let Some(timeout) = deadline.timeout() else {
@@ -740,12 +677,12 @@ impl Sender {
                 let room = || match producer.try_reserve_with(shared, len as u64, Refresh::Exact) {
                     Ok(_) => Some(Ok(())),
                     Err(ReserveError::Full) => None,
-                    Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                    Err(ReserveError::Corrupt(what)) => Some(Err(Failure::Corrupt { what })),
                 };
                 return match notify.arm(Park::of(me), me, Some(receiver), room) {
                     Ok(Some(result)) => result,
-                    Ok(None) => Err(Fault::Full),
-                    Err(stop) => Err(stop_fault(stop)),
+                    Ok(None) => Err(Failure::Full),
+                    Err(stop) => Err(Failure::from_stop(stop)),
                 };
             }
             // Not waiting: the exact position, unless read a moment ago while the
@@ -754,14 +691,14 @@ impl Sender {
             if Arc::strong_count(&self.shared) == 1 {
                 let now = Instant::now();
                 if self.last_exact.is_some_and(|t| now.duration_since(t) < TRY_EXACT_PERIOD) {
-                    return Err(Fault::Full);
+                    return Err(Failure::Full);
                 }
                 self.last_exact = Some(now);
             }
             return match self.producer.try_reserve_with(shared, len as u64, Refresh::Exact) {
                 Ok(_) => Ok(()),
-                Err(ReserveError::Corrupt(what)) => Err(Fault::Corrupt(what)),
-                Err(ReserveError::Full) => Err(Fault::Full),
+                Err(ReserveError::Corrupt(what)) => Err(Failure::Corrupt { what }),
+                Err(ReserveError::Full) => Err(Failure::Full),
             };
         };
         let producer = &mut self.producer;
@@ -771,7 +708,7 @@ impl Sender {
             |look: Look| match producer.try_reserve_with(shared, len as u64, look.into()) {
                 Ok(_) => Some(Ok(())),
                 Err(ReserveError::Full) => None,
-                Err(ReserveError::Corrupt(what)) => Some(Err(Fault::Corrupt(what))),
+                Err(ReserveError::Corrupt(what)) => Some(Err(Failure::Corrupt { what })),
             };
         let result = wait::wait_for(
             self.side.wait,
@@ -783,7 +720,7 @@ impl Sender {
         );
         match result {
             Ok(r) => r,
-            Err(stop) => Err(stop_fault(stop)),
+            Err(stop) => Err(Failure::from_stop(stop)),
         }
     }
 }
@@ -936,38 +873,34 @@ impl Receiver {
         &self.shared.seg
     }
 
-    /// Receives the next message into `buf` (replacing its contents), waiting as long
-    /// as it takes; returns its length.
-    #[inline]
-    pub fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
-        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
-        Ok(self.take(frame, buf))
-    }
+    recv_forms!(ReadGrant, RecvError, TryRecvError, RecvTimeoutError);
 
-    /// Receives a message if one is there now.
-    #[inline]
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, TryRecvError> {
-        let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
-        Ok(self.take(frame, buf))
-    }
-
-    /// Receives a message, waiting at most `timeout`.
-    #[inline]
-    pub fn recv_timeout(
+    /// The core copying receive of every form.
+    #[inline(always)]
+    fn recv_until_as<E: From<Failure>>(
         &mut self,
         buf: &mut Vec<u8>,
-        timeout: Duration,
-    ) -> std::result::Result<usize, RecvTimeoutError> {
-        let frame =
-            self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
+        deadline: Deadline,
+    ) -> std::result::Result<usize, E> {
+        let frame = self.next_frame(deadline).map_err(E::from)?;
         Ok(self.take(frame, buf))
+    }
+
+    /// The core lending receive of every form.
+    #[inline(always)]
+    fn recv_ref_until_as<E: From<Failure>>(
+        &mut self,
+        deadline: Deadline,
+    ) -> std::result::Result<ReadGrant<'_>, E> {
+        let frame = self.next_frame(deadline).map_err(E::from)?;
+        Ok(ReadGrant { receiver: self, frame })
     }
 
     /// Receives the next message into `buf`, waiting as long as it takes. A message
     /// longer than `buf` stays in the channel ([`RecvIntoError::BufferTooSmall`]).
     #[inline]
     pub fn recv_into(&mut self, buf: &mut [u8]) -> std::result::Result<usize, RecvIntoError> {
-        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
+        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from)?;
         let len = frame.len as usize;
         if len > buf.len() {
             return Err(RecvIntoError::BufferTooSmall { len });
@@ -976,18 +909,6 @@ impl Receiver {
         unsafe { self.shared.copy_out(frame.offset, &mut buf[..len]) };
         self.release(frame);
         Ok(len)
-    }
-
-    /// Lends the next message in place, waiting as long as it takes; the space is
-    /// released when the grant is dropped.
-    // Always inlined, with the grant's drop: a grant returned through a call goes
-    // through the stack in pieces that the caller loads back whole, a store-forwarding
-    // stall that made a streaming `recv_ref` receiver slower than a copying `recv_into`
-    // one (the same trap as `ring::Consumer::peek_message`).
-    #[inline(always)]
-    pub fn recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, RecvError> {
-        let frame = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
-        Ok(ReadGrant { receiver: self, frame })
     }
 
     /// Waits for a message, then lends it and every message already behind it (up to
@@ -1003,7 +924,7 @@ impl Receiver {
         max: usize,
         f: impl FnMut(&[u8]),
     ) -> std::result::Result<usize, RecvError> {
-        let first = self.next_frame(Deadline::Never).map_err(RecvError::from_fault)?;
+        let first = self.next_frame(Deadline::Never).map_err(RecvError::from)?;
         Ok(self.batch(first, max, f))
     }
 
@@ -1013,7 +934,7 @@ impl Receiver {
         max: usize,
         f: impl FnMut(&[u8]),
     ) -> std::result::Result<usize, TryRecvError> {
-        let first = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
+        let first = self.next_frame(Deadline::Now).map_err(TryRecvError::from)?;
         Ok(self.batch(first, max, f))
     }
 
@@ -1024,8 +945,7 @@ impl Receiver {
         timeout: Duration,
         f: impl FnMut(&[u8]),
     ) -> std::result::Result<usize, RecvTimeoutError> {
-        let first =
-            self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
+        let first = self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from)?;
         Ok(self.batch(first, max, f))
     }
 
@@ -1091,24 +1011,6 @@ impl Receiver {
         })
     }
 
-    /// [`Receiver::recv_ref`] without waiting.
-    #[inline(always)]
-    pub fn try_recv_ref(&mut self) -> std::result::Result<ReadGrant<'_>, TryRecvError> {
-        let frame = self.next_frame(Deadline::Now).map_err(TryRecvError::from_fault)?;
-        Ok(ReadGrant { receiver: self, frame })
-    }
-
-    /// [`Receiver::recv_ref`] waiting at most `timeout`.
-    #[inline(always)]
-    pub fn recv_ref_timeout(
-        &mut self,
-        timeout: Duration,
-    ) -> std::result::Result<ReadGrant<'_>, RecvTimeoutError> {
-        let frame =
-            self.next_frame(Deadline::after(timeout)).map_err(RecvTimeoutError::from_fault)?;
-        Ok(ReadGrant { receiver: self, frame })
-    }
-
     #[inline]
     fn take(&mut self, frame: Frame, buf: &mut Vec<u8>) -> usize {
         let len = frame.len as usize;
@@ -1134,7 +1036,7 @@ impl Receiver {
     /// The next frame: inlined when one is there, a call when we must wait (see
     /// [`Consumer::try_peek`] on why the frame must not go through a call).
     #[inline(always)]
-    fn next_frame(&mut self, deadline: Deadline) -> std::result::Result<Frame, Fault> {
+    fn next_frame(&mut self, deadline: Deadline) -> std::result::Result<Frame, Failure> {
         loop {
             if let Some(frame) = self.consumer.peek_message(&*self.shared) {
                 return Ok(frame);
@@ -1147,7 +1049,7 @@ impl Receiver {
 
     /// Waits until a message is at the consumer's position (skipping padding), or fails.
     #[inline(never)]
-    fn next_frame_wait(&mut self, deadline: Deadline) -> std::result::Result<(), Fault> {
+    fn next_frame_wait(&mut self, deadline: Deadline) -> std::result::Result<(), Failure> {
         // Quick looks first, for a strategy that spins at all. (Looking is useless with
         // the sender on our CPU: it cannot run meanwhile.)
         let timeout = deadline.timeout();
@@ -1163,7 +1065,7 @@ impl Receiver {
         let mut peek = |_: Look| match consumer.try_peek(shared) {
             Ok(Some(_)) => Some(Ok(())),
             Ok(None) => None,
-            Err(what) => Some(Err(Fault::Corrupt(what))),
+            Err(what) => Some(Err(Failure::Corrupt { what })),
         };
         let Some(timeout) = timeout else {
             if let Some(notify) = self.side.notify.as_deref_mut() {
@@ -1171,8 +1073,8 @@ impl Receiver {
                 let me = shared.endpoint(RECEIVER);
                 return match notify.arm(Park::of(me), me, Some(sender), || peek(Look::Exact)) {
                     Ok(Some(result)) => result,
-                    Ok(None) => Err(Fault::Empty),
-                    Err(stop) => Err(stop_fault(stop)),
+                    Ok(None) => Err(Failure::Empty),
+                    Err(stop) => Err(Failure::from_stop(stop)),
                 };
             }
             // Not waiting: report a gone sender (cheap check always, /proc at most
@@ -1180,15 +1082,15 @@ impl Receiver {
             let gone = wait::peer_gone_paced(sender, &mut self.last_liveness);
             return match (gone, peek(Look::Exact)) {
                 (_, Some(result)) => result,
-                (Some(stop), None) => Err(stop_fault(stop)),
-                (None, None) => Err(Fault::Empty),
+                (Some(stop), None) => Err(Failure::from_stop(stop)),
+                (None, None) => Err(Failure::Empty),
             };
         };
         let me = shared.endpoint(RECEIVER);
         let park = wait::Park::of(me).with_bell(self.side.bell());
         match wait::wait_for(self.side.wait, me, park, Some(sender), timeout, peek) {
             Ok(result) => result,
-            Err(stop) => Err(stop_fault(stop)),
+            Err(stop) => Err(Failure::from_stop(stop)),
         }
     }
 
@@ -1199,7 +1101,7 @@ impl Receiver {
     /// than a look, and a reply usually comes within these), or only the quick ones if
     /// `short`.
     #[inline]
-    fn look_briefly(&mut self, short: bool) -> std::result::Result<bool, Fault> {
+    fn look_briefly(&mut self, short: bool) -> std::result::Result<bool, Failure> {
         if self.side.wait.budget().0.is_zero()
             || self.shared.endpoint(SENDER).cpu.load(Ordering::Relaxed) == self.side.cpu
         {
@@ -1220,27 +1122,27 @@ impl Receiver {
                     return Ok(true);
                 }
                 Ok(None) => std::hint::spin_loop(),
-                Err(what) => return Err(Fault::Corrupt(what)),
+                Err(what) => return Err(Failure::Corrupt { what }),
             }
         }
         self.quick_waits = 0;
         Ok(false)
     }
 
-    /// Whether a message is there, without taking it; in notifying mode `Empty` has
-    /// armed the end (as `try_recv` would). What an async loan waits with before it
-    /// lends the message with `try_recv_ref`.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn peek_or_arm(&mut self) -> std::result::Result<(), TryRecvError> {
-        self.next_frame(Deadline::Now).map(|_| ()).map_err(TryRecvError::from_fault)
+    /// Whether a message is there (`Ok(true)`), without taking it; `Ok(false)` when
+    /// none is, which in notifying mode has armed the end as an empty `try_recv` does.
+    pub fn ready_or_arm(&mut self) -> std::result::Result<bool, Failure> {
+        match self.next_frame(Deadline::Now) {
+            Ok(_) => Ok(true),
+            Err(Failure::Empty) => Ok(false),
+            Err(f) => Err(f),
+        }
     }
 
-    /// For an async receive about to spin: the blocking receive's looks before its
-    /// wait ([`Receiver::look_briefly`], which follow a streaming sender from a
-    /// distance); true if a message (or a corrupt frame, for `try_recv` to report) is
-    /// there.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn look_before_waiting(&mut self) -> bool {
+    /// The blocking receive's looks before its wait ([`Receiver::look_briefly`], which
+    /// follow a streaming sender from a distance); true if a message (or a corrupt
+    /// frame, for `try_recv` to report) is there. Never arms.
+    pub fn look_before_waiting(&mut self) -> bool {
         self.look_briefly(false).unwrap_or(true)
     }
 
@@ -1392,6 +1294,92 @@ impl Sender {
     }
 }
 
+impl End for Receiver {
+    const WHAT: &'static str = "receiver";
+
+    fn max_message(&self) -> usize {
+        Receiver::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Receiver::set_wait_strategy(self, wait)
+    }
+}
+
+impl RecvEnd for Receiver {
+    type Grant<'a> = ReadGrant<'a>;
+    type RecvError = RecvError;
+    const PEER: &'static str = "sender";
+
+    #[inline(always)]
+    fn recv_ref_until(
+        &mut self,
+        deadline: Deadline,
+    ) -> std::result::Result<ReadGrant<'_>, Failure> {
+        self.recv_ref_until_as(deadline)
+    }
+
+    #[inline(always)]
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> std::result::Result<usize, Failure> {
+        self.recv_until_as(buf, deadline)
+    }
+
+    fn has_message(&mut self) -> bool {
+        Receiver::has_message(self)
+    }
+
+    fn look_before_waiting(&mut self) -> bool {
+        Receiver::look_before_waiting(self)
+    }
+
+    fn ready_or_arm(&mut self) -> std::result::Result<bool, Failure> {
+        Receiver::ready_or_arm(self)
+    }
+}
+
+impl End for Sender {
+    const WHAT: &'static str = "sender";
+
+    fn max_message(&self) -> usize {
+        Sender::max_message(self)
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        Sender::set_wait_strategy(self, wait)
+    }
+}
+
+impl SendEnd for Sender {
+    #[inline(always)]
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Failure> {
+        self.push(msg, deadline)
+    }
+
+    fn has_room(&mut self, len: usize) -> bool {
+        Sender::has_room(self, len)
+    }
+}
+
+impl LoanEnd for Sender {
+    type Loan<'a> = WriteGrant<'a>;
+
+    fn loan_until(
+        &mut self,
+        len: usize,
+        deadline: Deadline,
+    ) -> std::result::Result<WriteGrant<'_>, Failure> {
+        self.loan_until_as(len, deadline)
+    }
+
+    fn commit(loan: WriteGrant<'_>, len: usize) {
+        loan.commit(len)
+    }
+}
+
 impl super::notifying::NotifyEnd for Sender {
     fn enable_notify(&mut self) -> Result<()> {
         self.side.enable_notify(&self.shared)
@@ -1415,6 +1403,7 @@ impl super::notifying::NotifyEnd for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::{SendTimeoutError, TrySendError};
 
     fn memfd_pair(capacity: usize) -> (Sender, Receiver) {
         pair(create_memfd(&Config { capacity, ..Config::default() }).unwrap()).unwrap()
