@@ -15,6 +15,7 @@
 
 pub mod broadcast;
 pub mod end;
+mod lane;
 pub mod mpsc;
 pub mod notifying;
 pub mod ring;

@@ -95,13 +95,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::end::{loan_forms, recv_forms, send_forms};
+use super::lane::{Lane, PLAIN_LOOKS, QUICK_LOOKS, STREAM_STREAK};
 use super::ring::{
     self, Consumer, Frame, Geometry, Producer, Refresh, Reservation, ReserveError, RingMemory,
 };
-use super::spsc::{
-    publish_hint_step, stream_lead, ConsumerLine, ProducerLine, QUICK_LOOKS, STREAM_LOOKS,
-    STREAM_STILL_LOOKS, STREAM_STREAK,
-};
+use super::spsc::publish_hint_step;
 use super::{
     Deadline, End, Failure, FromFailure, LoanEnd, RecvEnd, RecvError, RecvTimeoutError, SendEnd,
     SendError, TryRecvError,
@@ -119,8 +117,6 @@ use crate::typed::{TypeCheck, TypeTag, TypedError};
 pub const RECEIVER: u32 = 0;
 /// Most senders a channel can have.
 pub const MAX_SENDERS: u32 = 1024;
-/// Looks over the lanes a receiver that spins makes before it sets up a wait proper.
-const PLAIN_LOOKS: u32 = 256;
 
 /// Indices into [`layout::Header::params`].
 pub mod param {
@@ -347,15 +343,7 @@ impl<'a> View<'a> {
         debug_assert!(i < self.shape.lanes);
         // SAFETY: lane i lies inside the segment (shape_of checked the total size); its
         // lines are 128-aligned (the lane size is a multiple of 128) and atomics only.
-        unsafe {
-            let p = self.base.add(self.shape.lane(i));
-            Lane {
-                producer: &*p.cast::<ProducerLine>(),
-                consumer: &*p.add(128).cast::<ConsumerLine>(),
-                data: p.add(256),
-                mask: self.shape.ring.capacity - 1,
-            }
-        }
+        unsafe { Lane::at(self.base.add(self.shape.lane(i)), self.shape.ring.capacity) }
     }
 
     /// The lanes the receiver looks at: those any sender has used, at most N.
@@ -366,75 +354,12 @@ impl<'a> View<'a> {
     /// A lane's positions, validated.
     fn positions(self, i: u32) -> Result<(u64, u64)> {
         let lane = self.lane(i);
-        let w = lane.producer.write_pos.load(Ordering::Acquire);
-        let r = lane.consumer.read_pos.load(Ordering::Acquire);
+        let w = lane.producer().write_pos.load(Ordering::Acquire);
+        let r = lane.consumer().read_pos.load(Ordering::Acquire);
         if w % 8 != 0 || r % 8 != 0 || r > w || w - r > self.shape.ring.capacity {
             return Err(Error::corrupt(format!("lane {i} positions: write {w}, read {r}")));
         }
         Ok((w, r))
-    }
-}
-
-/// One lane: its lines and ring.
-#[derive(Debug, Clone, Copy)]
-struct Lane<'a> {
-    producer: &'a ProducerLine,
-    consumer: &'a ConsumerLine,
-    data: *mut u8,
-    mask: u64,
-}
-
-// SAFETY: `data` points at `mask + 1` bytes of the mapping (checked by shape_of), which
-// outlives the lane borrowed from Shared; masking keeps every offset inside it.
-unsafe impl RingMemory for Lane<'_> {
-    type Atomic = AtomicU64;
-
-    #[inline]
-    fn word(&self, off: u64) -> &AtomicU64 {
-        let off = off & self.mask & !7;
-        // SAFETY: off < capacity, 8-aligned, inside the mapping; atomic access.
-        unsafe { &*self.data.add(off as usize).cast::<AtomicU64>() }
-    }
-
-    #[inline]
-    unsafe fn copy_in(&self, off: u64, src: &[u8]) {
-        // SAFETY: the caller guarantees off + len <= capacity and producer ownership.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off as usize), src.len())
-        }
-    }
-
-    #[inline]
-    unsafe fn copy_out(&self, off: u64, dst: &mut [u8]) {
-        // SAFETY: the caller guarantees off + len <= capacity and a published frame.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data.add(off as usize), dst.as_mut_ptr(), dst.len())
-        }
-    }
-
-    #[inline]
-    fn prefetch(&self, off: u64) {
-        ring::prefetch(self.data.wrapping_add((off & self.mask) as usize));
-    }
-
-    #[inline]
-    fn write_pos(&self) -> &AtomicU64 {
-        &self.producer.write_pos
-    }
-
-    #[inline]
-    fn published(&self) -> &AtomicU64 {
-        &self.producer.published
-    }
-
-    #[inline]
-    fn read_pos(&self) -> &AtomicU64 {
-        &self.consumer.read_pos
-    }
-
-    #[inline]
-    fn release_hint(&self) -> &AtomicU64 {
-        &self.consumer.release_hint
     }
 }
 
@@ -612,7 +537,7 @@ impl Sender {
         let head = self.producer.head();
         if (before ^ head) >= self.hint_step {
             let lane = self.shared.view().lane(self.index - 1);
-            lane.producer.publish_hint.store(head, Ordering::Release);
+            lane.producer().publish_hint.store(head, Ordering::Release);
         }
         wait::notify(self.shared.view().endpoint(RECEIVER), self.flags);
         self.sent = self.sent.wrapping_add(1);
@@ -732,7 +657,7 @@ impl WriteGrant<'_> {
 
     fn ptr(&self) -> *mut u8 {
         let lane = self.sender.shared.view().lane(self.sender.index - 1);
-        lane.data.wrapping_add(self.sender.producer.payload_offset(&self.reservation) as usize)
+        lane.data().wrapping_add(self.sender.producer.payload_offset(&self.reservation) as usize)
     }
 }
 
@@ -1169,32 +1094,7 @@ impl Receiver {
         if lane >= self.shared.shape.lanes {
             return;
         }
-        let mem = self.shared.view().lane(lane);
-        let tail = self.lanes[lane as usize].consumer.tail();
-        let capacity = self.shared.shape.ring.capacity;
-        let hint = &mem.producer.publish_hint;
-        if hint.load(Ordering::Relaxed).saturating_add(publish_hint_step(capacity)) < tail {
-            return;
-        }
-        let lead = stream_lead(capacity);
-        let (mut last, mut still) = (0, 0);
-        for _ in 0..STREAM_LOOKS {
-            let now = hint.load(Ordering::Acquire);
-            if now >= tail.saturating_add(lead) {
-                return;
-            }
-            if now == last {
-                still += 1;
-                if still >= STREAM_STILL_LOOKS {
-                    return;
-                }
-            } else {
-                (last, still) = (now, 0);
-            }
-            for _ in 0..4 {
-                std::hint::spin_loop();
-            }
-        }
+        self.shared.view().lane(lane).keep_behind(self.lanes[lane as usize].consumer.tail());
     }
 
     /// Notifying mode, not waiting: arms the receiver so that the next message (or a
@@ -1377,7 +1277,7 @@ impl Deref for ReadGrant<'_> {
         // until this grant drops.
         unsafe {
             std::slice::from_raw_parts(
-                mem.data.add(self.frame.offset as usize),
+                mem.data().add(self.frame.offset as usize),
                 self.frame.len as usize,
             )
         }
@@ -1429,7 +1329,7 @@ pub fn status(seg: &Segment, info: &HeaderInfo) -> Result<Status> {
         .map(|i| {
             let e = view.endpoint(i);
             let (w, r) = view.positions(i - 1).unwrap_or((0, 0));
-            let published = view.lane(i - 1).producer.published.load(Ordering::Relaxed);
+            let published = view.lane(i - 1).producer().published.load(Ordering::Relaxed);
             SenderStatus {
                 index: i,
                 pid: e.pid.load(Ordering::Relaxed),

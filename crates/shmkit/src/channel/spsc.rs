@@ -24,13 +24,15 @@
 //! must not write into a region it has handed over. A hostile peer can change the bytes
 //! under a grant, but cannot make it point outside the segment.
 
-use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::end::{loan_forms, recv_forms, send_forms};
+pub use super::lane::{publish_hint_step, stream_lead, ConsumerLine, ProducerLine};
+use super::lane::{Lane, PLAIN_LOOKS};
+pub(crate) use super::lane::{QUICK_LOOKS, STREAM_STREAK};
 use super::ring::{
     self, Consumer, Frame, Geometry, Producer, Refresh, Reservation, ReserveError, RingMemory,
 };
@@ -66,43 +68,6 @@ pub const RING: usize = 512;
 /// streaming figures). With both ends in this process (see [`pair`]) every `Full` is
 /// exact.
 pub const TRY_EXACT_PERIOD: Duration = Duration::from_micros(1);
-/// How far apart the sender's [`ProducerLine::publish_hint`]s are, in bytes: 1 KiB, or
-/// a sixteenth of a smaller ring.
-pub const fn publish_hint_step(capacity: u64) -> u64 {
-    at_most(capacity / 16, 1024)
-}
-/// A receiver keeping behind a streaming sender waits until the sender is this many
-/// bytes ahead of it (16 KiB, or a quarter of a smaller ring) ...
-pub const fn stream_lead(capacity: u64) -> u64 {
-    at_most(capacity / 4, 16384)
-}
-/// `value`, capped at `max` (`Ord::min` is not `const`).
-const fn at_most(value: u64, max: u64) -> u64 {
-    if value < max {
-        value
-    } else {
-        max
-    }
-}
-/// ... or for this many looks at the publish hint, a few pauses apart: ~9 µs on the
-/// development VM, where 64 B streams ran 1.5× faster with the 16 KiB lead than
-/// without keeping behind (paired runs, 9 of 10) and best with this bound (against
-/// 256 looks: 1.1×, 7 of 10).
-pub(crate) const STREAM_LOOKS: u32 = 96;
-/// Looks at an unchanged publish hint after which a receiver stops keeping behind
-/// (a sender streaming 64 B messages moves it every few looks).
-pub(crate) const STREAM_STILL_LOOKS: u32 = 24;
-/// Consecutive waits that end within [`QUICK_LOOKS`] that make a receiver take its
-/// sender for a streaming one.
-pub(crate) const STREAM_STREAK: u32 = 8;
-/// Looks (a pause apart) within which the next message must come for a wait to count
-/// towards [`STREAM_STREAK`]: far less than any round trip takes.
-pub(crate) const QUICK_LOOKS: u32 = 4;
-/// Looks (a pause apart) a waiting receiver takes itself before the general wait
-/// (`sync::wait::wait_for`): some µs, more than a round trip between two CPUs takes.
-/// (64-byte ping-pong on the Intel VM: 1.40-1.44x the cache-line floor with only the
-/// quick looks, 1.34-1.40x with these, five alternating pairs.)
-const PLAIN_LOOKS: u32 = 256;
 /// Timeouts shorter than this get only [`QUICK_LOOKS`] before the general wait.
 const SHORT_TIMEOUT: Duration = Duration::from_micros(50);
 /// How long an opener waits for a creator that is still initialising.
@@ -117,44 +82,6 @@ pub mod param {
     pub const CONSUMER_LINE: usize = 4;
 }
 
-/// The producer's cache line.
-#[repr(C, align(128))]
-#[derive(Debug)]
-pub struct ProducerLine {
-    /// Position after the last published frame. Producer writes (Release) after each
-    /// frame; the consumer never needs it (frames announce themselves) — it is for
-    /// space accounting by tools and for recovery after a producer crash.
-    pub write_pos: AtomicU64,
-    /// Messages published, for tools (`shmkit top` takes message rates from it):
-    /// written Relaxed after `write_pos`, never read by the protocol. Zero from a
-    /// sender that predates it (the word was reserved, hence zero).
-    pub published: AtomicU64,
-    pub reserved: [AtomicU64; 6],
-    /// `write_pos` as of the last crossing of a [`publish_hint_step`] boundary, 64
-    /// bytes further on (a cache line of its own): what a receiver keeping behind a
-    /// streaming sender polls instead of the frame being written (see
-    /// [`Receiver`]'s streaming notes). A hint only: never trusted for data, and zero
-    /// from a sender that predates it.
-    pub publish_hint: AtomicU64,
-    pub reserved2: [AtomicU64; 7],
-}
-
-/// The consumer's cache line.
-#[repr(C, align(128))]
-#[derive(Debug)]
-pub struct ConsumerLine {
-    /// Position after the last released frame. Consumer writes (Release); the producer
-    /// reads it (Acquire) only when its cached copy says the ring is full.
-    pub read_pos: AtomicU64,
-    pub reserved: [AtomicU64; 7],
-    /// `read_pos` as of the last [`ring::hint_step`] boundary, 64 bytes further on (a
-    /// cache line of its own): what a producer waiting for room polls (`ring` docs).
-    pub release_hint: AtomicU64,
-    pub reserved2: [AtomicU64; 7],
-}
-
-const _: () = assert!(size_of::<ProducerLine>() == 128);
-const _: () = assert!(size_of::<ConsumerLine>() == 128);
 const _: () = assert!(layout::header_size(2) == PRODUCER_LINE);
 const _: () = assert!(PRODUCER_LINE + 128 == CONSUMER_LINE && CONSUMER_LINE + 128 == RING);
 
@@ -282,14 +209,18 @@ impl Shared {
         unsafe { &*self.seg.as_ptr().add(offset).cast::<Endpoint>() }
     }
 
-    fn producer_line(&self) -> &ProducerLine {
-        // SAFETY: in bounds (segment >= RING + capacity), 128-aligned, atomics only.
-        unsafe { &*self.seg.as_ptr().add(PRODUCER_LINE).cast::<ProducerLine>() }
+    /// The channel's lines and ring.
+    #[inline(always)]
+    fn ring(&self) -> Lane<'_> {
+        // SAFETY: geometry_of checked the segment is RING + capacity bytes (a power of
+        // two): the lines at PRODUCER_LINE/CONSUMER_LINE (128-aligned) and the ring at
+        // RING = PRODUCER_LINE + 256, all inside the mapping `seg` keeps for as long
+        // as `self` is borrowed.
+        unsafe { Lane::at(self.seg.as_ptr().add(PRODUCER_LINE), self.geo.capacity) }
     }
 
-    fn consumer_line(&self) -> &ConsumerLine {
-        // SAFETY: as for producer_line.
-        unsafe { &*self.seg.as_ptr().add(CONSUMER_LINE).cast::<ConsumerLine>() }
+    fn producer_line(&self) -> &ProducerLine {
+        self.ring().producer()
     }
 }
 
@@ -325,66 +256,10 @@ fn geometry_of(seg: &Segment, info: &HeaderInfo) -> Result<Geometry> {
     Ok(geo)
 }
 
-// SAFETY: `data` points at `capacity` bytes of the mapping owned by `seg` (checked by
-// geometry_of); the lines are in bounds; all of it lives as long as Shared.
-unsafe impl RingMemory for Shared {
-    type Atomic = AtomicU64;
-
-    #[inline]
-    fn word(&self, off: u64) -> &AtomicU64 {
-        // Masking keeps even a corrupt offset inside the ring and 8-aligned.
-        let off = off & (self.geo.capacity - 1) & !7;
-        // SAFETY: off < capacity, 8-aligned, inside the mapping; atomic access.
-        unsafe { &*self.data.add(off as usize).cast::<AtomicU64>() }
-    }
-
-    #[inline]
-    unsafe fn copy_in(&self, off: u64, src: &[u8]) {
-        // SAFETY: the caller guarantees off + len <= capacity and producer ownership.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off as usize), src.len())
-        }
-    }
-
-    #[inline]
-    unsafe fn copy_out(&self, off: u64, dst: &mut [u8]) {
-        // SAFETY: the caller guarantees off + len <= capacity and a published frame.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data.add(off as usize), dst.as_mut_ptr(), dst.len())
-        }
-    }
-
-    #[inline]
-    fn prefetch(&self, off: u64) {
-        // The address stays inside the mapping, though a prefetch could not fault.
-        ring::prefetch(self.data.wrapping_add((off & (self.geo.capacity - 1)) as usize));
-    }
-
-    #[inline]
-    fn write_pos(&self) -> &AtomicU64 {
-        &self.producer_line().write_pos
-    }
-
-    #[inline]
-    fn published(&self) -> &AtomicU64 {
-        &self.producer_line().published
-    }
-
-    #[inline]
-    fn read_pos(&self) -> &AtomicU64 {
-        &self.consumer_line().read_pos
-    }
-
-    #[inline]
-    fn release_hint(&self) -> &AtomicU64 {
-        &self.consumer_line().release_hint
-    }
-}
-
 /// Positions read at open: validated so a corrupt segment cannot start us anywhere odd.
 fn positions(shared: &Shared) -> Result<(u64, u64)> {
-    let w = shared.write_pos().load(Ordering::Acquire);
-    let r = shared.read_pos().load(Ordering::Acquire);
+    let w = shared.ring().write_pos().load(Ordering::Acquire);
+    let r = shared.ring().read_pos().load(Ordering::Acquire);
     if w % 8 != 0 || r % 8 != 0 || r > w || w - r > shared.geo.capacity {
         return Err(Error::corrupt(format!(
             "positions: write {w}, read {r}, capacity {}",
@@ -522,7 +397,7 @@ impl Sender {
 
     fn attach(shared: Arc<Shared>) -> Result<Sender> {
         let (side, w, r) = Side::attach(&shared, SENDER, RECEIVER, "sender")?;
-        let producer = Producer::recover(&*shared, shared.geo, w, r);
+        let producer = Producer::recover(&shared.ring(), shared.geo, w, r);
         let hint_step = publish_hint_step(shared.geo.capacity);
         Ok(Sender { shared, producer, side, last_exact: None, hint_step })
     }
@@ -539,7 +414,7 @@ impl Sender {
     pub fn has_room(&mut self, len: usize) -> bool {
         len as u64 > self.shared.geo.max_message
             || !matches!(
-                self.producer.try_reserve_with(&*self.shared, len as u64, Refresh::Hint),
+                self.producer.try_reserve_with(&self.shared.ring(), len as u64, Refresh::Hint),
                 Err(ReserveError::Full)
             )
     }
@@ -613,7 +488,7 @@ impl Sender {
     fn push(&mut self, msg: &[u8], deadline: Deadline) -> std::result::Result<(), Failure> {
         let r = self.reserve(msg.len(), deadline)?;
         let before = self.producer.head();
-        self.producer.write(&*self.shared, r, msg);
+        self.producer.write(&self.shared.ring(), r, msg);
         self.published(before);
         Ok(())
     }
@@ -621,7 +496,7 @@ impl Sender {
     #[inline]
     fn publish(&mut self, r: Reservation, len: u64) {
         let before = self.producer.head();
-        self.producer.commit(&*self.shared, r, len);
+        self.producer.commit(&self.shared.ring(), r, len);
         self.published(before);
     }
 
@@ -653,7 +528,7 @@ impl Sender {
         // Look at the release hint first, leaving the consumer's position line alone
         // (`ring` docs).
         loop {
-            match self.producer.try_reserve_with(&*self.shared, len as u64, Refresh::Hint) {
+            match self.producer.try_reserve_with(&self.shared.ring(), len as u64, Refresh::Hint) {
                 Ok(r) => return Ok(r),
                 Err(ReserveError::Corrupt(what)) => return Err(Failure::Corrupt { what }),
                 // Reserved again above once there is room, rather than returned from
@@ -674,7 +549,11 @@ impl Sender {
                 // Notifying mode: arm, so that the receiver's next release rings us.
                 let me = shared.endpoint(SENDER);
                 let producer = &mut self.producer;
-                let room = || match producer.try_reserve_with(shared, len as u64, Refresh::Exact) {
+                let room = || match producer.try_reserve_with(
+                    &shared.ring(),
+                    len as u64,
+                    Refresh::Exact,
+                ) {
                     Ok(_) => Some(Ok(())),
                     Err(ReserveError::Full) => None,
                     Err(ReserveError::Corrupt(what)) => Some(Err(Failure::Corrupt { what })),
@@ -695,7 +574,8 @@ impl Sender {
                 }
                 self.last_exact = Some(now);
             }
-            return match self.producer.try_reserve_with(shared, len as u64, Refresh::Exact) {
+            return match self.producer.try_reserve_with(&shared.ring(), len as u64, Refresh::Exact)
+            {
                 Ok(_) => Ok(()),
                 Err(ReserveError::Corrupt(what)) => Err(Failure::Corrupt { what }),
                 Err(ReserveError::Full) => Err(Failure::Full),
@@ -705,7 +585,7 @@ impl Sender {
         let me = shared.endpoint(SENDER);
         // Quick looks read the release hint, exact ones the position.
         let mut ready =
-            |look: Look| match producer.try_reserve_with(shared, len as u64, look.into()) {
+            |look: Look| match producer.try_reserve_with(&shared.ring(), len as u64, look.into()) {
                 Ok(_) => Some(Ok(())),
                 Err(ReserveError::Full) => None,
                 Err(ReserveError::Corrupt(what)) => Some(Err(Failure::Corrupt { what })),
@@ -906,7 +786,7 @@ impl Receiver {
             return Err(RecvIntoError::BufferTooSmall { len });
         }
         // SAFETY: the frame was validated in bounds and is ours until released.
-        unsafe { self.shared.copy_out(frame.offset, &mut buf[..len]) };
+        unsafe { self.shared.ring().copy_out(frame.offset, &mut buf[..len]) };
         self.release(frame);
         Ok(len)
     }
@@ -963,12 +843,12 @@ impl Receiver {
                     frame.len as usize,
                 )
             });
-            self.consumer.release(shared, frame);
+            self.consumer.release(&shared.ring(), frame);
             n += 1;
             if n >= max {
                 break;
             }
-            match self.consumer.try_peek(shared) {
+            match self.consumer.try_peek(&shared.ring()) {
                 Ok(Some(next)) => frame = next,
                 // Empty, or corrupt: the next call waits for or reports it.
                 _ => break,
@@ -991,7 +871,7 @@ impl Receiver {
 
     /// Whether a message (or a corrupt frame) is waiting, without taking it.
     pub fn has_message(&mut self) -> bool {
-        !matches!(self.consumer.try_peek(&*self.shared), Ok(None))
+        !matches!(self.consumer.try_peek(&self.shared.ring()), Ok(None))
     }
 
     /// Receives the next message as a `T`, waiting for one. A message whose length is
@@ -1020,6 +900,7 @@ impl Receiver {
         // frame is validated in bounds and ours until released) before set_len.
         unsafe {
             self.shared
+                .ring()
                 .copy_out(frame.offset, std::slice::from_raw_parts_mut(buf.as_mut_ptr(), len));
             buf.set_len(len);
         }
@@ -1029,7 +910,7 @@ impl Receiver {
 
     #[inline(always)]
     fn release(&mut self, frame: Frame) {
-        self.consumer.release(&*self.shared, frame);
+        self.consumer.release(&self.shared.ring(), frame);
         self.side.done(&self.shared);
     }
 
@@ -1038,7 +919,7 @@ impl Receiver {
     #[inline(always)]
     fn next_frame(&mut self, deadline: Deadline) -> std::result::Result<Frame, Failure> {
         loop {
-            if let Some(frame) = self.consumer.peek_message(&*self.shared) {
+            if let Some(frame) = self.consumer.peek_message(&self.shared.ring()) {
                 return Ok(frame);
             }
             // The frame is taken again above rather than returned from here: merged
@@ -1062,7 +943,7 @@ impl Receiver {
         let shared = &*self.shared;
         let sender = shared.endpoint(SENDER);
         let consumer = &mut self.consumer;
-        let mut peek = |_: Look| match consumer.try_peek(shared) {
+        let mut peek = |_: Look| match consumer.try_peek(&shared.ring()) {
             Ok(Some(_)) => Some(Ok(())),
             Ok(None) => None,
             Err(what) => Some(Err(Failure::Corrupt { what })),
@@ -1112,7 +993,7 @@ impl Receiver {
         }
         let looks = if short { QUICK_LOOKS } else { PLAIN_LOOKS };
         for look in 0..looks {
-            match self.consumer.try_peek(&*self.shared) {
+            match self.consumer.try_peek(&self.shared.ring()) {
                 Ok(Some(_)) => {
                     if look < QUICK_LOOKS {
                         self.quick_waits = self.quick_waits.saturating_add(1);
@@ -1147,53 +1028,10 @@ impl Receiver {
     }
 
     /// With a streaming sender, waits (briefly) until it is [`stream_lead`] bytes ahead
-    /// instead of polling the frame it is writing.
-    ///
-    /// A receiver that keeps up with its sender spends its waits on the frame word the
-    /// sender is about to write, so every message costs the sender a cache-line
-    /// transfer to take that line back (and its next lines, which the receiver
-    /// prefetches), and a 64-byte stream runs at the speed of those transfers. Once
-    /// [`STREAM_STREAK`] waits in a row have ended within a few looks — messages
-    /// arriving back to back, which no request/reply exchange does — the receiver
-    /// instead polls the sender's publish hint, a line written once per
-    /// [`publish_hint_step`] bytes, and takes the messages in a run once the sender is
-    /// ahead. The wait also ends once the hint has stood still for
-    /// [`STREAM_STILL_LOOKS`] looks (~2 µs here: the sender stopped or slowed), and
-    /// after [`STREAM_LOOKS`] looks whatever the hint says, so the end of a burst is
-    /// delivered at most that much later, once; a wait that does not end quickly then
-    /// ends the streaming mode.
+    /// instead of polling the frame it is writing (see [`Lane::keep_behind`]).
     #[inline(never)]
     fn keep_behind(&mut self) {
-        let shared = &*self.shared;
-        let tail = self.consumer.tail();
-        let hint = &shared.producer_line().publish_hint;
-        // A sender that does not maintain the hint (an older one) leaves it behind the
-        // messages we have already taken: do not wait for it.
-        let capacity = shared.geo.capacity;
-        if hint.load(Ordering::Relaxed).saturating_add(publish_hint_step(capacity)) < tail {
-            return;
-        }
-        let lead = stream_lead(capacity);
-        let (mut last, mut still) = (0, 0);
-        for _ in 0..STREAM_LOOKS {
-            let now = hint.load(Ordering::Acquire);
-            if now >= tail.saturating_add(lead) {
-                return;
-            }
-            // A hint that stops moving is a sender that stopped (or slowed): stop
-            // waiting for the lead, so that the end of a burst is not held back long.
-            if now == last {
-                still += 1;
-                if still >= STREAM_STILL_LOOKS {
-                    return;
-                }
-            } else {
-                (last, still) = (now, 0);
-            }
-            for _ in 0..4 {
-                std::hint::spin_loop();
-            }
-        }
+        self.shared.ring().keep_behind(self.consumer.tail());
     }
 }
 
@@ -1506,7 +1344,7 @@ mod tests {
             tx.send(b"12345678").unwrap(); // 16-byte frames
         }
         // Break the third frame word.
-        rx.shared.word(32).store(u64::MAX, Ordering::Relaxed);
+        rx.shared.ring().word(32).store(u64::MAX, Ordering::Relaxed);
         assert_eq!(rx.try_recv_batch(10, |m| assert_eq!(m, b"12345678")).unwrap(), 2);
         assert!(matches!(rx.try_recv_batch(10, |_| ()), Err(TryRecvError::Corrupt { .. })));
     }
