@@ -338,13 +338,13 @@ impl Publisher {
         }
         let shared = self.shared.clone();
         let me = shared.view().endpoint(PUBLISHER);
-        let Some(timeout) = deadline.timeout() else {
+        if deadline == Deadline::Now {
             return match self.notify.take() {
                 Some(notify) => self.arm_for_room(notify),
                 None => Err(Failure::Full),
             };
-        };
-        let deadline = deadline_of(timeout);
+        }
+        let deadline = deadline.instant();
         let bell = self.notify.take();
         let result = self.make_room_waiting(me, bell.as_deref().map(Notifier::bell), deadline);
         self.notify = bell;

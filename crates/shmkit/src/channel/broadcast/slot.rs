@@ -154,10 +154,6 @@ impl Parts<'_> {
 /// Message bytes on a slot's first 64-byte line, after the header.
 pub(super) const FIRST_LINE_BYTES: usize = 64 - SLOT_HEADER;
 
-pub(super) fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
-}
-
 pub(super) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
